@@ -1,0 +1,172 @@
+# kdcache: one build for the libraries, the three tools and the Check suites.
+#
+#   make                 libraries + kd-precompute, kd-train, kd-cache in build/bin
+#   make check           every Check suite (fixtures from Debian's PyTorch first)
+#   make check SANITIZE=1  the same under AddressSanitizer + UBSan (build-asan/)
+#   make check-gpu       CUDA vs CPU op checks; prints one line and exits 0 without a GPU
+#   make install PREFIX=/usr/local
+#
+# Sources are found by wildcard: a new common/foo.c joins libkdcommon.a, a new
+# tests/test_foo.c becomes the suite build/tests/test_foo. Files named *_main.c
+# are program entry points and stay out of the libraries.
+
+CC      ?= cc
+PREFIX  ?= /usr/local
+SANITIZE ?= 0
+PYTHON  ?= /usr/bin/python3
+NVCC    ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+
+# CUDA: built when nvcc is found, unless CUDA=0. Sanitizer builds stay CPU-only
+# (ASan's shadow memory and the CUDA runtime do not mix).
+ifeq ($(SANITIZE),1)
+CUDA ?= 0
+else ifneq ($(and $(NVCC),$(wildcard common/backend_cuda.cu)),)
+CUDA ?= 1
+else
+CUDA ?= 0
+endif
+
+ifeq ($(SANITIZE),1)
+BUILD   ?= build-asan
+SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT      = -O1 -g
+else
+BUILD   ?= build
+SANFLAGS =
+OPT      = -O2 -g
+endif
+
+PKGS      = hdf5 libturbojpeg jansson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
+
+CFLAGS  = -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -pthread -I. $(PKG_CFLAGS) $(SANFLAGS) $(EXTRA_CFLAGS)
+LDFLAGS = -pthread $(SANFLAGS) $(EXTRA_LDFLAGS)
+LDLIBS  = $(PKG_LIBS) -llz4 -ldl -lm
+
+CUDA_HOME ?= /usr/local/cuda
+ifeq ($(CUDA),1)
+CFLAGS   += -DKDC_HAVE_CUDA=1
+NVCCFLAGS = -O2 -std=c++17 -I. -I$(CUDA_HOME)/include -Xcompiler -Wall,-Wextra,-Werror \
+            -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+            -gencode arch=compute_90,code=compute_90 -DKDC_HAVE_CUDA=1
+LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcudart_static -lrt -lstdc++
+CU_SRCS   = $(wildcard common/*.cu formats/*.cu train/*.cu precompute/*.cu)
+STUB_SRCS =
+else
+CU_SRCS   =
+STUB_SRCS = common/backend_cuda_stub.c
+endif
+
+lib_srcs = $(filter-out %_main.c,$(wildcard $(1)/*.c))
+
+COMMON_SRCS  := $(filter-out $(if $(filter 1,$(CUDA)),common/backend_cuda_stub.c),$(call lib_srcs,common))
+FORMATS_SRCS := $(call lib_srcs,formats)
+TRAIN_SRCS   := $(call lib_srcs,train)
+PRECOMP_SRCS := $(call lib_srcs,precompute)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+cuobj = $(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(1))
+
+LIB_COMMON  = $(BUILD)/lib/libkdcommon.a
+LIB_FORMATS = $(BUILD)/lib/libkdformats.a
+LIB_TRAIN   = $(BUILD)/lib/libkdtrain.a
+LIB_PRECOMP = $(BUILD)/lib/libkdprecompute.a
+LIB_CUDA    = $(if $(CU_SRCS),$(BUILD)/lib/libkdcuda.a)
+# Link order: users before what they use.
+ALL_LIBS = $(LIB_PRECOMP) $(LIB_TRAIN) $(LIB_FORMATS) $(LIB_CUDA) $(LIB_COMMON) $(LIB_CUDA)
+
+TOOLS = $(BUILD)/bin/kd-precompute $(BUILD)/bin/kd-train $(BUILD)/bin/kd-cache
+
+TEST_SRCS   := $(wildcard tests/test_*.c)
+TEST_UTIL   := $(filter-out tests/test_%,$(wildcard tests/*.c))
+TEST_BINS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
+BENCH_SRCS  := $(wildcard tests/bench/*.c)
+BENCH_BINS  := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+GPU_TEST_SRCS := $(wildcard tests/gpu/*.c)
+GPU_TEST_BINS := $(patsubst tests/gpu/%.c,$(BUILD)/gpu/%,$(GPU_TEST_SRCS))
+
+# Reference fixtures: scripts/ref_NAME.py writes build/fixtures/NAME/ with PyTorch.
+REF_SCRIPTS := $(wildcard scripts/ref_*.py)
+FIXTURES    := $(patsubst scripts/ref_%.py,$(BUILD)/fixtures/%/.stamp,$(REF_SCRIPTS))
+
+.PHONY: all tools tests bench check check-gpu fixtures install clean format
+all: tools
+tools: $(TOOLS)
+tests: $(TEST_BINS)
+bench: $(BENCH_BINS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB_COMMON): $(call obj,$(COMMON_SRCS))
+$(LIB_FORMATS): $(call obj,$(FORMATS_SRCS))
+$(LIB_TRAIN): $(call obj,$(TRAIN_SRCS))
+$(LIB_PRECOMP): $(call obj,$(PRECOMP_SRCS))
+$(BUILD)/lib/libkdcuda.a: $(call cuobj,$(CU_SRCS))
+$(BUILD)/lib/%.a:
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/bin/kd-precompute: $(call obj,precompute/kd_precompute_main.c) $(ALL_LIBS)
+$(BUILD)/bin/kd-train: $(call obj,train/kd_train_main.c) $(ALL_LIBS)
+$(BUILD)/bin/kd-cache: $(call obj,formats/kd_cache_main.c) $(ALL_LIBS)
+$(TOOLS):
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(ALL_LIBS) $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(call obj,$(TEST_UTIL)) $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(ALL_LIBS) $(LDLIBS) $(CHECK_LIBS)
+
+$(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(ALL_LIBS) $(LDLIBS)
+
+$(BUILD)/gpu/%: $(BUILD)/obj/tests/gpu/%.o $(call obj,$(TEST_UTIL)) $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(ALL_LIBS) $(LDLIBS) $(CHECK_LIBS)
+
+# Fixtures always go to build/fixtures (also for SANITIZE=1): they are data.
+$(BUILD)/fixtures/%/.stamp build/fixtures/%/.stamp: scripts/ref_%.py
+	@mkdir -p $(dir $@)
+	@$(PYTHON) -c 'import torch' 2>/dev/null || { echo "fixtures: $(PYTHON) has no torch; run scripts/setup.sh" >&2; exit 1; }
+	$(PYTHON) $< $(dir $@)
+	@touch $@
+
+fixtures: $(FIXTURES)
+
+# Each suite runs with the tools and fixtures it may need; CK_FORK keeps a
+# crashing test from taking the whole suite down.
+check: tools $(TEST_BINS) $(FIXTURES)
+	@set -e; failed=0; \
+	for t in $(TEST_BINS); do \
+	  echo "== $$t"; \
+	  KDC_FIXTURES=$(BUILD)/fixtures KDC_BIN=$(BUILD)/bin KDC_ROOT=$(CURDIR) PYTHON=$(PYTHON) \
+	    $$t || failed=$$((failed+1)); \
+	done; \
+	if [ $$failed -ne 0 ]; then echo "make check: $$failed suite(s) failed"; exit 1; fi; \
+	echo "make check: all $(words $(TEST_BINS)) suites passed"
+
+check-gpu: tools $(GPU_TEST_BINS)
+	@set -e; for t in $(GPU_TEST_BINS); do KDC_BIN=$(BUILD)/bin $$t; done
+
+install: tools
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
+
+format:
+	clang-format -i $(wildcard common/*.[ch] common/*.cu formats/*.[ch] train/*.[ch] precompute/*.[ch] tests/*.[ch] tests/*/*.c)
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
