@@ -1,0 +1,320 @@
+/* train_options.c - getopt_long parsing and validation of kd-train's flags. */
+#include "train_options.h"
+
+#include <getopt.h>
+#include <string.h>
+
+#include "common/cli.h"
+
+static const char USAGE[] =
+    "usage: kd-train --data DIR [--cache CACHE.h5] --student ARCH --out RUN_DIR [options]\n"
+    "\n"
+    "Trains a student from an image folder and, with --cache, from a teacher cache made\n"
+    "by kd-precompute (the teacher is never loaded). Writes RUN_DIR/metrics.csv and\n"
+    "RUN_DIR/student.safetensors.\n"
+    "\n"
+    "data and model:\n"
+    "  --data DIR            training images (ImageFolder: DIR/<class>/<image>)\n"
+    "  --cache FILE.h5       teacher cache; views are replayed from it\n"
+    "  --student ARCH        resnet18|resnet34|resnet50|resnet101|resnet152|wide_resnet50_2|\n"
+    "                        mobilenet_v1|resnet8x4|resnet32x4|wrn_16_2|wrn_40_2\n"
+    "  --out RUN_DIR         output folder\n"
+    "  --val DIR             evaluate on this ImageFolder (center view) after every epoch\n"
+    "  --init FILE           start from these weights (projector.weight/bias too, if present)\n"
+    "  --eval-only --weights FILE   only evaluate saved student weights on --val\n"
+    "optimisation:\n"
+    "  --epochs E (10)  --batch B (64)  --lr LR (0.05)  --wd WD (5e-4)\n"
+    "  --schedule cosine|step|constant (cosine)  --warmup-epochs W (0)\n"
+    "  --lr-steps a,b,c (epochs; for step)  --lr-gamma G (0.1)\n"
+    "  --optimizer sgd|dot (sgd)  --momentum M (0.9)  --dot-delta D (0.075)\n"
+    "losses:\n"
+    "  --ce-weight A (1)  --kd-weight B (0)  --temperature T (4)\n"
+    "  --proj-weight G (0)  --proj-alpha ALPHA (4)  --proj-task-side (DOT: projector\n"
+    "                        term on the task momentum instead of the distillation one)\n"
+    "views without a cache (ignored with --cache, which fixes them):\n"
+    "  --view-policy rrc|pad-crop|center (rrc)  --scale a,b (0.08,1)  --ratio a,b (0.75,1.3333)\n"
+    "  --pad P (4)  --image-size S (224)  --resize-size R (256)\n"
+    "  --mean r,g,b  --std r,g,b (ImageNet defaults)\n"
+    "run:\n"
+    "  --device cpu|cuda[:i] (cpu)  --threads T (all cores)  --seed S (0)\n"
+    "  --no-shuffle  --resume  --quiet  --help\n";
+
+const char *kd_train_usage(void)
+{
+    return USAGE;
+}
+
+enum {
+    O_DATA = 256, O_CACHE, O_STUDENT, O_OUT, O_VAL, O_EPOCHS, O_BATCH, O_LR, O_WD, O_SCHEDULE,
+    O_WARMUP, O_LR_STEPS, O_LR_GAMMA, O_OPTIMIZER, O_MOMENTUM, O_DOT_DELTA, O_CE_W, O_KD_W,
+    O_TEMP, O_PROJ_W, O_PROJ_ALPHA, O_DEVICE, O_INIT, O_NO_SHUFFLE, O_THREADS, O_RESUME, O_SEED,
+    O_QUIET, O_EVAL_ONLY, O_WEIGHTS, O_VIEW_POLICY, O_SCALE, O_RATIO, O_PAD, O_IMAGE_SIZE,
+    O_RESIZE_SIZE, O_MEAN, O_STD, O_PROJ_TASK, O_HELP
+};
+
+static const struct option LONGOPTS[] = {
+    {"data", required_argument, 0, O_DATA},
+    {"cache", required_argument, 0, O_CACHE},
+    {"student", required_argument, 0, O_STUDENT},
+    {"out", required_argument, 0, O_OUT},
+    {"val", required_argument, 0, O_VAL},
+    {"epochs", required_argument, 0, O_EPOCHS},
+    {"batch", required_argument, 0, O_BATCH},
+    {"lr", required_argument, 0, O_LR},
+    {"wd", required_argument, 0, O_WD},
+    {"schedule", required_argument, 0, O_SCHEDULE},
+    {"warmup-epochs", required_argument, 0, O_WARMUP},
+    {"lr-steps", required_argument, 0, O_LR_STEPS},
+    {"lr-gamma", required_argument, 0, O_LR_GAMMA},
+    {"optimizer", required_argument, 0, O_OPTIMIZER},
+    {"momentum", required_argument, 0, O_MOMENTUM},
+    {"dot-delta", required_argument, 0, O_DOT_DELTA},
+    {"ce-weight", required_argument, 0, O_CE_W},
+    {"kd-weight", required_argument, 0, O_KD_W},
+    {"temperature", required_argument, 0, O_TEMP},
+    {"proj-weight", required_argument, 0, O_PROJ_W},
+    {"proj-alpha", required_argument, 0, O_PROJ_ALPHA},
+    {"proj-task-side", no_argument, 0, O_PROJ_TASK},
+    {"device", required_argument, 0, O_DEVICE},
+    {"init", required_argument, 0, O_INIT},
+    {"no-shuffle", no_argument, 0, O_NO_SHUFFLE},
+    {"threads", required_argument, 0, O_THREADS},
+    {"resume", no_argument, 0, O_RESUME},
+    {"seed", required_argument, 0, O_SEED},
+    {"quiet", no_argument, 0, O_QUIET},
+    {"eval-only", no_argument, 0, O_EVAL_ONLY},
+    {"weights", required_argument, 0, O_WEIGHTS},
+    {"view-policy", required_argument, 0, O_VIEW_POLICY},
+    {"scale", required_argument, 0, O_SCALE},
+    {"ratio", required_argument, 0, O_RATIO},
+    {"pad", required_argument, 0, O_PAD},
+    {"image-size", required_argument, 0, O_IMAGE_SIZE},
+    {"resize-size", required_argument, 0, O_RESIZE_SIZE},
+    {"mean", required_argument, 0, O_MEAN},
+    {"std", required_argument, 0, O_STD},
+    {"help", no_argument, 0, O_HELP},
+    {0, 0, 0, 0},
+};
+
+static void defaults(kd_train_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->device = "cpu";
+    o->epochs = 10;
+    o->batch = 64;
+    o->lr = 0.05;
+    o->wd = 5e-4;
+    o->momentum = 0.9;
+    o->dot_delta = 0.075;
+    o->schedule = KD_SCHED_COSINE;
+    o->lr_gamma = 0.1;
+    o->optimizer = KD_OPT_SGD;
+    o->ce_weight = 1.0;
+    o->temperature = 4.0;
+    o->proj_alpha = 4.0;
+    o->view_policy = "rrc";
+    o->scale[0] = 0.08;
+    o->scale[1] = 1.0;
+    o->ratio[0] = 3.0 / 4.0;
+    o->ratio[1] = 4.0 / 3.0;
+    o->pad = 4;
+    o->image_size = 224;
+    o->resize_size = 256;
+    o->threads = 0;
+}
+
+kdc_status kd_train_parse_options(int argc, char **argv, kd_train_options *o, int *help,
+                                  kdc_error *err)
+{
+    defaults(o);
+    *help = 0;
+    long v;
+    kdc_status st = KDC_OK;
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "", LONGOPTS, NULL)) != -1) {
+        const char *a = optarg;
+        switch (c) {
+        case O_DATA: o->data = a; break;
+        case O_CACHE: o->cache = a; break;
+        case O_STUDENT: o->student = a; break;
+        case O_OUT: o->out = a; break;
+        case O_VAL: o->val = a; break;
+        case O_DEVICE: o->device = a; break;
+        case O_INIT: o->init = a; break;
+        case O_WEIGHTS: o->weights = a; break;
+        case O_VIEW_POLICY: o->view_policy = a; break;
+        case O_EPOCHS:
+            if ((st = kdc_cli_int("--epochs", a, 1, 100000, &v, err)))
+                return st;
+            o->epochs = (int)v;
+            break;
+        case O_BATCH:
+            if ((st = kdc_cli_int("--batch", a, 1, 65536, &v, err)))
+                return st;
+            o->batch = (int)v;
+            break;
+        case O_THREADS:
+            if ((st = kdc_cli_int("--threads", a, 0, 1024, &v, err)))
+                return st;
+            o->threads = (int)v;
+            break;
+        case O_SEED:
+            if ((st = kdc_cli_int("--seed", a, 0, 2147483647L, &v, err)))
+                return st;
+            o->seed = (int)v;
+            break;
+        case O_PAD:
+            if ((st = kdc_cli_int("--pad", a, 0, 4096, &v, err)))
+                return st;
+            o->pad = (int)v;
+            break;
+        case O_IMAGE_SIZE:
+            if ((st = kdc_cli_int("--image-size", a, 8, 4096, &v, err)))
+                return st;
+            o->image_size = (int)v;
+            break;
+        case O_RESIZE_SIZE:
+            if ((st = kdc_cli_int("--resize-size", a, 8, 8192, &v, err)))
+                return st;
+            o->resize_size = (int)v;
+            break;
+        case O_LR:
+            if ((st = kdc_cli_double("--lr", a, 0, 100, &o->lr, err)))
+                return st;
+            break;
+        case O_WD:
+            if ((st = kdc_cli_double("--wd", a, 0, 1, &o->wd, err)))
+                return st;
+            break;
+        case O_WARMUP:
+            if ((st = kdc_cli_double("--warmup-epochs", a, 0, 100000, &o->warmup_epochs, err)))
+                return st;
+            break;
+        case O_LR_GAMMA:
+            if ((st = kdc_cli_double("--lr-gamma", a, 0, 1, &o->lr_gamma, err)))
+                return st;
+            break;
+        case O_MOMENTUM:
+            if ((st = kdc_cli_double("--momentum", a, 0, 0.9999, &o->momentum, err)))
+                return st;
+            break;
+        case O_DOT_DELTA:
+            if ((st = kdc_cli_double("--dot-delta", a, 0, 0.5, &o->dot_delta, err)))
+                return st;
+            break;
+        case O_CE_W:
+            if ((st = kdc_cli_double("--ce-weight", a, 0, 1000, &o->ce_weight, err)))
+                return st;
+            break;
+        case O_KD_W:
+            if ((st = kdc_cli_double("--kd-weight", a, 0, 1000, &o->kd_weight, err)))
+                return st;
+            break;
+        case O_TEMP:
+            if ((st = kdc_cli_double("--temperature", a, 0.01, 1000, &o->temperature, err)))
+                return st;
+            break;
+        case O_PROJ_W:
+            if ((st = kdc_cli_double("--proj-weight", a, 0, 1000, &o->proj_weight, err)))
+                return st;
+            break;
+        case O_PROJ_ALPHA:
+            if ((st = kdc_cli_double("--proj-alpha", a, 1, 16, &o->proj_alpha, err)))
+                return st;
+            break;
+        case O_SCALE:
+            if ((st = kdc_cli_pair("--scale", a, 1e-6, 1, o->scale, err)))
+                return st;
+            break;
+        case O_RATIO:
+            if ((st = kdc_cli_pair("--ratio", a, 1e-3, 1e3, o->ratio, err)))
+                return st;
+            break;
+        case O_MEAN:
+            if ((st = kdc_cli_doubles("--mean", a, 3, o->mean, err)))
+                return st;
+            o->have_mean = 1;
+            break;
+        case O_STD:
+            if ((st = kdc_cli_doubles("--std", a, 3, o->std, err)))
+                return st;
+            for (int i = 0; i < 3; i++)
+                if (!(o->std[i] > 0))
+                    return kdc_fail(err, KDC_EINVAL, "--std: values must be positive");
+            o->have_std = 1;
+            break;
+        case O_LR_STEPS:
+            if ((st = kdc_cli_int_list("--lr-steps", a, 1, 100000, KD_MAX_LR_STEPS, o->lr_steps,
+                                       &o->n_lr_steps, err)))
+                return st;
+            break;
+        case O_SCHEDULE:
+            if (!strcmp(a, "cosine"))
+                o->schedule = KD_SCHED_COSINE;
+            else if (!strcmp(a, "step"))
+                o->schedule = KD_SCHED_STEP;
+            else if (!strcmp(a, "constant"))
+                o->schedule = KD_SCHED_CONSTANT;
+            else
+                return kdc_fail(err, KDC_EINVAL,
+                                "--schedule: '%s' is not cosine, step or constant", a);
+            break;
+        case O_OPTIMIZER:
+            if (!strcmp(a, "sgd"))
+                o->optimizer = KD_OPT_SGD;
+            else if (!strcmp(a, "dot"))
+                o->optimizer = KD_OPT_DOT;
+            else
+                return kdc_fail(err, KDC_EINVAL, "--optimizer: '%s' is not sgd or dot", a);
+            break;
+        case O_NO_SHUFFLE: o->no_shuffle = 1; break;
+        case O_RESUME: o->resume = 1; break;
+        case O_QUIET: o->quiet = 1; break;
+        case O_EVAL_ONLY: o->eval_only = 1; break;
+        case O_PROJ_TASK: o->proj_on_task_side = 1; break;
+        case O_HELP: *help = 1; return KDC_OK;
+        case '?':
+        default:
+            if (optopt)
+                return kdc_fail(err, KDC_EINVAL, "option needs a value or is unknown: %s",
+                                argv[optind - 1]);
+            return kdc_fail(err, KDC_EINVAL, "unknown option %s (see --help)",
+                            argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return kdc_fail(err, KDC_EINVAL, "unexpected argument '%s' (see --help)", argv[optind]);
+
+    if (o->eval_only) {
+        if (!o->weights || !o->val || !o->student)
+            return kdc_fail(err, KDC_EINVAL,
+                            "--eval-only needs --weights FILE, --val DIR and --student ARCH");
+        return KDC_OK;
+    }
+    if (!o->data)
+        return kdc_fail(err, KDC_EINVAL, "--data DIR is required (see --help)");
+    if (!o->student)
+        return kdc_fail(err, KDC_EINVAL, "--student ARCH is required (see --help)");
+    if (!o->out)
+        return kdc_fail(err, KDC_EINVAL, "--out RUN_DIR is required (see --help)");
+    if (!o->cache && (o->kd_weight > 0 || o->proj_weight > 0))
+        return kdc_fail(err, KDC_EINVAL,
+                        "--kd-weight/--proj-weight need --cache (the teacher is never loaded)");
+    if (o->ce_weight == 0 && o->kd_weight == 0 && o->proj_weight == 0)
+        return kdc_fail(err, KDC_EINVAL, "all loss weights are zero: nothing to train");
+    if (o->schedule == KD_SCHED_STEP && o->n_lr_steps == 0)
+        return kdc_fail(err, KDC_EINVAL, "--schedule step needs --lr-steps a,b,c");
+    if (o->optimizer == KD_OPT_DOT && o->momentum + o->dot_delta >= 1.0)
+        return kdc_fail(err, KDC_EINVAL, "--momentum + --dot-delta must stay below 1");
+    if (o->optimizer == KD_OPT_DOT && o->momentum - o->dot_delta < 0)
+        return kdc_fail(err, KDC_EINVAL, "--momentum - --dot-delta must not be negative");
+    if (o->warmup_epochs >= o->epochs && o->warmup_epochs > 0)
+        return kdc_fail(err, KDC_EINVAL, "--warmup-epochs must be below --epochs");
+    if (strcmp(o->view_policy, "rrc") && strcmp(o->view_policy, "pad-crop") &&
+        strcmp(o->view_policy, "center"))
+        return kdc_fail(err, KDC_EINVAL, "--view-policy: '%s' is not rrc, pad-crop or center",
+                        o->view_policy);
+    return KDC_OK;
+}

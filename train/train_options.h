@@ -1,0 +1,44 @@
+/* train_options.h - kd-train's command line (SPEC.md section 5) as a struct.
+ *
+ * Parsing validates every value and the combinations that make no sense
+ * (distillation weights without a cache, --eval-only without --weights), so
+ * the trainer itself never sees a bad option. */
+#ifndef KD_TRAIN_OPTIONS_H
+#define KD_TRAIN_OPTIONS_H
+
+#include "common/error.h"
+
+#define KD_MAX_LR_STEPS 16
+
+typedef enum { KD_SCHED_COSINE = 0, KD_SCHED_STEP = 1, KD_SCHED_CONSTANT = 2 } kd_schedule_kind;
+typedef enum { KD_OPT_SGD = 0, KD_OPT_DOT = 1 } kd_optimizer_kind;
+
+typedef struct kd_train_options {
+    const char *data, *cache, *student, *out, *val, *device, *init, *weights;
+    int epochs, batch, threads, seed;
+    double lr, wd, momentum, dot_delta;
+    kd_schedule_kind schedule;
+    double warmup_epochs;
+    long lr_steps[KD_MAX_LR_STEPS];
+    int n_lr_steps;
+    double lr_gamma;
+    kd_optimizer_kind optimizer;
+    double ce_weight, kd_weight, temperature, proj_weight, proj_alpha;
+    int no_shuffle, resume, quiet, eval_only;
+    /* Online views (no cache): the same view flags as kd-precompute. */
+    const char *view_policy;
+    double scale[2], ratio[2];
+    int pad, image_size, resize_size;
+    double mean[3], std[3];
+    int have_mean, have_std;
+    /* DOT: which side the projector term belongs to (ALGORITHMS.md 3). */
+    int proj_on_task_side;
+} kd_train_options;
+
+/* Returns KDC_OK, or KDC_EINVAL with a one-line message. *help is set when
+ * --help was given (the caller prints kd_train_usage and exits 0). */
+kdc_status kd_train_parse_options(int argc, char **argv, kd_train_options *o, int *help,
+                                  kdc_error *err);
+const char *kd_train_usage(void);
+
+#endif
