@@ -1,0 +1,219 @@
+/* precompute_options.c - getopt_long parsing and validation of kd-precompute's flags. */
+#include "precompute_options.h"
+
+#include <getopt.h>
+#include <string.h>
+
+#include "common/cli.h"
+
+static const char USAGE[] =
+    "usage: kd-precompute (--data DIR | --list FILE) --teacher ARCH --weights FILE.safetensors\n"
+    "                     --out CACHE.h5 [options]\n"
+    "\n"
+    "Runs the teacher once over every image and view and writes its logits and pooled\n"
+    "features to one HDF5 cache (LZ4-compressed) that kd-train reads.\n"
+    "\n"
+    "  --data DIR             ImageFolder root (DIR/<class>/<image>)\n"
+    "  --list FILE            or a file of 'relative/path<TAB>label' lines (paths relative to\n"
+    "                         the list's folder)\n"
+    "  --teacher ARCH         resnet18|resnet34|resnet50|resnet101|resnet152|wide_resnet50_2|\n"
+    "                         mobilenet_v1|resnet8x4|resnet32x4|wrn_16_2|wrn_40_2\n"
+    "  --weights FILE         teacher weights (torchvision state_dict names, safetensors)\n"
+    "  --out CACHE.h5         output (written as CACHE.h5.partial, renamed when complete)\n"
+    "views:\n"
+    "  --view-policy center|rrc|pad-crop (center)  --views V (1; rrc/pad-crop may use more)\n"
+    "  --scale a,b (0.08,1)  --ratio a,b (0.75,1.3333)  --pad P (4)\n"
+    "  --image-size S (224)  --resize-size R (256)  --mean r,g,b  --std r,g,b\n"
+    "storage:\n"
+    "  --logits float16|float32|topk:K (float16)   --no-features\n"
+    "run:\n"
+    "  --batch B (32)  --threads T (all cores)  --device cpu|cuda[:i] (cpu)\n"
+    "  --shard i/n     process the i-th of n contiguous, chunk-aligned image ranges\n"
+    "  --resume        complete an interrupted run (same arguments required)\n"
+    "  --strict        stop at the first unreadable image (default: record and skip it)\n"
+    "  --seed S (0)  --quiet  --help\n";
+
+const char *kd_precompute_usage(void)
+{
+    return USAGE;
+}
+
+enum {
+    O_DATA = 256, O_LIST, O_TEACHER, O_WEIGHTS, O_OUT, O_VIEWS, O_VIEW_POLICY, O_SCALE,
+    O_RATIO, O_PAD, O_IMAGE_SIZE, O_RESIZE_SIZE, O_LOGITS, O_NO_FEATURES, O_BATCH, O_THREADS,
+    O_DEVICE, O_SHARD, O_RESUME, O_SEED, O_QUIET, O_STRICT, O_MEAN, O_STD, O_HELP
+};
+
+static const struct option LONGOPTS[] = {
+    {"data", required_argument, 0, O_DATA},
+    {"list", required_argument, 0, O_LIST},
+    {"teacher", required_argument, 0, O_TEACHER},
+    {"weights", required_argument, 0, O_WEIGHTS},
+    {"out", required_argument, 0, O_OUT},
+    {"views", required_argument, 0, O_VIEWS},
+    {"view-policy", required_argument, 0, O_VIEW_POLICY},
+    {"scale", required_argument, 0, O_SCALE},
+    {"ratio", required_argument, 0, O_RATIO},
+    {"pad", required_argument, 0, O_PAD},
+    {"image-size", required_argument, 0, O_IMAGE_SIZE},
+    {"resize-size", required_argument, 0, O_RESIZE_SIZE},
+    {"logits", required_argument, 0, O_LOGITS},
+    {"no-features", no_argument, 0, O_NO_FEATURES},
+    {"batch", required_argument, 0, O_BATCH},
+    {"threads", required_argument, 0, O_THREADS},
+    {"device", required_argument, 0, O_DEVICE},
+    {"shard", required_argument, 0, O_SHARD},
+    {"resume", no_argument, 0, O_RESUME},
+    {"seed", required_argument, 0, O_SEED},
+    {"quiet", no_argument, 0, O_QUIET},
+    {"strict", no_argument, 0, O_STRICT},
+    {"mean", required_argument, 0, O_MEAN},
+    {"std", required_argument, 0, O_STD},
+    {"help", no_argument, 0, O_HELP},
+    {0, 0, 0, 0},
+};
+
+static const double IMAGENET_MEAN[3] = {0.485, 0.456, 0.406};
+static const double IMAGENET_STD[3] = {0.229, 0.224, 0.225};
+
+kdc_status kd_precompute_parse_options(int argc, char **argv, kd_precompute_options *o,
+                                       int *help, kdc_error *err)
+{
+    memset(o, 0, sizeof *o);
+    o->device = "cpu";
+    o->view_policy = "center";
+    o->views = 1;
+    o->pad = 4;
+    o->image_size = 224;
+    o->resize_size = 256;
+    o->scale[0] = 0.08;
+    o->scale[1] = 1.0;
+    o->ratio[0] = 3.0 / 4.0;
+    o->ratio[1] = 4.0 / 3.0;
+    memcpy(o->mean, IMAGENET_MEAN, sizeof o->mean);
+    memcpy(o->std, IMAGENET_STD, sizeof o->std);
+    o->logits = KD_LOGITS_F16;
+    o->batch = 32;
+    o->shard_count = 1;
+    *help = 0;
+
+    long v;
+    kdc_status st;
+    optind = 1;
+    opterr = 0;
+    int c, views_given = 0;
+    while ((c = getopt_long(argc, argv, "", LONGOPTS, NULL)) != -1) {
+        const char *a = optarg;
+        switch (c) {
+        case O_DATA: o->data = a; break;
+        case O_LIST: o->list = a; break;
+        case O_TEACHER: o->teacher = a; break;
+        case O_WEIGHTS: o->weights = a; break;
+        case O_OUT: o->out = a; break;
+        case O_DEVICE: o->device = a; break;
+        case O_VIEW_POLICY: o->view_policy = a; break;
+        case O_VIEWS:
+            if ((st = kdc_cli_int("--views", a, 1, 4096, &v, err)))
+                return st;
+            o->views = (int)v;
+            views_given = 1;
+            break;
+        case O_PAD:
+            if ((st = kdc_cli_int("--pad", a, 0, 4096, &v, err)))
+                return st;
+            o->pad = (int)v;
+            break;
+        case O_IMAGE_SIZE:
+            if ((st = kdc_cli_int("--image-size", a, 8, 4096, &v, err)))
+                return st;
+            o->image_size = (int)v;
+            break;
+        case O_RESIZE_SIZE:
+            if ((st = kdc_cli_int("--resize-size", a, 8, 8192, &v, err)))
+                return st;
+            o->resize_size = (int)v;
+            break;
+        case O_BATCH:
+            if ((st = kdc_cli_int("--batch", a, 1, 65536, &v, err)))
+                return st;
+            o->batch = (int)v;
+            break;
+        case O_THREADS:
+            if ((st = kdc_cli_int("--threads", a, 0, 1024, &v, err)))
+                return st;
+            o->threads = (int)v;
+            break;
+        case O_SEED:
+            if ((st = kdc_cli_int("--seed", a, 0, 2147483647L, &v, err)))
+                return st;
+            o->seed = (int)v;
+            break;
+        case O_SCALE:
+            if ((st = kdc_cli_pair("--scale", a, 1e-6, 1, o->scale, err)))
+                return st;
+            break;
+        case O_RATIO:
+            if ((st = kdc_cli_pair("--ratio", a, 1e-3, 1e3, o->ratio, err)))
+                return st;
+            break;
+        case O_MEAN:
+            if ((st = kdc_cli_doubles("--mean", a, 3, o->mean, err)))
+                return st;
+            break;
+        case O_STD:
+            if ((st = kdc_cli_doubles("--std", a, 3, o->std, err)))
+                return st;
+            for (int i = 0; i < 3; i++)
+                if (!(o->std[i] > 0))
+                    return kdc_fail(err, KDC_EINVAL, "--std: values must be positive");
+            break;
+        case O_SHARD:
+            if ((st = kdc_cli_shard("--shard", a, &o->shard_index, &o->shard_count, err)))
+                return st;
+            break;
+        case O_LOGITS:
+            if (!strcmp(a, "float16"))
+                o->logits = KD_LOGITS_F16;
+            else if (!strcmp(a, "float32"))
+                o->logits = KD_LOGITS_F32;
+            else if (!strncmp(a, "topk:", 5)) {
+                if ((st = kdc_cli_int("--logits topk:K", a + 5, 1, 65536, &v, err)))
+                    return st;
+                o->logits = KD_LOGITS_TOPK;
+                o->topk = (int)v;
+            } else
+                return kdc_fail(err, KDC_EINVAL,
+                                "--logits: '%s' is not float16, float32 or topk:K", a);
+            break;
+        case O_NO_FEATURES: o->no_features = 1; break;
+        case O_RESUME: o->resume = 1; break;
+        case O_QUIET: o->quiet = 1; break;
+        case O_STRICT: o->strict = 1; break;
+        case O_HELP: *help = 1; return KDC_OK;
+        default:
+            return kdc_fail(err, KDC_EINVAL, "unknown option or missing value: %s (see --help)",
+                            argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return kdc_fail(err, KDC_EINVAL, "unexpected argument '%s' (see --help)", argv[optind]);
+    if (!o->data == !o->list)
+        return kdc_fail(err, KDC_EINVAL, "give exactly one of --data DIR or --list FILE");
+    if (!o->teacher)
+        return kdc_fail(err, KDC_EINVAL, "--teacher ARCH is required (see --help)");
+    if (!o->weights)
+        return kdc_fail(err, KDC_EINVAL, "--weights FILE.safetensors is required");
+    if (!o->out)
+        return kdc_fail(err, KDC_EINVAL, "--out CACHE.h5 is required");
+    if (!strcmp(o->view_policy, "center")) {
+        if (views_given && o->views != 1)
+            return kdc_fail(err, KDC_EINVAL, "--view-policy center has exactly 1 view");
+    } else if (strcmp(o->view_policy, "rrc") && strcmp(o->view_policy, "pad-crop")) {
+        return kdc_fail(err, KDC_EINVAL, "--view-policy: '%s' is not center, rrc or pad-crop",
+                        o->view_policy);
+    }
+    if (o->resize_size < o->image_size && !strcmp(o->view_policy, "center"))
+        return kdc_fail(err, KDC_EINVAL, "--resize-size %d is smaller than --image-size %d",
+                        o->resize_size, o->image_size);
+    return KDC_OK;
+}

@@ -1,0 +1,25 @@
+/* precompute_options.h - kd-precompute's command line (SPEC.md section 5). */
+#ifndef KD_PRECOMPUTE_OPTIONS_H
+#define KD_PRECOMPUTE_OPTIONS_H
+
+#include "common/error.h"
+
+typedef enum { KD_LOGITS_F32 = 0, KD_LOGITS_F16 = 1, KD_LOGITS_TOPK = 2 } kd_logit_mode;
+
+typedef struct kd_precompute_options {
+    const char *data, *list, *teacher, *weights, *out, *device;
+    const char *view_policy; /* center | rrc | pad-crop */
+    int views, pad, image_size, resize_size;
+    double scale[2], ratio[2];
+    double mean[3], std[3];
+    kd_logit_mode logits;
+    int topk;
+    int no_features, batch, threads, shard_index, shard_count, resume, seed, quiet, strict;
+    int num_classes; /* 0: take it from the weights file */
+} kd_precompute_options;
+
+kdc_status kd_precompute_parse_options(int argc, char **argv, kd_precompute_options *o,
+                                       int *help, kdc_error *err);
+const char *kd_precompute_usage(void);
+
+#endif
