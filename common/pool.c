@@ -1,0 +1,149 @@
+/* pool.c - max pooling (forward, backward via recomputed argmax) and global average pooling. */
+#include "pool.h"
+
+#include <math.h>
+#include <string.h>
+
+typedef struct pool_ctx {
+    const kdc_pool2d_desc *d;
+    const float *x, *dy;
+    float *y, *dx;
+    size_t hw;
+} pool_ctx;
+
+/* Index in the input plane of the first maximum of window (ho, wo), or -1 when
+ * the window holds only padding (cannot happen with pad <= k/2). Like PyTorch's
+ * cpu_max_pool: strictly greater replaces, and every NaN replaces (the last NaN wins). */
+static long window_argmax(const kdc_pool2d_desc *d, const float *xp, int ho, int wo, float *val)
+{
+    int h0 = ho * d->stride - d->pad, w0 = wo * d->stride - d->pad;
+    long best = -1;
+    float m = -INFINITY;
+    for (int i = h0; i < h0 + d->k; i++) {
+        if (i < 0 || i >= d->h_in)
+            continue;
+        for (int j = w0; j < w0 + d->k; j++) {
+            if (j < 0 || j >= d->w_in)
+                continue;
+            float v = xp[(size_t)i * d->w_in + j];
+            if (best < 0 || v > m || isnan(v)) {
+                m = v;
+                best = (long)i * d->w_in + j;
+            }
+        }
+    }
+    *val = m;
+    return best;
+}
+
+static void max_fwd_task(void *vctx, size_t begin, size_t end)
+{
+    const pool_ctx *c = vctx;
+    const kdc_pool2d_desc *d = c->d;
+    size_t pin = (size_t)d->h_in * d->w_in, pout = (size_t)d->h_out * d->w_out;
+    for (size_t t = begin; t < end; t++) {
+        const float *xp = c->x + t * pin;
+        float *yp = c->y + t * pout;
+        for (int ho = 0; ho < d->h_out; ho++)
+            for (int wo = 0; wo < d->w_out; wo++) {
+                float v;
+                window_argmax(d, xp, ho, wo, &v);
+                yp[(size_t)ho * d->w_out + wo] = v;
+            }
+    }
+}
+
+static void max_bwd_task(void *vctx, size_t begin, size_t end)
+{
+    const pool_ctx *c = vctx;
+    const kdc_pool2d_desc *d = c->d;
+    size_t pin = (size_t)d->h_in * d->w_in, pout = (size_t)d->h_out * d->w_out;
+    for (size_t t = begin; t < end; t++) {
+        const float *xp = c->x + t * pin, *gp = c->dy + t * pout;
+        float *dxp = c->dx + t * pin;
+        memset(dxp, 0, sizeof(float) * pin);
+        for (int ho = 0; ho < d->h_out; ho++)
+            for (int wo = 0; wo < d->w_out; wo++) {
+                float v;
+                long idx = window_argmax(d, xp, ho, wo, &v);
+                if (idx >= 0)
+                    dxp[idx] += gp[(size_t)ho * d->w_out + wo];
+            }
+    }
+}
+
+static kdc_status check_pool(const kdc_pool2d_desc *d, kdc_error *err)
+{
+    if (d->n <= 0 || d->c <= 0 || d->h_out <= 0 || d->w_out <= 0 || d->k <= 0 ||
+        d->stride <= 0)
+        return kdc_fail(err, KDC_EINVAL,
+                        "maxpool2d: descriptor not initialised (call kdc_pool2d_desc_init)");
+    return KDC_OK;
+}
+
+kdc_status kdc_maxpool2d_forward(const kdc_pool2d_desc *d, const float *x, float *y,
+                                 kdc_pool *pool, kdc_error *err)
+{
+    kdc_status st = check_pool(d, err);
+    if (st)
+        return st;
+    pool_ctx c = {.d = d, .x = x, .y = y};
+    kdc_pool_parallel_for(pool, (size_t)d->n * d->c, 1, max_fwd_task, &c);
+    return KDC_OK;
+}
+
+kdc_status kdc_maxpool2d_backward(const kdc_pool2d_desc *d, const float *x, const float *dy,
+                                  float *dx, kdc_pool *pool, kdc_error *err)
+{
+    kdc_status st = check_pool(d, err);
+    if (st)
+        return st;
+    pool_ctx c = {.d = d, .x = x, .dy = dy, .dx = dx};
+    kdc_pool_parallel_for(pool, (size_t)d->n * d->c, 1, max_bwd_task, &c);
+    return KDC_OK;
+}
+
+static void avg_fwd_task(void *vctx, size_t begin, size_t end)
+{
+    const pool_ctx *c = vctx;
+    for (size_t t = begin; t < end; t++) {
+        const float *xp = c->x + t * c->hw;
+        double s = 0;
+        for (size_t i = 0; i < c->hw; i++)
+            s += xp[i];
+        c->y[t] = (float)(s / (double)c->hw);
+    }
+}
+
+static void avg_bwd_task(void *vctx, size_t begin, size_t end)
+{
+    const pool_ctx *c = vctx;
+    float inv = 1.0f / (float)c->hw;
+    for (size_t t = begin; t < end; t++) {
+        float g = c->dy[t] * inv, *dxp = c->dx + t * c->hw;
+        for (size_t i = 0; i < c->hw; i++)
+            dxp[i] = g;
+    }
+}
+
+kdc_status kdc_avgpool_global_forward(int n, int c, int hw, const float *x, float *y,
+                                      kdc_pool *pool, kdc_error *err)
+{
+    if (n <= 0 || c <= 0 || hw <= 0)
+        return kdc_fail(err, KDC_EINVAL, "avgpool: non-positive size n=%d c=%d hw=%d", n, c, hw);
+    pool_ctx ctx = {.x = x, .y = y, .hw = (size_t)hw};
+    size_t grain = hw >= 4096 ? 1 : 4096 / (size_t)hw;
+    kdc_pool_parallel_for(pool, (size_t)n * c, grain, avg_fwd_task, &ctx);
+    return KDC_OK;
+}
+
+kdc_status kdc_avgpool_global_backward(int n, int c, int hw, const float *dy, float *dx,
+                                       kdc_pool *pool, kdc_error *err)
+{
+    if (n <= 0 || c <= 0 || hw <= 0)
+        return kdc_fail(err, KDC_EINVAL, "avgpool: non-positive size n=%d c=%d hw=%d", n, c, hw);
+    pool_ctx ctx = {.dy = dy, .dx = dx, .hw = (size_t)hw};
+    size_t grain = hw >= 4096 ? 1 : 4096 / (size_t)hw;
+    kdc_pool_parallel_for(pool, (size_t)n * c, grain, avg_bwd_task, &ctx);
+    return KDC_OK;
+}
