@@ -41,7 +41,9 @@ static int chunk_images(const kdc_conv2d_desc *d)
 
 size_t kdc_conv2d_workspace_floats(const kdc_conv2d_desc *d)
 {
-    if (is_depthwise(d))
+    /* Uninitialised or invalid descriptors need nothing; the op refuses them. */
+    if (is_depthwise(d) || d->h_out <= 0 || d->w_out <= 0 || d->n <= 0 || d->c_in <= 0 ||
+        d->c_out <= 0 || d->kh <= 0 || d->kw <= 0)
         return 0;
     size_t p = (size_t)d->h_out * d->w_out;
     int nb = chunk_images(d);
