@@ -592,19 +592,20 @@ static kdc_status cu_bn_backward(kdc_backend *be, const kdc_bn_desc *d, const fl
 {
     ENTER(be, err);
     KDC_TRY(bn_check(d, 1, err));
-    if (!dx)
-        return kdc_fail(err, KDC_EINVAL, "batchnorm backward: dx is required");
     KDC_TRY(bn_descs(im, d, err));
+    /* Stand-ins for the outputs the caller does not want (cuDNN writes all
+     * three); written, never read, but zeroed so that no byte is undefined. */
+    size_t numel = (size_t)d->n * d->c * d->hw;
     float *tmp = NULL;
-    if (!dgamma || !dbeta)
-        KDC_TRY(scratch_zeroed(im, 2 * (size_t)d->c, &tmp, err));
+    if (!dgamma || !dbeta || !dx)
+        KDC_TRY(scratch_zeroed(im, 2 * (size_t)d->c + (dx ? 0 : numel), &tmp, err));
     /* With both saved statistics cuDNN uses them; with neither it
      * recomputes them from x. */
     const float *sm = save_mean && save_invstd ? save_mean : NULL;
     const float *si = save_mean && save_invstd ? save_invstd : NULL;
     cudnnStatus_t s = cudnnBatchNormalizationBackward(
         im->cudnn, CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, &kOne, &kZero, im->td_x, x, im->td_x,
-        dy, im->td_x, dx, im->td_p, gamma ? gamma : ones(im), dgamma ? dgamma : tmp,
+        dy, im->td_x, dx ? dx : tmp + 2 * (size_t)d->c, im->td_p, gamma ? gamma : ones(im), dgamma ? dgamma : tmp,
         dbeta ? dbeta : tmp + d->c, (double)d->eps, sm, si);
     dev_free(im, tmp);
     if (s != CUDNN_STATUS_SUCCESS)
