@@ -34,10 +34,14 @@ static struct {
 static void gemm_load(void)
 {
     /* Must happen before the library's constructor runs, i.e. before dlopen. */
+    /* An OPENBLAS_CORETYPE set by the user (even empty) is theirs to keep.
+     * KDC_OPENBLAS_CORETYPE=auto leaves the choice to OpenBLAS's own detection
+     * (for benchmarks); any other value of it is used instead of ours. */
     const char *user = getenv("OPENBLAS_CORETYPE");
-    if (!user || !*user) {
+    const char *knob = getenv("KDC_OPENBLAS_CORETYPE");
+    if (!user && !(knob && !strcmp(knob, "auto"))) {
         kdc_cpu_features f = kdc_cpu_detect();
-        const char *ct = kdc_cpu_openblas_coretype(&f);
+        const char *ct = knob && *knob ? knob : kdc_cpu_openblas_coretype(&f);
         if (ct && setenv("OPENBLAS_CORETYPE", ct, 0) == 0)
             snprintf(g.coretype_set, sizeof g.coretype_set, "%s", ct);
     }

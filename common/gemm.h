@@ -6,7 +6,8 @@
  * sgemm 2048^3 on 2 cores). The constructor honours OPENBLAS_CORETYPE, so
  * kdc_gemm_init detects the CPU itself (cpu_features.h), sets OPENBLAS_CORETYPE
  * when the user has not, and only then loads libopenblas.so.0 (or the file
- * named by KDC_OPENBLAS_LIB).
+ * named by KDC_OPENBLAS_LIB). KDC_OPENBLAS_CORETYPE=auto skips our choice
+ * (OpenBLAS detects by itself); KDC_OPENBLAS_CORETYPE=NAME picks NAME.
  *
  * All matrices are row-major (C convention). This module is only the GEMM; the
  * layers that use it live in conv2d.c and linear.c. */
