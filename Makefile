@@ -16,7 +16,7 @@ SANITIZE ?= 0
 PYTHON  ?= /usr/bin/python3
 NVCC    ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 
-# CUDA: built when nvcc is found, unless CUDA=0. Sanitizer builds stay CPU-only
+# CUDA: built when nvcc is found, unless CUDA=0 (docs/GPU.md). Sanitizer builds stay CPU-only
 # (ASan's shadow memory and the CUDA runtime do not mix).
 ifeq ($(SANITIZE),1)
 CUDA ?= 0
@@ -26,10 +26,22 @@ else
 CUDA ?= 0
 endif
 
+ifeq ($(CUDA),1)
+ifeq ($(NVCC),)
+$(error CUDA=1 but no nvcc (not on PATH, not in /usr/local/cuda/bin); set NVCC=/path/to/nvcc)
+endif
+endif
+
 ifeq ($(SANITIZE),1)
 BUILD   ?= build-asan
 SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 OPT      = -O1 -g
+else ifneq ($(and $(NVCC),$(filter 0,$(CUDA))),)
+# CPU-only build on a machine with nvcc: its own tree, so that objects and
+# archives of the two configurations never mix.
+BUILD   ?= build-nocuda
+SANFLAGS =
+OPT      = -O2 -g
 else
 BUILD   ?= build
 SANFLAGS =
@@ -49,7 +61,11 @@ LDLIBS  = $(PKG_LIBS) -llz4 -lnettle -lz -ldl -lm
 CUDA_HOME ?= /usr/local/cuda
 ifeq ($(CUDA),1)
 CFLAGS   += -DKDC_HAVE_CUDA=1
-NVCCFLAGS = -O2 -std=c++17 -I. -I$(CUDA_HOME)/include -Xcompiler -Wall,-Wextra,-Werror \
+# sm_80 (A100) and sm_90 (H100) machine code plus compute_90 PTX for newer
+# GPUs; -lineinfo so that compute-sanitizer reports source lines. Only the
+# static CUDA runtime is linked, never -lcuda: the driver is loaded at run
+# time, so every binary also starts on machines without a GPU.
+NVCCFLAGS = -O2 -lineinfo -std=c++17 -I. -I$(CUDA_HOME)/include -Xcompiler -Wall,-Wextra,-Werror \
             -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
             -gencode arch=compute_90,code=compute_90 -DKDC_HAVE_CUDA=1
 LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcudart_static -lrt -lstdc++
@@ -167,6 +183,6 @@ format:
 	clang-format -i $(wildcard common/*.[ch] common/*.cu formats/*.[ch] train/*.[ch] precompute/*.[ch] tests/*.[ch] tests/*/*.c)
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-nocuda
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
