@@ -30,7 +30,7 @@ void kdc_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t ou
     out[3] = c3;
 }
 
-void kdc_rng_init(kdc_rng *r, uint64_t seed, uint64_t a, uint32_t b)
+void kdc_philox_init(kdc_philox_stream *r, uint64_t seed, uint64_t a, uint32_t b)
 {
     r->key[0] = (uint32_t)seed;
     r->key[1] = (uint32_t)(seed >> 32);
@@ -41,7 +41,7 @@ void kdc_rng_init(kdc_rng *r, uint64_t seed, uint64_t a, uint32_t b)
     r->pos = 4;
 }
 
-uint32_t kdc_rng_u32(kdc_rng *r)
+uint32_t kdc_philox_u32(kdc_philox_stream *r)
 {
     if (r->pos == 4) {
         kdc_philox4x32_10(r->ctr, r->key, r->buf);
@@ -51,9 +51,9 @@ uint32_t kdc_rng_u32(kdc_rng *r)
     return r->buf[r->pos++];
 }
 
-double kdc_rng_uniform(kdc_rng *r)
+double kdc_philox_uniform(kdc_philox_stream *r)
 {
-    uint32_t w0 = kdc_rng_u32(r) >> 5;
-    uint32_t w1 = kdc_rng_u32(r) >> 6;
+    uint32_t w0 = kdc_philox_u32(r) >> 5;
+    uint32_t w1 = kdc_philox_u32(r) >> 6;
     return ((double)w0 * 67108864.0 + (double)w1) * (1.0 / 9007199254740992.0);
 }

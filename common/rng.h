@@ -18,17 +18,17 @@ void kdc_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t ou
 
 /* A stream of draws for one (seed, a, b): key = seed, counter = (block, b, a_lo,
  * a_hi). For views: a = image index, b = view index. */
-typedef struct kdc_rng {
+typedef struct kdc_philox_stream {
     uint32_t key[2];
     uint32_t ctr[4];
     uint32_t buf[4];
     int pos; /* next unused word of buf; 4 = empty */
-} kdc_rng;
+} kdc_philox_stream;
 
-void kdc_rng_init(kdc_rng *r, uint64_t seed, uint64_t a, uint32_t b);
-uint32_t kdc_rng_u32(kdc_rng *r);
+void kdc_philox_init(kdc_philox_stream *r, uint64_t seed, uint64_t a, uint32_t b);
+uint32_t kdc_philox_u32(kdc_philox_stream *r);
 /* Uniform double in [0, 1) with 53 random bits, from two consecutive words w0, w1:
  * ((w0 >> 5) * 2^26 + (w1 >> 6)) / 2^53. */
-double kdc_rng_uniform(kdc_rng *r);
+double kdc_philox_uniform(kdc_philox_stream *r);
 
 #endif

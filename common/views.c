@@ -145,15 +145,15 @@ kdc_status img_center_geometry(int W, int H, int resize_size, int image_size, im
     return KDC_OK;
 }
 
-static double rng_uniform_cb(void *ctx) { return kdc_rng_uniform((kdc_rng *)ctx); }
+static double rng_uniform_cb(void *ctx) { return kdc_philox_uniform((kdc_philox_stream *)ctx); }
 
 kdc_status img_view_draw(const img_view_params *p, int W, int H, uint64_t image_index,
                          uint32_t view_index, img_view *out, kdc_error *err)
 {
     if (W <= 0 || H <= 0)
         return kdc_fail(err, KDC_EINVAL, "view of an empty image (%dx%d)", W, H);
-    kdc_rng rng;
-    kdc_rng_init(&rng, p->seed, image_index, view_index);
+    kdc_philox_stream rng;
+    kdc_philox_init(&rng, p->seed, image_index, view_index);
     const int S = p->image_size;
     switch (p->policy) {
     case IMG_VIEW_CENTER: {
@@ -173,7 +173,7 @@ kdc_status img_view_draw(const img_view_params *p, int W, int H, uint64_t image_
     }
     case IMG_VIEW_RRC:
         img_rrc_box(W, H, p->scale, p->ratio, rng_uniform_cb, &rng, out);
-        out->flip = kdc_rng_uniform(&rng) < 0.5;
+        out->flip = kdc_philox_uniform(&rng) < 0.5;
         return KDC_OK;
     case IMG_VIEW_PAD_CROP: {
         /* RandomCrop(S, padding=P) on the padded (S+2P)^2 frame: top, left in 0..2P. */
@@ -181,7 +181,7 @@ kdc_status img_view_draw(const img_view_params *p, int W, int H, uint64_t image_
         out->y0 = draw_below(rng_uniform_cb, &rng, range) - p->pad;
         out->x0 = draw_below(rng_uniform_cb, &rng, range) - p->pad;
         out->h = out->w = S;
-        out->flip = kdc_rng_uniform(&rng) < 0.5;
+        out->flip = kdc_philox_uniform(&rng) < 0.5;
         return KDC_OK;
     }
     }
