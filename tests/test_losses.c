@@ -74,8 +74,7 @@ static void assert_add_doubles(const char *name, const float *once, const float 
         ref[i] = 2.0f * once[i];
     double rel = kdc_test_rel_err_f32(twice, ref, n);
     free(ref);
-    ck_assert_msg(rel < 1e-6, "%s: KD_GRAD_ADD is not SET + SET (relative error %.3g)", name,
-                  rel);
+    ck_assert_msg(rel < 1e-6, "%s: KD_GRAD_ADD is not SET + SET (relative error %.3g)", name, rel);
 }
 
 /* ---- cross-entropy ------------------------------------------------------------------ */
@@ -107,7 +106,7 @@ END_TEST
 
 /* ---- KD from full logits ---------------------------------------------------------------- */
 
-static const char *kd_cases[] = {"kd_t1",         "kd_t4",      "kd_t2_5",  "kd_extreme_t1",
+static const char *kd_cases[] = {"kd_t1",         "kd_t4",      "kd_t2_5", "kd_extreme_t1",
                                  "kd_extreme_t4", "kd_zero_pt", "kd_close"};
 
 START_TEST(test_kd_vs_torch)
@@ -164,12 +163,10 @@ START_TEST(test_kd_topk_vs_reference)
     double loss = 0;
     ck_assert_int_eq(kd_kd_topk_forward(&loss, zs, v, idx, B, C, K, T, w, &err), KDC_OK);
     assert_loss(name, loss, ref_loss[0]);
-    ck_assert_int_eq(kd_kd_topk_backward(g, zs, v, idx, B, C, K, T, w, KD_GRAD_SET, &err),
-                     KDC_OK);
+    ck_assert_int_eq(kd_kd_topk_backward(g, zs, v, idx, B, C, K, T, w, KD_GRAD_SET, &err), KDC_OK);
     assert_grad(name, g, ref_grad, B * C);
     memcpy(g2, g, B * C * sizeof *g);
-    ck_assert_int_eq(kd_kd_topk_backward(g2, zs, v, idx, B, C, K, T, w, KD_GRAD_ADD, &err),
-                     KDC_OK);
+    ck_assert_int_eq(kd_kd_topk_backward(g2, zs, v, idx, B, C, K, T, w, KD_GRAD_ADD, &err), KDC_OK);
     assert_add_doubles(name, g, g2, B * C);
     free(m), free(zs), free(v32), free(idx), free(v), free(ref_loss), free(ref_grad), free(g),
         free(g2);
@@ -204,7 +201,7 @@ END_TEST
 
 /* ---- projector loss --------------------------------------------------------------------- */
 
-static const char *proj_cases[] = {"proj_a4", "proj_a2",       "proj_a3",
+static const char *proj_cases[] = {"proj_a4",   "proj_a2",       "proj_a3",
                                    "proj_a1_5", "proj_big_mean", "proj_b2"};
 
 START_TEST(test_proj_vs_torch)
@@ -311,8 +308,7 @@ START_TEST(test_bad_input)
     ck_assert_int_eq(kd_kd_backward(g, z, t, 2, 3, -1.0f, 1, KD_GRAD_SET, &err), KDC_EINVAL);
     ck_assert_int_eq(kd_kd_forward(&loss, z, t, 2, 3, NAN, 1, &err), KDC_EINVAL);
 
-    uint16_t v[4] = {kdc_f32_to_f16(3), kdc_f32_to_f16(1), kdc_f32_to_f16(2),
-                     kdc_f32_to_f16(0)};
+    uint16_t v[4] = {kdc_f32_to_f16(3), kdc_f32_to_f16(1), kdc_f32_to_f16(2), kdc_f32_to_f16(0)};
     int32_t idx_bad[4] = {0, 1, 2, 7}, idx_ok[4] = {0, 1, 2, 0};
     ck_assert_int_eq(kd_kd_topk_forward(&loss, z, v, idx_bad, 2, 3, 2, 1, 1, &err), KDC_EINVAL);
     ck_assert_ptr_nonnull(strstr(err.msg, "class index 7"));
@@ -320,8 +316,7 @@ START_TEST(test_bad_input)
     ck_assert_int_eq(kd_kd_topk_backward(g, z, v, idx_ok, 2, 3, 0, 1, 1, KD_GRAD_SET, &err),
                      KDC_EINVAL);
     uint16_t v_inf[4] = {0xFC00, 0xFC00, kdc_f32_to_f16(1), kdc_f32_to_f16(0)};
-    ck_assert_int_eq(kd_kd_topk_forward(&loss, z, v_inf, idx_ok, 2, 3, 2, 1, 1, &err),
-                     KDC_EINVAL);
+    ck_assert_int_eq(kd_kd_topk_forward(&loss, z, v_inf, idx_ok, 2, 3, 2, 1, 1, &err), KDC_EINVAL);
     for (int i = 0; i < 6; i++)
         ck_assert(g[i] == sentinel);
 
@@ -355,8 +350,7 @@ int main(void)
     tcase_add_loop_test(tc, test_kd_topk_vs_reference, 0,
                         (int)(sizeof topk_cases / sizeof *topk_cases));
     tcase_add_test(tc, test_kd_topk_all_classes_equals_full);
-    tcase_add_loop_test(tc, test_proj_vs_torch, 0,
-                        (int)(sizeof proj_cases / sizeof *proj_cases));
+    tcase_add_loop_test(tc, test_proj_vs_torch, 0, (int)(sizeof proj_cases / sizeof *proj_cases));
     tcase_add_test(tc, test_proj_through_linear);
     tcase_add_test(tc, test_bad_input);
     suite_add_tcase(s, tc);

@@ -339,8 +339,7 @@ int main(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_sgd_vs_torch, 0, (int)(sizeof sgd_cases / sizeof *sgd_cases));
-    tcase_add_loop_test(tc, test_dot_vs_mdistiller, 0,
-                        (int)(sizeof dot_cases / sizeof *dot_cases));
+    tcase_add_loop_test(tc, test_dot_vs_mdistiller, 0, (int)(sizeof dot_cases / sizeof *dot_cases));
     tcase_add_test(tc, test_dot_delta0_is_sgd);
     tcase_add_test(tc, test_resume_is_bit_identical);
     tcase_add_test(tc, test_bad_input);

@@ -88,8 +88,10 @@ START_TEST(test_parse_and_validate)
     ck_assert_double_eq_tol(kd_schedule_lr(&s, 239, 0), 0.05 * 0.1 * 0.1 * 0.1, 1e-18);
     const char *bad[] = {"", "150,,180", "180,150", "150,180,", "0", "-5", "abc", "150;180"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-        ck_assert_msg(kd_schedule_parse_milestones(&s, bad[i], &err) == KDC_EINVAL,
-                      "'%s' accepted", bad[i]);
+        ck_assert_msg(kd_schedule_parse_milestones(&s, bad[i], &err) == KDC_EINVAL, "'%s' accepted",
+                      bad[i]);
+    ck_assert_uint_eq(s.n_milestones, 3); /* a failed parse leaves the schedule as it was */
+    ck_assert_int_eq(s.milestones[0], 150);
     s.gamma = 0;
     ck_assert_int_eq(kd_schedule_validate(&s, &err), KDC_EINVAL);
 

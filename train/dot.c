@@ -34,8 +34,8 @@ kdc_status kd_dot_init(kd_dot *opt, const kd_param_ref *params, size_t n_params,
     memset(opt, 0, sizeof *opt);
     if (!params || n_params == 0)
         return kdc_fail(err, KDC_EINVAL, "DOT: no parameters");
-    if (!isfinite(momentum) || !isfinite(delta) || !(delta >= 0.0) ||
-        !(momentum - delta >= 0.0) || !(momentum + delta < 1.0))
+    if (!isfinite(momentum) || !isfinite(delta) || !(delta >= 0.0) || !(momentum - delta >= 0.0) ||
+        !(momentum + delta < 1.0))
         return kdc_fail(err, KDC_EINVAL,
                         "DOT: momentum %g and delta %g give task momentum %g and distillation "
                         "momentum %g; need delta >= 0, both in [0, 1)",
@@ -66,8 +66,8 @@ kdc_status kd_dot_init(kd_dot *opt, const kd_param_ref *params, size_t n_params,
     if (!opt->params || !opt->off_task || !opt->off_distill || !opt->buf_task ||
         !opt->buf_distill) {
         kd_dot_free(opt);
-        return kdc_fail(err, KDC_ENOMEM, "DOT: out of memory for %zu + %zu momentum floats",
-                        n_task, n_distill);
+        return kdc_fail(err, KDC_ENOMEM, "DOT: out of memory for %zu + %zu momentum floats", n_task,
+                        n_distill);
     }
     memcpy(opt->params, params, n_params * sizeof *opt->params);
     size_t ot = 0, od = 0;
@@ -89,9 +89,8 @@ kdc_status kd_dot_init(kd_dot *opt, const kd_param_ref *params, size_t n_params,
 
 /* Both gradients: task buffer with m_task and weight decay, then distillation buffer
  * with m_kd, theta updated by each in turn (mdistiller's two loops). */
-static void step_both(float *th, float *vt, float *vk, const float *gt, const float *gk,
-                      size_t n, float lr, float wd, float m_task, float m_kd, int first,
-                      int task_buf)
+static void step_both(float *th, float *vt, float *vk, const float *gt, const float *gk, size_t n,
+                      float lr, float wd, float m_task, float m_kd, int first, int task_buf)
 {
     for (size_t j = 0; j < n; j++) {
         float t = th[j];
@@ -122,8 +121,8 @@ static void step_task_only(float *th, float *vt, const float *gt, size_t n, floa
 
 /* Distillation gradient only (the projector): mdistiller's kd loop, `else` branch. Its
  * first step clones the raw gradient before the weight-decay line is reached. */
-static void step_distill_only(float *th, float *vk, const float *gk, size_t n, float lr,
-                              float wd, float mu, int first)
+static void step_distill_only(float *th, float *vk, const float *gk, size_t n, float lr, float wd,
+                              float mu, int first)
 {
     for (size_t j = 0; j < n; j++) {
         vk[j] = first ? gk[j] : mu * vk[j] + (gk[j] + wd * th[j]);

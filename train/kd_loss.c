@@ -112,9 +112,8 @@ kdc_status kd_kd_backward(float *dstudent, const float *student, const float *te
 
 /* ---- top-k ------------------------------------------------------------------------ */
 
-static kdc_status check_topk_args(const float *student, const uint16_t *value,
-                                  const int32_t *index, size_t B, size_t C, size_t K, float T,
-                                  kdc_error *err)
+static kdc_status check_topk_args(const float *student, const uint16_t *value, const int32_t *index,
+                                  size_t B, size_t C, size_t K, float T, kdc_error *err)
 {
     kdc_status st = check_kd_args("top-k KD loss", student, value, B, C, T, err);
     if (st != KDC_OK)
@@ -162,8 +161,7 @@ kdc_status kd_kd_topk_forward(double *loss, const float *student, const uint16_t
                               const int32_t *topk_index, size_t B, size_t C, size_t K,
                               float temperature, float weight, kdc_error *err)
 {
-    kdc_status st =
-        check_topk_args(student, topk_value, topk_index, B, C, K, temperature, err);
+    kdc_status st = check_topk_args(student, topk_value, topk_index, B, C, K, temperature, err);
     if (st != KDC_OK)
         return st;
     if (!loss)
@@ -193,11 +191,9 @@ kdc_status kd_kd_topk_forward(double *loss, const float *student, const uint16_t
 
 kdc_status kd_kd_topk_backward(float *dstudent, const float *student, const uint16_t *topk_value,
                                const int32_t *topk_index, size_t B, size_t C, size_t K,
-                               float temperature, float weight, kd_grad_mode mode,
-                               kdc_error *err)
+                               float temperature, float weight, kd_grad_mode mode, kdc_error *err)
 {
-    kdc_status st =
-        check_topk_args(student, topk_value, topk_index, B, C, K, temperature, err);
+    kdc_status st = check_topk_args(student, topk_value, topk_index, B, C, K, temperature, err);
     if (st != KDC_OK)
         return st;
     if (!dstudent)

@@ -62,8 +62,7 @@ kdc_status kd_kd_topk_forward(double *loss, const float *student, const uint16_t
                               float temperature, float weight, kdc_error *err);
 kdc_status kd_kd_topk_backward(float *dstudent, const float *student, const uint16_t *topk_value,
                                const int32_t *topk_index, size_t B, size_t C, size_t K,
-                               float temperature, float weight, kd_grad_mode mode,
-                               kdc_error *err);
+                               float temperature, float weight, kd_grad_mode mode, kdc_error *err);
 
 /* ---- projector loss (ALGORITHMS.md section 3) ----------------------------------------
  * f = projector output (B x D), t = cached teacher features (B x D).
@@ -80,13 +79,13 @@ kdc_status kd_kd_topk_backward(float *dstudent, const float *student, const uint
 
 typedef struct kd_proj_ws {
     size_t max_B, D;
-    float *d;      /* max_B x D: BN(f) - BN(t) of the last forward */
+    float *d;       /* max_B x D: BN(f) - BN(t) of the last forward */
     double *f_mean; /* D: batch mean of f */
     double *f_rstd; /* D: 1 / sqrt(biased var(f) + eps) */
     double *acc;    /* 2 x D: teacher statistics, then backward sums */
-    double sum;    /* S of the last forward */
-    size_t B;      /* batch size of the last forward (0: none yet) */
-    double alpha;  /* alpha of the last forward */
+    double sum;     /* S of the last forward */
+    size_t B;       /* batch size of the last forward (0: none yet) */
+    double alpha;   /* alpha of the last forward */
 } kd_proj_ws;
 
 kdc_status kd_proj_ws_init(kd_proj_ws *ws, size_t max_B, size_t D, kdc_error *err);

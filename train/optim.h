@@ -69,11 +69,11 @@ void kd_sgd_free(kd_sgd *opt);
 typedef struct kd_dot {
     double momentum, delta, weight_decay;
     size_t n_params;
-    kd_param_ref *params;  /* a copy of the caller's list */
-    size_t *off_task;      /* into buf_task, or KD_OPTIM_NO_BUFFER */
-    size_t *off_distill;   /* into buf_distill, or KD_OPTIM_NO_BUFFER */
-    float *buf_task;       /* n_task floats: parameters with a task gradient, list order */
-    float *buf_distill;    /* n_distill floats: parameters with a distillation gradient */
+    kd_param_ref *params; /* a copy of the caller's list */
+    size_t *off_task;     /* into buf_task, or KD_OPTIM_NO_BUFFER */
+    size_t *off_distill;  /* into buf_distill, or KD_OPTIM_NO_BUFFER */
+    float *buf_task;      /* n_task floats: parameters with a task gradient, list order */
+    float *buf_distill;   /* n_distill floats: parameters with a distillation gradient */
     size_t n_task, n_distill;
     uint64_t steps;
 } kd_dot;

@@ -19,8 +19,8 @@ kdc_status kd_proj_ws_init(kd_proj_ws *ws, size_t max_B, size_t D, kdc_error *er
     memset(ws, 0, sizeof *ws);
     if (max_B < 2 || D == 0)
         return kdc_fail(err, KDC_EINVAL,
-                        "projector loss: batch %zu x dim %zu (batch statistics need B >= 2)",
-                        max_B, D);
+                        "projector loss: batch %zu x dim %zu (batch statistics need B >= 2)", max_B,
+                        D);
     size_t n_bd, n_acc;
     if (!kdc_size_mul(max_B, D, &n_bd) || !kdc_size_mul(n_bd, sizeof(float), &n_bd) ||
         !kdc_size_mul(D, 2 * sizeof(double), &n_acc))
@@ -31,8 +31,7 @@ kdc_status kd_proj_ws_init(kd_proj_ws *ws, size_t max_B, size_t D, kdc_error *er
     ws->acc = malloc(n_acc);
     if (!ws->d || !ws->f_mean || !ws->f_rstd || !ws->acc) {
         kd_proj_ws_free(ws);
-        return kdc_fail(err, KDC_ENOMEM, "projector loss: out of memory for %zu x %zu", max_B,
-                        D);
+        return kdc_fail(err, KDC_ENOMEM, "projector loss: out of memory for %zu x %zu", max_B, D);
     }
     ws->max_B = max_B;
     ws->D = D;
@@ -112,8 +111,7 @@ kdc_status kd_proj_forward(double *loss, kd_proj_ws *ws, const float *f, const f
                         "two samples; the workspace was made for %zu)",
                         B, ws->max_B, ws->max_B);
     if (!(alpha >= 1.0) || !isfinite(alpha))
-        return kdc_fail(err, KDC_EINVAL, "projector loss: alpha %g must be finite and >= 1",
-                        alpha);
+        return kdc_fail(err, KDC_EINVAL, "projector loss: alpha %g must be finite and >= 1", alpha);
     const size_t D = ws->D;
     double *fm = ws->f_mean, *fr = ws->f_rstd, *tm = ws->acc, *tr = ws->acc + D;
     batch_stats(f, B, D, fm, fr);

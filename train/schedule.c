@@ -40,6 +40,7 @@ kdc_status kd_schedule_parse_milestones(kd_schedule *s, const char *text, kdc_er
 {
     if (!text || !*text)
         return kdc_fail(err, KDC_EINVAL, "--lr-steps: empty list");
+    long ms[KD_SCHEDULE_MAX_MILESTONES]; /* s is left untouched on error */
     size_t n = 0;
     const char *p = text;
     for (;;) {
@@ -53,15 +54,16 @@ kdc_status kd_schedule_parse_milestones(kd_schedule *s, const char *text, kdc_er
         if (n == KD_SCHEDULE_MAX_MILESTONES)
             return kdc_fail(err, KDC_EINVAL, "--lr-steps '%s': more than %d milestones", text,
                             KD_SCHEDULE_MAX_MILESTONES);
-        if (n > 0 && v <= s->milestones[n - 1])
+        if (n > 0 && v <= ms[n - 1])
             return kdc_fail(err, KDC_EINVAL, "--lr-steps '%s': epochs must increase", text);
-        s->milestones[n++] = v;
+        ms[n++] = v;
         if (*end == '\0')
             break;
         if (*end != ',')
             return kdc_fail(err, KDC_EINVAL, "--lr-steps '%s': unexpected '%c'", text, *end);
         p = end + 1;
     }
+    memcpy(s->milestones, ms, n * sizeof *ms);
     s->n_milestones = n;
     return KDC_OK;
 }
@@ -73,7 +75,8 @@ kdc_status kd_schedule_validate(const kd_schedule *s, kdc_error *err)
     if (!(s->lr >= 0.0) || !isfinite(s->lr))
         return kdc_fail(err, KDC_EINVAL, "--lr %g must be finite and >= 0", s->lr);
     if (s->warmup_epochs != 0 && s->kind != KD_SCHEDULE_COSINE)
-        return kdc_fail(err, KDC_EINVAL, "--warmup-epochs is only supported with --schedule cosine");
+        return kdc_fail(err, KDC_EINVAL,
+                        "--warmup-epochs is only supported with --schedule cosine");
     switch (s->kind) {
     case KD_SCHEDULE_CONSTANT: return KDC_OK;
     case KD_SCHEDULE_STEP:

@@ -33,16 +33,16 @@ typedef enum kd_schedule_kind {
 
 typedef struct kd_schedule {
     kd_schedule_kind kind;
-    double lr;              /* base learning rate */
-    long epochs;            /* length of the run (cosine) */
-    long steps_per_epoch;   /* optimiser steps per epoch (cosine) */
+    double lr;            /* base learning rate */
+    long epochs;          /* length of the run (cosine) */
+    long steps_per_epoch; /* optimiser steps per epoch (cosine) */
     /* step */
     double gamma;
     size_t n_milestones;
     long milestones[KD_SCHEDULE_MAX_MILESTONES]; /* epochs, strictly increasing */
     /* cosine */
-    double lr_min;          /* eta_min, 0 by default */
-    long warmup_epochs;     /* 0: no warm-up */
+    double lr_min;              /* eta_min, 0 by default */
+    long warmup_epochs;         /* 0: no warm-up */
     double warmup_start_factor; /* f0 in (0, 1], torchvision's --lr-warmup-decay */
 } kd_schedule;
 
