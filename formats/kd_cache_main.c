@@ -1,9 +1,223 @@
-/* kd_cache_main.c - entry point of kd-cache. Not built yet: see issue #3. This file
- * exists so that the build and the README's commands are honest about it. */
+/* kd_cache_main.c - kd-cache: inspect, verify, merge and export teacher
+ * caches. Thin command-line layer over formats/cache_*.h: parses arguments,
+ * prints, and exits non-zero with one line on any problem. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-int main(void)
+#include "formats/cache_export.h"
+#include "formats/cache_merge.h"
+#include "formats/cache_reader.h"
+#include "formats/cache_verify.h"
+
+static const char *usage_main =
+    "usage: kd-cache COMMAND ...\n"
+    "  info CACHE                         summary: teacher, shapes, storage, compression\n"
+    "  verify CACHE [--data DIR]          read every chunk; with --data compare the images\n"
+    "  merge OUT IN...                    join the shards of kd-precompute --shard i/n\n"
+    "  export CACHE --format npy --out DIR  write every dataset as .npy\n"
+    "kd-cache COMMAND --help for details.\n";
+
+static const char *usage_info =
+    "usage: kd-cache info CACHE\n"
+    "Prints the teacher, shapes, logit storage, views, chunking, compression ratio,\n"
+    "completeness and dataset fingerprint. Opens partial files and shards too.\n";
+static const char *usage_verify =
+    "usage: kd-cache verify CACHE [--data DIR]\n"
+    "Reads every chunk (fletcher32 and LZ4 checks, values in range), checks that the\n"
+    "file is complete and consistent; with --data DIR also checks that DIR/<path> of\n"
+    "every image has the size and CRC-32 recorded in the cache. Exit 0 when all holds.\n";
+static const char *usage_merge =
+    "usage: kd-cache merge OUT IN...\n"
+    "Joins the n shards written by kd-precompute --shard i/n into OUT (written to\n"
+    "OUT.partial and renamed). Refuses shards of another teacher or other settings,\n"
+    "incomplete shards, overlapping or missing ranges.\n";
+static const char *usage_export =
+    "usage: kd-cache export CACHE --format npy --out DIR\n"
+    "Writes each dataset as DIR/<name>.npy in its stored dtype, paths.txt and\n"
+    "attributes.json.\n";
+
+static int wants_help(int argc, char **argv)
 {
-    fprintf(stderr, "kd-cache: not implemented yet (issue #3)\n");
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return 1;
+    return 0;
+}
+
+static int fail(const kdc_error *e)
+{
+    fprintf(stderr, "kd-cache: %s\n", e->msg);
+    return 1;
+}
+
+static int bad_usage(const char *msg, const char *usage)
+{
+    fprintf(stderr, "kd-cache: %s\n%s", msg, usage);
+    return 2;
+}
+
+static int cmd_info(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) {
+        fputs(usage_info, stdout);
+        return 0;
+    }
+    if (argc != 1)
+        return bad_usage("info takes exactly one CACHE", usage_info);
+    kdc_error e;
+    kdc_error_clear(&e);
+    cache_reader *r;
+    if (cache_reader_open(argv[0], CACHE_OPEN_ALLOW_INCOMPLETE, &r, &e) != KDC_OK)
+        return fail(&e);
+    const cache_header *h = cache_reader_header(r);
+    const cache_image_table *t = cache_reader_images(r);
+    int64_t done = 0, skipped = 0, nch = cache_reader_num_chunks(r);
+    for (int64_t c = 0; c < nch; c++)
+        done += cache_reader_chunk_done(r, c);
+    for (int64_t i = 0; i < t->count; i++)
+        skipped += t->skipped[i];
+    uint64_t stored, raw;
+    cache_reader_storage(r, &stored, &raw);
+    printf("file            %s\n", argv[0]);
+    printf("format          kdcache v%lld, created by %s\n", (long long)h->version,
+           h->created_by);
+    printf("teacher         %s (weights sha256 %s)\n", h->teacher_arch,
+           h->teacher_weights_sha256);
+    printf("images          %lld (%lld skipped as unreadable)\n", (long long)h->num_images,
+           (long long)skipped);
+    printf("views           %lld per image, policy %s, image %lld, resize %lld, pad %lld, "
+           "seed %llu\n",
+           (long long)h->views_per_image, h->view_policy, (long long)h->image_size,
+           (long long)h->resize_size, (long long)h->pad, (unsigned long long)h->seed);
+    printf("                scale [%g, %g], ratio [%g, %g], mean (%g, %g, %g), std (%g, %g, %g)\n",
+           h->scale_range[0], h->scale_range[1], h->ratio_range[0], h->ratio_range[1],
+           h->mean[0], h->mean[1], h->mean[2], h->std[0], h->std[1], h->std[2]);
+    printf("classes         %lld\n", (long long)h->num_classes);
+    if (h->logit_storage == CACHE_LOGITS_TOPK)
+        printf("logits          topk:%lld (float16 values, %s indices)\n", (long long)h->topk,
+               cache_topk_index_size(h) == 2 ? "uint16" : "int32");
+    else
+        printf("logits          %s\n", cache_logit_storage_name(h->logit_storage));
+    printf("features        %lld (float16)%s\n", (long long)h->feature_dim,
+           h->feature_dim ? "" : " - none stored");
+    printf("chunks          %lld of %lld written, %lld images per chunk\n", (long long)done,
+           (long long)nch, (long long)h->chunk_images);
+    if (h->shard_count > 1)
+        printf("shard           %lld of %lld\n", (long long)h->shard_index,
+               (long long)h->shard_count);
+    printf("complete        %s\n", h->complete ? "yes" : "NO (partial file)");
+    if (raw)
+        printf("storage         %.1f MB stored, %.1f MB raw, ratio %.3fx, %.1f bytes per view\n",
+               stored / 1e6, raw / 1e6, (double)raw / (double)(stored ? stored : 1),
+               (double)stored / (double)(done ? done * h->chunk_images * h->views_per_image : 1));
+    printf("fingerprint     %s\n", h->dataset_fingerprint);
+    cache_reader_close(r);
+    return 0;
+}
+
+static int cmd_verify(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) {
+        fputs(usage_verify, stdout);
+        return 0;
+    }
+    const char *cache = NULL, *data = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--data")) {
+            if (i + 1 >= argc)
+                return bad_usage("--data needs a directory", usage_verify);
+            data = argv[++i];
+        } else if (argv[i][0] == '-') {
+            return bad_usage("unknown option for verify", usage_verify);
+        } else if (!cache) {
+            cache = argv[i];
+        } else {
+            return bad_usage("verify takes one CACHE", usage_verify);
+        }
+    }
+    if (!cache)
+        return bad_usage("verify needs a CACHE", usage_verify);
+    kdc_error e;
+    kdc_error_clear(&e);
+    cache_verify_report rep;
+    if (cache_verify(cache, data, &rep, &e) != KDC_OK)
+        return fail(&e);
+    printf("%s: ok: %lld chunks read back", cache, (long long)rep.chunks_checked);
+    if (rep.shard_count > 1)
+        printf(" (shard %lld of %lld)", (long long)rep.shard_index, (long long)rep.shard_count);
+    if (data)
+        printf(", %lld images match %s", (long long)rep.images_checked, data);
+    printf("\n");
+    return 0;
+}
+
+static int cmd_merge(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) {
+        fputs(usage_merge, stdout);
+        return 0;
+    }
+    if (argc < 2)
+        return bad_usage("merge needs OUT and at least one IN", usage_merge);
+    kdc_error e;
+    kdc_error_clear(&e);
+    if (cache_merge(argv[0], (const char *const *)argv + 1, argc - 1, &e) != KDC_OK)
+        return fail(&e);
+    printf("%s: merged %d shards\n", argv[0], argc - 1);
+    return 0;
+}
+
+static int cmd_export(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) {
+        fputs(usage_export, stdout);
+        return 0;
+    }
+    const char *cache = NULL, *fmt = "npy", *out = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--format") && i + 1 < argc)
+            fmt = argv[++i];
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc)
+            out = argv[++i];
+        else if (argv[i][0] == '-')
+            return bad_usage("unknown or incomplete option for export", usage_export);
+        else if (!cache)
+            cache = argv[i];
+        else
+            return bad_usage("export takes one CACHE", usage_export);
+    }
+    if (!cache || !out)
+        return bad_usage("export needs CACHE and --out DIR", usage_export);
+    if (strcmp(fmt, "npy"))
+        return bad_usage("only --format npy is supported", usage_export);
+    kdc_error e;
+    kdc_error_clear(&e);
+    if (cache_export_npy(cache, out, &e) != KDC_OK)
+        return fail(&e);
+    printf("%s: exported to %s\n", cache, out);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage_main, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        fputs(usage_main, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "info"))
+        return cmd_info(argc - 2, argv + 2);
+    if (!strcmp(cmd, "verify"))
+        return cmd_verify(argc - 2, argv + 2);
+    if (!strcmp(cmd, "merge"))
+        return cmd_merge(argc - 2, argv + 2);
+    if (!strcmp(cmd, "export"))
+        return cmd_export(argc - 2, argv + 2);
+    fprintf(stderr, "kd-cache: unknown command '%s' (try kd-cache --help)\n", cmd);
     return 2;
 }

@@ -1,0 +1,95 @@
+/* cache_verify.c - reads back every chunk and compares the dataset's files. */
+#include "cache_verify.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "cache_reader.h"
+
+kdc_status cache_file_crc32(const char *path, uint64_t *size, uint32_t *crc, kdc_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return kdc_fail(err, KDC_EIO, "%s: %s", path, strerror(errno));
+    static __thread unsigned char buf[1 << 16];
+    uLong c = crc32(0L, Z_NULL, 0);
+    uint64_t n = 0;
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
+        c = crc32(c, buf, (uInt)got);
+        n += got;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad)
+        return kdc_fail(err, KDC_EIO, "%s: read error", path);
+    *size = n;
+    *crc = (uint32_t)c;
+    return KDC_OK;
+}
+
+kdc_status cache_verify(const char *path, const char *data_dir, cache_verify_report *rep,
+                        kdc_error *err)
+{
+    memset(rep, 0, sizeof *rep);
+    cache_reader *r;
+    kdc_status st = cache_reader_open(path, CACHE_OPEN_ALLOW_INCOMPLETE, &r, err);
+    if (st != KDC_OK)
+        return st;
+    const cache_header *h = cache_reader_header(r);
+    rep->chunks_total = cache_reader_num_chunks(r);
+    rep->shard_index = h->shard_index;
+    rep->shard_count = h->shard_count;
+    cache_chunk c;
+    if ((st = cache_chunk_alloc(&c, h, err)) != KDC_OK) {
+        cache_reader_close(r);
+        return st;
+    }
+    for (int64_t k = 0; k < rep->chunks_total && st == KDC_OK; k++) {
+        if (!cache_reader_chunk_done(r, k))
+            continue;
+        st = cache_reader_read_chunk(r, k, &c, err);
+        rep->chunks_checked++;
+    }
+    int64_t first, end;
+    cache_shard_chunks(h, h->shard_index, h->shard_count, &first, &end);
+    if (st == KDC_OK && !h->complete) {
+        int64_t n = 0;
+        for (int64_t k = first; k < end; k++)
+            n += cache_reader_chunk_done(r, k);
+        st = kdc_fail(err, KDC_EFORMAT, "%s: incomplete: %lld of %lld chunks written", path,
+                      (long long)n, (long long)(end - first));
+    }
+    if (st == KDC_OK && data_dir) {
+        const cache_image_table *t = cache_reader_images(r);
+        for (int64_t i = 0; i < t->count && st == KDC_OK; i++) {
+            char fp[8192];
+            if ((size_t)snprintf(fp, sizeof fp, "%s/%s", data_dir, t->path[i]) >= sizeof fp) {
+                st = kdc_fail(err, KDC_EINVAL, "image %lld: path too long", (long long)i);
+                break;
+            }
+            uint64_t sz;
+            uint32_t crc;
+            st = cache_file_crc32(fp, &sz, &crc, err);
+            if (st != KDC_OK) {
+                kdc_error_prefix(err, "image %lld: ", (long long)i);
+                break;
+            }
+            if (sz != t->size[i])
+                st = kdc_fail(err, KDC_EMISMATCH, "image %lld: %s has %llu bytes, cache says %llu",
+                              (long long)i, fp, (unsigned long long)sz,
+                              (unsigned long long)t->size[i]);
+            else if (crc != t->crc32[i])
+                st = kdc_fail(err, KDC_EMISMATCH,
+                              "image %lld: %s has crc32 %08x, cache says %08x", (long long)i, fp,
+                              crc, t->crc32[i]);
+            rep->images_checked++;
+        }
+    }
+    cache_chunk_free(&c);
+    cache_reader_close(r);
+    return st;
+}
