@@ -18,6 +18,7 @@
  *   relu forward / backward, add, max-pool forward    exact
  *   max-pool backward, avg-pool, axpy          1e-6
  *   f32_to_f16                                 bit-exact (round-to-nearest-even)
+ *   CE / KD loss kernels: gradient 1e-5, loss 1e-6 (both sides work in double)
  *   whole model logits eval / infer / train    2e-3 | 3e-2;  gradients 1e-2
  *       (deep BN networks amplify rounding differences, see FINDINGS.md) */
 #include <check.h>
@@ -31,6 +32,10 @@
 #include "common/half.h"
 #include "common/model.h"
 #include "tests/testutil.h"
+#include "train/losses.h"
+#ifdef KDC_HAVE_CUDA
+#include "train/losses_cuda.h"
+#endif
 
 #define TOL_CONV 2e-4
 #define TOL_CONV_TC 3e-3
@@ -425,6 +430,76 @@ START_TEST(test_linear)
 }
 END_TEST
 
+/* ---- loss kernels (train/losses_cuda.cu) vs train/losses.h ---- */
+#ifdef KDC_HAVE_CUDA /* the kernels exist only in CUDA builds */
+
+static void loss_case(size_t B, size_t C, float T, kd_grad_mode mode)
+{
+    float *zs = rnd(B * C, 71 + C, -6, 6), *zt = rnd(B * C, 72 + C, -6, 6);
+    float *g0 = rnd(B * C, 73, -0.01f, 0.01f); /* existing gradient for KD_GRAD_ADD */
+    int32_t *y = malloc(B * sizeof(int32_t));
+    ck_assert_ptr_nonnull(y);
+    for (size_t b = 0; b < B; b++)
+        y[b] = (int32_t)((b * 7919 + 13) % C);
+    CK(kd_cuda_check_labels(y, B, C, &g_err));
+    float *ds = up(g_gpu, zs, B * C), *dt = up(g_gpu, zt, B * C);
+    void *dy = NULL, *drow = NULL;
+    CK(g_gpu->alloc(g_gpu, B * sizeof(int32_t), &dy, &g_err));
+    CK(g_gpu->copy_h2d(g_gpu, dy, y, B * sizeof(int32_t), &g_err));
+    CK(g_gpu->alloc(g_gpu, B * sizeof(double), &drow, &g_err));
+    float *ref = malloc(B * C * sizeof(float));
+    ck_assert_ptr_nonnull(ref);
+    double lref, lgot;
+
+    /* cross-entropy, w = 0.5 */
+    float *dg = up(g_gpu, g0, B * C);
+    memcpy(ref, g0, B * C * sizeof(float));
+    CK(kd_ce_forward(&lref, zs, y, B, C, 0.5f, &g_err));
+    CK(kd_ce_backward(ref, zs, y, B, C, 0.5f, mode, &g_err));
+    CK(kd_cuda_ce(g_gpu, ds, dy, B, C, 0.5f, mode, dg, drow, &g_err));
+    CK(kd_cuda_sum_rows(g_gpu, drow, B, &lgot, &g_err));
+    ck_assert_msg(fabs(lgot - lref) <= 1e-6 * fabs(lref), "ce loss %.9g vs %.9g", lgot, lref);
+    float *got = down(g_gpu, dg, B * C);
+    double r = kdc_test_rel_err_f32(got, ref, B * C);
+    ck_assert_msg(r <= 1e-5, "ce grad (C=%zu): relative error %.3g", C, r);
+    free(got);
+    g_gpu->free(g_gpu, dg);
+
+    /* KD, w = 0.9 */
+    dg = up(g_gpu, g0, B * C);
+    memcpy(ref, g0, B * C * sizeof(float));
+    CK(kd_kd_forward(&lref, zs, zt, B, C, T, 0.9f, &g_err));
+    CK(kd_kd_backward(ref, zs, zt, B, C, T, 0.9f, mode, &g_err));
+    CK(kd_cuda_kd(g_gpu, ds, dt, B, C, T, 0.9f, mode, dg, drow, &g_err));
+    CK(kd_cuda_sum_rows(g_gpu, drow, B, &lgot, &g_err));
+    ck_assert_msg(fabs(lgot - lref) <= 1e-6 * fabs(lref), "kd loss %.9g vs %.9g", lgot, lref);
+    got = down(g_gpu, dg, B * C);
+    r = kdc_test_rel_err_f32(got, ref, B * C);
+    ck_assert_msg(r <= 1e-5, "kd grad (C=%zu, T=%g): relative error %.3g", C, (double)T, r);
+    free(got);
+    g_gpu->free(g_gpu, dg);
+
+    g_gpu->free(g_gpu, ds);
+    g_gpu->free(g_gpu, dt);
+    g_gpu->free(g_gpu, dy);
+    g_gpu->free(g_gpu, drow);
+    free(zs), free(zt), free(g0), free(y), free(ref);
+}
+
+START_TEST(test_losses)
+{
+    loss_case(16, 1000, 1.0f, KD_GRAD_SET);
+    loss_case(16, 1000, 4.0f, KD_GRAD_ADD);
+    loss_case(3, 10, 4.0f, KD_GRAD_SET);
+    loss_case(5, 300, 2.0f, KD_GRAD_ADD); /* C not a multiple of the block */
+    int32_t bad[2] = {0, 10};
+    ck_assert_int_eq(kd_cuda_check_labels(bad, 2, 10, &g_err), KDC_EINVAL);
+    ck_assert_int_eq(kd_cuda_kd(g_gpu, NULL, NULL, 1, 1, 0.0f, 1, KD_GRAD_SET, NULL, NULL, &g_err),
+                     KDC_EINVAL);
+}
+END_TEST
+#endif
+
 /* ---- whole models ---- */
 
 static void model_case(const char *arch, int size)
@@ -620,6 +695,9 @@ static Suite *gpu_suite(void)
     tcase_add_test(ops, test_maxpool);
     tcase_add_test(ops, test_avgpool);
     tcase_add_test(ops, test_linear);
+#ifdef KDC_HAVE_CUDA
+    tcase_add_test(ops, test_losses);
+#endif
     tcase_add_test(ops, test_allocator_reuse);
     tcase_add_test(ops, test_uploader);
     tcase_add_test(ops, test_precision_api);
