@@ -102,7 +102,8 @@ static kdc_status list_dir(const char *dir, int want_dirs, char ***names, size_t
         free(v);
         return st;
     }
-    qsort(v, n, sizeof *v, cmp_str);
+    if (n)
+        qsort(v, n, sizeof *v, cmp_str);
     *names = v;
     *count = n;
     return KDC_OK;
@@ -215,7 +216,7 @@ kdc_status img_dataset_open_folder(img_dataset **out, const char *root, kdc_erro
     for (size_t c = 0; c < nc && !st; c++) {
         size_t before = e.n;
         st = walk_class(ds->root, classes[c], (int)c, 0, &e, err);
-        if (!st)
+        if (!st && e.n > before)
             qsort(e.v + before, e.n - before, sizeof *e.v, cmp_walk_order);
         if (!st && e.n == before) /* torchvision refuses empty classes too */
             st = kdc_fail(err, KDC_EINVAL, "%s/%s: class folder has no .jpg/.jpeg images", ds->root,
