@@ -39,7 +39,8 @@ typedef struct img_resample_scratch {
     int *bx, *by;      /* per output pixel: first source pixel, count */
     double *kd;        /* double coefficients before rounding */
     uint8_t *tmp;      /* horizontal pass output */
-    size_t kx_cap, ky_cap, bx_cap, by_cap, kd_cap, tmp_cap;
+    int32_t *acc;      /* vertical pass: one output row of sums */
+    size_t kx_cap, ky_cap, bx_cap, by_cap, kd_cap, tmp_cap, acc_cap;
 } img_resample_scratch;
 
 void img_resample_scratch_free(img_resample_scratch *s);
