@@ -1,9 +1,90 @@
-/* kd_precompute_main.c - entry point of kd-precompute. Not built yet: see issue #5. This file
- * exists so that the build and the README's commands are honest about it. */
+/* kd_precompute_main.c - entry point of kd-precompute: parses the command line,
+ * runs the job (precompute_run.h) and prints progress, skipped images and the
+ * per-stage throughput. Errors: one line on stderr, exit 1 (2 for bad flags). */
 #include <stdio.h>
+#include <string.h>
 
-int main(void)
+#include "common/progress.h"
+#include "precompute_options.h"
+#include "precompute_run.h"
+
+typedef struct ui {
+    int quiet;
+    kdc_progress *progress;
+} ui;
+
+static void on_skip(void *ctx, const char *path, const char *reason)
 {
-    fprintf(stderr, "kd-precompute: not implemented yet (issue #5)\n");
-    return 2;
+    (void)ctx;
+    /* Always shown (also with --quiet): the cache will lack these images. */
+    fprintf(stderr, "kd-precompute: skipped %s: %s\n", path, reason);
+}
+
+static void on_note(void *ctx, const char *msg)
+{
+    ui *u = ctx;
+    if (!u->quiet)
+        fprintf(stderr, "kd-precompute: %s\n", msg);
+}
+
+static double rate(double n, double s)
+{
+    return s > 0 ? n / s : 0;
+}
+
+static void report(const kd_precompute_options *o, const kd_precompute_stats *s)
+{
+    if (s->already_complete) {
+        fprintf(stderr, "kd-precompute: %s is already complete (same arguments); nothing to do\n",
+                o->out);
+        return;
+    }
+    double imgs = (double)s->images_run;
+    fprintf(stderr,
+            "kd-precompute: wrote %s: %lld of %lld images x %d view%s (%lld done before, %lld "
+            "skipped) in %.1f s: %.1f img/s end to end (setup %.1f s)\n",
+            o->out, (long long)s->range_images, (long long)s->num_images, s->views,
+            s->views == 1 ? "" : "s", (long long)s->done_before, (long long)s->images_skipped,
+            s->run_s, rate(imgs, s->run_s), s->setup_s);
+    fprintf(stderr,
+            "kd-precompute: stages: decode %d thread%s (teacher waited %.1f s for images) | "
+            "forward %.1f img/s (%.1f s busy, %d thread%s) | write %.1f img/s (%.1f s busy; "
+            "teacher waited %.1f s for buffers)\n",
+            s->decode_threads, s->decode_threads == 1 ? "" : "s", s->decode_wait_s,
+            rate(imgs, s->forward_s), s->forward_s, s->compute_threads,
+            s->compute_threads == 1 ? "" : "s", rate(imgs, s->write_s), s->write_s,
+            s->write_wait_s);
+}
+
+int main(int argc, char **argv)
+{
+    kd_precompute_options o;
+    kdc_error err = {0};
+    int help;
+    if (kd_precompute_parse_options(argc, argv, &o, &help, &err) != KDC_OK) {
+        fprintf(stderr, "kd-precompute: %s\n", err.msg);
+        return 2;
+    }
+    if (help) {
+        fputs(kd_precompute_usage(), stdout);
+        return 0;
+    }
+    kdc_progress progress;
+    kdc_progress_init(&progress, stderr, "kd-precompute", 0, "img", o.quiet);
+    ui u = {.quiet = o.quiet, .progress = &progress};
+    kd_precompute_hooks hooks = {
+        .ctx = &u, .on_skip = on_skip, .on_note = on_note, .progress = &progress};
+    kd_precompute_stats stats;
+    kdc_status st = kd_precompute_run(&o, &hooks, &stats, &err);
+    if (st != KDC_OK) {
+        if (progress.done && progress.is_tty && !o.quiet)
+            fputc('\n', stderr);
+        fprintf(stderr, "kd-precompute: %s\n", err.msg);
+        return 1;
+    }
+    if (!stats.already_complete)
+        kdc_progress_finish(&progress);
+    if (!o.quiet)
+        report(&o, &stats);
+    return 0;
 }

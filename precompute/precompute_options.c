@@ -31,7 +31,10 @@ static const char USAGE[] =
     "  --shard i/n     process the i-th of n contiguous, chunk-aligned image ranges\n"
     "  --resume        complete an interrupted run (same arguments required)\n"
     "  --strict        stop at the first unreadable image (default: record and skip it)\n"
-    "  --seed S (0)  --quiet  --help\n";
+    "  --seed S (0)  --quiet  --help\n"
+    "tuning:\n"
+    "  --chunk-images N  images per HDF5 chunk (default: ~1 MiB chunks, a multiple of 64)\n"
+    "  --decode-threads T  JPEG decoding threads (default: --threads)\n";
 
 const char *kd_precompute_usage(void)
 {
@@ -41,7 +44,8 @@ const char *kd_precompute_usage(void)
 enum {
     O_DATA = 256, O_LIST, O_TEACHER, O_WEIGHTS, O_OUT, O_VIEWS, O_VIEW_POLICY, O_SCALE,
     O_RATIO, O_PAD, O_IMAGE_SIZE, O_RESIZE_SIZE, O_LOGITS, O_NO_FEATURES, O_BATCH, O_THREADS,
-    O_DEVICE, O_SHARD, O_RESUME, O_SEED, O_QUIET, O_STRICT, O_MEAN, O_STD, O_HELP
+    O_DEVICE, O_SHARD, O_RESUME, O_SEED, O_QUIET, O_STRICT, O_MEAN, O_STD, O_HELP,
+    O_CHUNK_IMAGES, O_DECODE_THREADS
 };
 
 static const struct option LONGOPTS[] = {
@@ -70,6 +74,8 @@ static const struct option LONGOPTS[] = {
     {"mean", required_argument, 0, O_MEAN},
     {"std", required_argument, 0, O_STD},
     {"help", no_argument, 0, O_HELP},
+    {"chunk-images", required_argument, 0, O_CHUNK_IMAGES},
+    {"decode-threads", required_argument, 0, O_DECODE_THREADS},
     {0, 0, 0, 0},
 };
 
@@ -189,6 +195,16 @@ kdc_status kd_precompute_parse_options(int argc, char **argv, kd_precompute_opti
         case O_RESUME: o->resume = 1; break;
         case O_QUIET: o->quiet = 1; break;
         case O_STRICT: o->strict = 1; break;
+        case O_CHUNK_IMAGES:
+            if ((st = kdc_cli_int("--chunk-images", a, 1, 1 << 24, &v, err)))
+                return st;
+            o->chunk_images = (int)v;
+            break;
+        case O_DECODE_THREADS:
+            if ((st = kdc_cli_int("--decode-threads", a, 1, 256, &v, err)))
+                return st;
+            o->decode_threads = (int)v;
+            break;
         case O_HELP: *help = 1; return KDC_OK;
         default:
             return kdc_fail(err, KDC_EINVAL, "unknown option or missing value: %s (see --help)",

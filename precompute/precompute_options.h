@@ -16,6 +16,8 @@ typedef struct kd_precompute_options {
     int topk;
     int no_features, batch, threads, shard_index, shard_count, resume, seed, quiet, strict;
     int num_classes; /* 0: take it from the weights file */
+    int chunk_images;   /* --chunk-images: images per HDF5 chunk; 0 = chosen by size */
+    int decode_threads; /* --decode-threads: JPEG decoding threads; 0 = --threads */
 } kd_precompute_options;
 
 kdc_status kd_precompute_parse_options(int argc, char **argv, kd_precompute_options *o,

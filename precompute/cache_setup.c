@@ -1,0 +1,152 @@
+/* cache_setup.c - cache header, image table and view parameters from the options. */
+#include "cache_setup.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+kdc_status kd_precompute_view_params(const kd_precompute_options *o, img_view_params *vp,
+                                     kdc_error *err)
+{
+    img_view_params_default(vp);
+    kdc_status st = img_view_policy_parse(o->view_policy, &vp->policy, err);
+    if (st)
+        return st;
+    vp->image_size = o->image_size;
+    vp->resize_size = o->resize_size;
+    memcpy(vp->scale, o->scale, sizeof vp->scale);
+    memcpy(vp->ratio, o->ratio, sizeof vp->ratio);
+    vp->pad = o->pad;
+    vp->seed = (uint64_t)o->seed;
+    return img_view_params_check(vp, err);
+}
+
+void kd_precompute_norm(const kd_precompute_options *o, img_norm *n)
+{
+    for (int c = 0; c < 3; c++) {
+        n->mean[c] = (float)o->mean[c];
+        n->std[c] = (float)o->std[c];
+    }
+}
+
+kdc_status kd_precompute_image_table(const img_dataset *ds, cache_image_table *t,
+                                     kdc_error *err)
+{
+    if (!ds->checksummed)
+        return kdc_fail(err, KDC_EINVAL, "dataset not checksummed");
+    if (ds->count == 0)
+        return kdc_fail(err, KDC_EINVAL, "%s: no images (.jpg/.jpeg) found", ds->root);
+    kdc_status st = cache_image_table_alloc(t, (int64_t)ds->count, err);
+    if (st)
+        return st;
+    for (size_t i = 0; i < ds->count; i++) {
+        t->path[i] = ds->items[i].path;
+        t->label[i] = ds->items[i].label;
+        t->size[i] = ds->items[i].size;
+        t->crc32[i] = ds->items[i].crc32;
+    }
+    return KDC_OK;
+}
+
+void kd_precompute_image_table_free(cache_image_table *t)
+{
+    /* The paths belong to the dataset. */
+    if (t->path)
+        memset(t->path, 0, (size_t)t->count * sizeof *t->path);
+    cache_image_table_free(t);
+}
+
+kdc_status kd_precompute_header(const kd_precompute_options *o, const char *arch,
+                                const kd_teacher *teacher, const cache_image_table *t,
+                                cache_header *h, kdc_error *err)
+{
+    memset(h, 0, sizeof *h);
+    h->version = CACHE_VERSION;
+    snprintf(h->teacher_arch, sizeof h->teacher_arch, "%s", arch);
+    snprintf(h->teacher_weights_sha256, sizeof h->teacher_weights_sha256, "%s", teacher->sha256);
+    h->num_images = t->count;
+    h->views_per_image = o->views;
+    h->num_classes = teacher->num_classes;
+    h->feature_dim = o->no_features ? 0 : teacher->feature_dim;
+    snprintf(h->view_policy, sizeof h->view_policy, "%s", o->view_policy);
+    h->image_size = o->image_size;
+    h->resize_size = o->resize_size;
+    memcpy(h->mean, o->mean, sizeof h->mean);
+    memcpy(h->std, o->std, sizeof h->std);
+    memcpy(h->scale_range, o->scale, sizeof h->scale_range);
+    memcpy(h->ratio_range, o->ratio, sizeof h->ratio_range);
+    h->pad = o->pad;
+    h->seed = (uint64_t)o->seed;
+    switch (o->logits) {
+    case KD_LOGITS_F32: h->logit_storage = CACHE_LOGITS_F32; break;
+    case KD_LOGITS_F16: h->logit_storage = CACHE_LOGITS_F16; break;
+    case KD_LOGITS_TOPK:
+        h->logit_storage = CACHE_LOGITS_TOPK;
+        h->topk = o->topk;
+        if (o->topk > teacher->num_classes)
+            return kdc_fail(err, KDC_EINVAL, "--logits topk:%d: the teacher has only %d classes",
+                            o->topk, teacher->num_classes);
+        break;
+    }
+    snprintf(h->created_by, sizeof h->created_by, "%s", KD_PRECOMPUTE_CREATED_BY);
+    h->shard_index = o->shard_index;
+    h->shard_count = o->shard_count;
+    if (o->chunk_images > 0) {
+        h->chunk_images = o->chunk_images < t->count ? o->chunk_images : t->count;
+    } else {
+        int64_t c = cache_default_chunk_images(h);
+        if (c >= KD_CHUNK_ALIGN)
+            c -= c % KD_CHUNK_ALIGN;
+        h->chunk_images = c;
+    }
+    if ((int64_t)o->shard_count > cache_num_chunks(h))
+        return kdc_fail(err, KDC_EINVAL,
+                        "--shard %d/%d: only %lld chunks of %lld images to share (use fewer "
+                        "shards or a smaller --chunk-images)",
+                        o->shard_index, o->shard_count, (long long)cache_num_chunks(h),
+                        (long long)h->chunk_images);
+    for (int64_t i = 0; i < t->count; i++)
+        if ((int64_t)t->label[i] >= h->num_classes)
+            return kdc_fail(err, KDC_EMISMATCH,
+                            "%s has label %d but the teacher has %lld classes (a dataset with "
+                            "more classes than the teacher?)",
+                            t->path[i], t->label[i], (long long)h->num_classes);
+    cache_fingerprint(t, h->dataset_fingerprint);
+    kdc_status st = cache_header_validate(h, err);
+    if (st)
+        kdc_error_prefix(err, "cache settings: ");
+    return st;
+}
+
+const char *kd_precompute_attr_meaning(const char *attr)
+{
+    static const struct {
+        const char *attr, *meaning;
+    } M[] = {
+        {"teacher_arch", "teacher architecture (--teacher)"},
+        {"teacher_weights_sha256", "teacher weights (--weights file contents)"},
+        {"num_images", "dataset (number of images)"},
+        {"dataset_fingerprint", "dataset (paths, sizes or contents of the images)"},
+        {"views_per_image", "--views"},
+        {"num_classes", "teacher classes (--weights)"},
+        {"feature_dim", "features (--no-features)"},
+        {"view_policy", "--view-policy"},
+        {"image_size", "--image-size"},
+        {"resize_size", "--resize-size"},
+        {"mean", "--mean"},
+        {"std", "--std"},
+        {"scale_range", "--scale"},
+        {"ratio_range", "--ratio"},
+        {"pad", "--pad"},
+        {"seed", "--seed"},
+        {"logit_storage", "--logits"},
+        {"topk", "--logits topk:K"},
+        {"chunk_images", "--chunk-images"},
+        {"shard_count", "--shard"},
+        {"shard_index", "--shard"},
+    };
+    for (size_t i = 0; i < sizeof M / sizeof *M; i++)
+        if (!strcmp(M[i].attr, attr))
+            return M[i].meaning;
+    return attr;
+}

@@ -1,0 +1,214 @@
+/* chunk_writer.c - the writer thread and its ring of chunk buffers. */
+#include "chunk_writer.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/progress.h"
+
+/* BUF_DROPPED: handed out but abandoned; the thread frees it in ring order. */
+enum buf_state { BUF_FREE, BUF_FILLING, BUF_QUEUED, BUF_DROPPED };
+
+struct kd_chunk_writer {
+    cache_writer *w;
+    kd_chunk_buf *bufs;
+    enum buf_state *state;
+    int nbufs;
+    int head, tail; /* next to write / next to hand out (ring order) */
+    pthread_t tid;
+    int started, stopping, discard, failed;
+    kdc_error err;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    double busy_s, wait_s;
+    int64_t images_written;
+};
+
+static void free_bufs(kd_chunk_writer *cw)
+{
+    for (int i = 0; cw->bufs && i < cw->nbufs; i++) {
+        kd_chunk_buf *b = &cw->bufs[i];
+        free(b->height);
+        free(b->width);
+        free(b->skipped);
+        free(b->box);
+        free(b->flip);
+        free(b->logits);
+        free(b->features);
+    }
+    free(cw->bufs);
+    free(cw->state);
+}
+
+static void *writer_main(void *arg)
+{
+    kd_chunk_writer *cw = arg;
+    pthread_mutex_lock(&cw->mu);
+    for (;;) {
+        while (cw->state[cw->head] < BUF_QUEUED && !cw->stopping)
+            pthread_cond_wait(&cw->cv, &cw->mu);
+        if (cw->state[cw->head] < BUF_QUEUED)
+            break; /* stopping with nothing queued */
+        kd_chunk_buf *b = &cw->bufs[cw->head];
+        int skip = cw->failed || cw->discard || cw->state[cw->head] == BUF_DROPPED;
+        pthread_mutex_unlock(&cw->mu);
+
+        kdc_status st = KDC_OK;
+        kdc_error e;
+        double t0 = kdc_now_seconds();
+        if (!skip) {
+            cache_chunk_input in = {
+                .first_image = b->first_image, .count = b->count, .height = b->height,
+                .width = b->width, .skipped = b->skipped, .box = b->box, .flip = b->flip,
+                .logits = b->logits, .features = b->features,
+            };
+            st = cache_writer_write_chunk(cw->w, b->chunk, &in, &e);
+        }
+        double dt = kdc_now_seconds() - t0;
+
+        pthread_mutex_lock(&cw->mu);
+        cw->busy_s += dt;
+        if (st && !cw->failed) {
+            cw->failed = 1;
+            cw->err = e;
+        }
+        if (!skip && !st)
+            cw->images_written += b->count;
+        cw->state[cw->head] = BUF_FREE;
+        cw->head = (cw->head + 1) % cw->nbufs;
+        pthread_cond_broadcast(&cw->cv);
+    }
+    pthread_mutex_unlock(&cw->mu);
+    return NULL;
+}
+
+kdc_status kd_chunk_writer_start(cache_writer *w, int nbufs, kd_chunk_writer **out,
+                                 kdc_error *err)
+{
+    *out = NULL;
+    const cache_header *h = cache_writer_header(w);
+    size_t n = (size_t)h->chunk_images, V = (size_t)h->views_per_image;
+    size_t C = (size_t)h->num_classes, D = (size_t)h->feature_dim;
+    size_t nl, nf;
+    if (nbufs < 2 || !kdc_size_mul(n * V, C, &nl) || !kdc_size_mul(n * V, D, &nf) ||
+        !kdc_size_mul(nl, sizeof(float), &nl) || !kdc_size_mul(nf, sizeof(float), &nf))
+        return kdc_fail(err, KDC_ENOMEM, "chunk buffers: %d buffers of %zu images too large",
+                        nbufs, n);
+    kd_chunk_writer *cw = calloc(1, sizeof *cw);
+    if (!cw)
+        return kdc_fail(err, KDC_ENOMEM, "chunk writer: out of memory");
+    cw->w = w;
+    cw->nbufs = nbufs;
+    cw->bufs = calloc((size_t)nbufs, sizeof *cw->bufs);
+    cw->state = calloc((size_t)nbufs, sizeof *cw->state);
+    int ok = cw->bufs && cw->state;
+    for (int i = 0; ok && i < nbufs; i++) {
+        kd_chunk_buf *b = &cw->bufs[i];
+        b->height = calloc(n, sizeof *b->height);
+        b->width = calloc(n, sizeof *b->width);
+        b->skipped = calloc(n, 1);
+        b->box = calloc(n * V * 4, sizeof *b->box);
+        b->flip = calloc(n * V, 1);
+        b->logits = malloc(nl);
+        b->features = D ? malloc(nf) : NULL;
+        ok = b->height && b->width && b->skipped && b->box && b->flip && b->logits &&
+             (!D || b->features);
+    }
+    if (!ok) {
+        free_bufs(cw);
+        free(cw);
+        return kdc_fail(err, KDC_ENOMEM, "chunk buffers: out of memory (%d x %zu images)", nbufs,
+                        n);
+    }
+    pthread_mutex_init(&cw->mu, NULL);
+    pthread_cond_init(&cw->cv, NULL);
+    if (pthread_create(&cw->tid, NULL, writer_main, cw) != 0) {
+        kd_chunk_writer_free(cw);
+        return kdc_fail(err, KDC_ENOMEM, "cannot start the writer thread");
+    }
+    cw->started = 1;
+    *out = cw;
+    return KDC_OK;
+}
+
+kdc_status kd_chunk_writer_acquire(kd_chunk_writer *cw, kd_chunk_buf **buf, kdc_error *err)
+{
+    *buf = NULL;
+    pthread_mutex_lock(&cw->mu);
+    double t0 = kdc_now_seconds();
+    while (cw->state[cw->tail] != BUF_FREE && !cw->failed)
+        pthread_cond_wait(&cw->cv, &cw->mu);
+    cw->wait_s += kdc_now_seconds() - t0;
+    kdc_status st = KDC_OK;
+    if (cw->failed) {
+        if (err)
+            *err = cw->err;
+        st = cw->err.code ? cw->err.code : KDC_EIO;
+    } else {
+        cw->state[cw->tail] = BUF_FILLING;
+        *buf = &cw->bufs[cw->tail];
+        cw->tail = (cw->tail + 1) % cw->nbufs;
+    }
+    pthread_mutex_unlock(&cw->mu);
+    return st;
+}
+
+void kd_chunk_writer_submit(kd_chunk_writer *cw, kd_chunk_buf *buf)
+{
+    pthread_mutex_lock(&cw->mu);
+    cw->state[buf - cw->bufs] = BUF_QUEUED;
+    pthread_cond_broadcast(&cw->cv);
+    pthread_mutex_unlock(&cw->mu);
+}
+
+kdc_status kd_chunk_writer_stop(kd_chunk_writer *cw, int discard, kdc_error *err)
+{
+    if (!cw->started)
+        return KDC_OK;
+    pthread_mutex_lock(&cw->mu);
+    cw->stopping = 1;
+    cw->discard = discard;
+    /* A buffer handed out but never submitted would block the ring: the
+     * thread passes over it without writing. */
+    for (int i = 0; i < cw->nbufs; i++)
+        if (cw->state[i] == BUF_FILLING)
+            cw->state[i] = BUF_DROPPED;
+    pthread_cond_broadcast(&cw->cv);
+    pthread_mutex_unlock(&cw->mu);
+    pthread_join(cw->tid, NULL);
+    cw->started = 0;
+    if (cw->failed) {
+        if (err)
+            *err = cw->err;
+        return cw->err.code ? cw->err.code : KDC_EIO;
+    }
+    return KDC_OK;
+}
+
+double kd_chunk_writer_busy_seconds(const kd_chunk_writer *cw)
+{
+    return cw->busy_s;
+}
+
+double kd_chunk_writer_wait_seconds(const kd_chunk_writer *cw)
+{
+    return cw->wait_s;
+}
+
+int64_t kd_chunk_writer_images_written(const kd_chunk_writer *cw)
+{
+    return cw->images_written;
+}
+
+void kd_chunk_writer_free(kd_chunk_writer *cw)
+{
+    if (!cw)
+        return;
+    if (cw->started)
+        kd_chunk_writer_stop(cw, 1, NULL);
+    pthread_mutex_destroy(&cw->mu);
+    pthread_cond_destroy(&cw->cv);
+    free_bufs(cw);
+    free(cw);
+}

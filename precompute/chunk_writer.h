@@ -1,0 +1,47 @@
+/* chunk_writer.h - the write stage of kd-precompute: a thread that takes filled
+ * chunks of teacher outputs (float32) and hands them to the cache writer, which
+ * converts them (float16 / top-k), compresses and writes them.
+ *
+ * A fixed ring of chunk buffers, allocated at start: the forward stage fills one
+ * while the thread writes the others, so compression and I/O overlap the teacher.
+ * Chunks are written in the order they are submitted. The cache_writer is used
+ * only by this thread between start and stop (HDF5 is not called concurrently).
+ *
+ * Not the file format (formats/cache_writer.h) and not the pipeline's order. */
+#ifndef KD_CHUNK_WRITER_H
+#define KD_CHUNK_WRITER_H
+
+#include <stdint.h>
+
+#include "formats/cache_writer.h"
+
+typedef struct kd_chunk_buf {
+    int64_t chunk, first_image, count; /* set by the filler */
+    int32_t *height, *width;           /* [chunk_images] */
+    uint8_t *skipped;                  /* [chunk_images] */
+    int32_t *box;                      /* [chunk_images x V x 4] */
+    uint8_t *flip;                     /* [chunk_images x V] */
+    float *logits;                     /* [chunk_images x V x C] */
+    float *features;                   /* [chunk_images x V x D]; NULL when D == 0 */
+} kd_chunk_buf;
+
+typedef struct kd_chunk_writer kd_chunk_writer;
+
+/* nbufs >= 2 buffers sized from w's header. */
+kdc_status kd_chunk_writer_start(cache_writer *w, int nbufs, kd_chunk_writer **out,
+                                 kdc_error *err);
+/* A free buffer, waiting while all are queued; fails (with the write error) once
+ * the thread has failed. */
+kdc_status kd_chunk_writer_acquire(kd_chunk_writer *cw, kd_chunk_buf **buf, kdc_error *err);
+/* Queues a filled buffer. */
+void kd_chunk_writer_submit(kd_chunk_writer *cw, kd_chunk_buf *buf);
+/* Writes what is queued (or, with discard, drops it), stops the thread and
+ * returns the first write error. The cache_writer is the caller's again. */
+kdc_status kd_chunk_writer_stop(kd_chunk_writer *cw, int discard, kdc_error *err);
+/* Seconds the thread spent writing, and the filler spent waiting for a buffer. */
+double kd_chunk_writer_busy_seconds(const kd_chunk_writer *cw);
+double kd_chunk_writer_wait_seconds(const kd_chunk_writer *cw);
+int64_t kd_chunk_writer_images_written(const kd_chunk_writer *cw);
+void kd_chunk_writer_free(kd_chunk_writer *cw);
+
+#endif
