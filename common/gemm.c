@@ -45,6 +45,11 @@ static void gemm_load(void)
         if (ct && setenv("OPENBLAS_CORETYPE", ct, 0) == 0)
             snprintf(g.coretype_set, sizeof g.coretype_set, "%s", ct);
     }
+    /* OpenBLAS's idle threads spin (sched_yield) for 2^28 cycles (~0.1 s) after
+     * each GEMM, fighting kdc_pool's workers in the im2col/elementwise loops that
+     * follow. 2^4 cycles makes them sleep at once: 20-30% faster conv layers on
+     * small maps (bench_layers --set r18train, docs/PERFORMANCE.md). */
+    setenv("OPENBLAS_THREAD_TIMEOUT", "4", 0);
     const char *names[3] = {getenv("KDC_OPENBLAS_LIB"), "libopenblas.so.0", "libopenblas.so"};
     const char *why = "";
     for (int i = 0; i < 3 && !g.handle; i++) {
