@@ -10,14 +10,14 @@
 
 #define KD_MAX_LR_STEPS 16
 
-typedef enum { KD_SCHED_COSINE = 0, KD_SCHED_STEP = 1, KD_SCHED_CONSTANT = 2 } kd_schedule_kind;
+typedef enum { KD_SCHED_COSINE = 0, KD_SCHED_STEP = 1, KD_SCHED_CONSTANT = 2 } kd_train_schedule;
 typedef enum { KD_OPT_SGD = 0, KD_OPT_DOT = 1 } kd_optimizer_kind;
 
 typedef struct kd_train_options {
     const char *data, *cache, *student, *out, *val, *device, *init, *weights;
     int epochs, batch, threads, seed;
     double lr, wd, momentum, dot_delta;
-    kd_schedule_kind schedule;
+    kd_train_schedule schedule; /* named apart from schedule.h's kd_schedule_kind */
     double warmup_epochs;
     long lr_steps[KD_MAX_LR_STEPS];
     int n_lr_steps;

@@ -1,0 +1,30 @@
+/* evaluate.h - evaluation of a student on an ImageFolder with the center view
+ * (torchvision's Resize(R) + CenterCrop(S)): mean cross-entropy, top-1 and
+ * top-5 accuracy, eval-mode batch norm (running statistics).
+ *
+ * Images that cannot be decoded are left out and counted. Not training. */
+#ifndef KD_EVALUATE_H
+#define KD_EVALUATE_H
+
+#include <stdint.h>
+
+#include "common/dataset.h"
+#include "common/image_batch.h"
+#include "common/model.h"
+
+typedef struct kd_eval_result {
+    int64_t images, failed;
+    double loss, top1, top5; /* mean CE; percentages */
+} kd_eval_result;
+
+typedef struct kd_evaluator kd_evaluator;
+
+/* ds must outlive the evaluator. image_size / resize_size give the center view. */
+kdc_status kd_evaluator_create(kd_evaluator **out, const img_dataset *ds, int image_size,
+                               int resize_size, const img_norm *norm, int batch, int threads,
+                               kdc_error *err);
+void kd_evaluator_free(kd_evaluator *e);
+
+kdc_status kd_evaluate(kd_evaluator *e, kdc_model *m, kd_eval_result *res, kdc_error *err);
+
+#endif

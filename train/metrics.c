@@ -1,0 +1,70 @@
+/* metrics.c - top-k counting and the metrics.csv text. */
+#include "metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/fileutil.h"
+
+void kd_count_correct(const float *logits, const int32_t *labels, size_t B, size_t C,
+                      int64_t *top1, int64_t *top5)
+{
+    for (size_t b = 0; b < B; b++) {
+        int32_t y = labels[b];
+        if (y < 0 || (size_t)y >= C)
+            continue;
+        const float *z = logits + b * C;
+        size_t above = 0; /* classes ranked before the label */
+        for (size_t c = 0; c < C; c++)
+            if (z[c] > z[y] || (z[c] == z[y] && c < (size_t)y))
+                above++;
+        if (above < 1)
+            (*top1)++;
+        if (above < 5)
+            (*top5)++;
+    }
+}
+
+kdc_status kd_metrics_append(char **csv, const kd_epoch_metrics *m, kdc_error *err)
+{
+    char row[512], val[160] = ",,";
+    if (m->have_val)
+        snprintf(val, sizeof val, "%.6g,%.4f,%.4f", m->val_loss, m->val_top1, m->val_top5);
+    int n = snprintf(row, sizeof row, "%d,%.8g,%.6g,%.6g,%.6g,%.6g,%.4f,%.4f,%s,%.2f,%.2f\n",
+                     m->epoch, m->lr, m->loss, m->ce, m->kd, m->proj, m->train_top1,
+                     m->train_top5, val, m->images_per_s, m->seconds);
+    if (n < 0 || (size_t)n >= sizeof row)
+        return kdc_fail(err, KDC_EINVAL, "metrics row too long");
+    size_t old = *csv ? strlen(*csv) : 0;
+    const char *head = *csv ? "" : KD_METRICS_HEADER;
+    char *s = realloc(*csv, old + strlen(head) + (size_t)n + 1);
+    if (!s)
+        return kdc_fail(err, KDC_ENOMEM, "out of memory");
+    if (old == 0)
+        s[0] = 0;
+    strcat(s, head);
+    strcat(s, row);
+    *csv = s;
+    return KDC_OK;
+}
+
+kdc_status kd_write_text_file(const char *path, const char *text, kdc_error *err)
+{
+    char tmp[4096];
+    kdc_status st;
+    if ((st = kdc_partial_name(path, tmp, sizeof tmp, err)))
+        return st;
+    FILE *f = fopen(tmp, "wb");
+    if (!f)
+        return kdc_fail(err, KDC_EIO, "%s: cannot create", tmp);
+    size_t n = strlen(text);
+    int bad = fwrite(text, 1, n, f) != n;
+    bad |= fflush(f) != 0;
+    bad |= fclose(f) != 0;
+    if (bad) {
+        remove(tmp);
+        return kdc_fail(err, KDC_EIO, "%s: write failed (disk full?)", tmp);
+    }
+    return kdc_commit_file(tmp, path, err);
+}

@@ -1,0 +1,48 @@
+/* metrics.h - what kd-train measures and writes: top-1/top-5 counting and the
+ * rows of RUN_DIR/metrics.csv.
+ *
+ * metrics.csv has one header line and one row per epoch (1-based), columns:
+ *   epoch,lr,loss,ce_loss,kd_loss,proj_loss,train_top1,train_top5,
+ *   val_loss,val_top1,val_top5,images_per_s,seconds
+ * loss is the weighted total that was optimised; ce_loss, kd_loss and
+ * proj_loss are the bare terms (weight 1; KD includes its T^2), each averaged
+ * over the epoch's batches; accuracies are percentages; lr is the rate of the
+ * epoch's first step; val_* are empty without --val; images_per_s counts
+ * training images over the epoch's training time (evaluation excluded).
+ * The file is rewritten whole after each epoch via "<path>.partial" + rename.
+ *
+ * Not the evaluation loop (evaluate.h). */
+#ifndef KD_METRICS_H
+#define KD_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+#define KD_METRICS_HEADER                                                                   \
+    "epoch,lr,loss,ce_loss,kd_loss,proj_loss,train_top1,train_top5,val_loss,val_top1,"     \
+    "val_top5,images_per_s,seconds\n"
+
+/* Per-row counts of samples whose label is the top-1 / among the top-5 logits
+ * (top-5 = top-1 when C < 5 ... up to min(5, C)). Ties count against the label:
+ * a class ranks above the label when its logit is strictly larger, or equal with
+ * a lower index (torch.topk's order on ties is unspecified; this is stable). */
+void kd_count_correct(const float *logits, const int32_t *labels, size_t B, size_t C,
+                      int64_t *top1, int64_t *top5);
+
+typedef struct kd_epoch_metrics {
+    int epoch; /* 1-based */
+    double lr, loss, ce, kd, proj;
+    double train_top1, train_top5;
+    int have_val;
+    double val_loss, val_top1, val_top5;
+    double images_per_s, seconds;
+} kd_epoch_metrics;
+
+/* Appends one row to *csv (malloc'd, grown; *csv NULL starts with the header). */
+kdc_status kd_metrics_append(char **csv, const kd_epoch_metrics *m, kdc_error *err);
+/* Writes text to path atomically. */
+kdc_status kd_write_text_file(const char *path, const char *text, kdc_error *err);
+
+#endif

@@ -1,0 +1,699 @@
+/* trainer.c - the epoch loop: data -> model -> losses -> optimiser -> files. */
+#include "trainer.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/backend.h"
+#include "common/fileutil.h"
+#include "common/half.h"
+#include "common/model.h"
+#include "common/progress.h"
+#include "evaluate.h"
+#include "formats/checkpoint.h"
+#include "losses.h"
+#include "metrics.h"
+#include "optim.h"
+#include "projector.h"
+#include "schedule.h"
+#include "train_checkpoint.h"
+#include "train_data.h"
+
+#define PATH_MAX_LEN 4096
+
+typedef struct trainer {
+    const kd_train_options *o;
+    FILE *log;
+    kdc_backend *be;
+    int on_cpu;
+    kd_data *data;
+    const cache_header *h;
+    kdc_model *model;
+    int C, Ds, Dt, B, S;
+    kd_projector proj;
+    int has_proj;
+    kd_proj_ws pws;
+    kdc_grad_set *g_sum, *g_task, *g_kd; /* sgd: g_sum; dot: g_task + g_kd */
+    kd_sgd sgd;
+    kd_dot dot;
+    int is_dot;
+    kd_schedule sched;
+    img_dataset *val_ds;
+    kd_evaluator *eval;
+
+    /* host buffers */
+    float *logits_h, *feat_h, *f_h, *df_h, *dl_task, *dl_kd;
+    /* device staging (NULL on the CPU, where host pointers are used directly) */
+    float *x_d, *dl_task_d, *dl_kd_d, *df_d;
+    /* host mirrors of weights and gradients for the CPU optimiser (non-CPU only) */
+    float *w_h, *gs_h, *gt_h, *gk_h, *pw_h, *pg_h;
+    float *flat_w;
+    size_t n_w;
+
+    char run_dir[PATH_MAX_LEN];
+    char signature[1024];
+    char *metrics_csv;
+} trainer;
+
+/* ---- device helpers: identity on the CPU ---- */
+
+static kdc_status dev_alloc(trainer *t, float **p, size_t n, kdc_error *err)
+{
+    if (t->on_cpu) {
+        *p = NULL;
+        return KDC_OK;
+    }
+    return t->be->alloc(t->be, n * sizeof(float), (void **)p, err);
+}
+
+static const float *to_host(trainer *t, float *host, const float *dev, size_t n, kdc_status *st,
+                            kdc_error *err)
+{
+    if (t->on_cpu)
+        return dev;
+    *st = t->be->copy_d2h(t->be, host, dev, n * sizeof(float), err);
+    return host;
+}
+
+static const float *to_dev(trainer *t, float *dev, const float *host, size_t n, kdc_status *st,
+                           kdc_error *err)
+{
+    if (t->on_cpu)
+        return host;
+    *st = t->be->copy_h2d(t->be, dev, host, n * sizeof(float), err);
+    return dev;
+}
+
+static void trainer_free(trainer *t)
+{
+    kd_evaluator_free(t->eval);
+    img_dataset_free(t->val_ds);
+    if (t->is_dot)
+        kd_dot_free(&t->dot);
+    else
+        kd_sgd_free(&t->sgd);
+    if (t->model) {
+        kdc_model_grads_free(t->model, t->g_sum);
+        kdc_model_grads_free(t->model, t->g_task);
+        kdc_model_grads_free(t->model, t->g_kd);
+    }
+    if (t->has_proj) {
+        kd_proj_ws_free(&t->pws);
+        kd_projector_free(&t->proj);
+    }
+    float *dev[] = {t->x_d, t->dl_task_d, t->dl_kd_d, t->df_d};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        if (dev[i])
+            t->be->free(t->be, dev[i]);
+    float *host[] = {t->logits_h, t->feat_h, t->f_h, t->df_h, t->dl_task, t->dl_kd,
+                     t->w_h, t->gs_h, t->gt_h, t->gk_h, t->pw_h, t->pg_h};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
+        free(host[i]);
+    kdc_model_free(t->model);
+    kd_data_close(t->data);
+    if (t->be)
+        kdc_backend_destroy(t->be);
+    free(t->metrics_csv);
+}
+
+static int default_threads(int threads)
+{
+    if (threads > 0)
+        return threads;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+static void norm_from_options(const kd_train_options *o, img_norm *n)
+{
+    img_norm_default(n);
+    for (int c = 0; c < 3; c++) {
+        if (o->have_mean)
+            n->mean[c] = (float)o->mean[c];
+        if (o->have_std)
+            n->std[c] = (float)o->std[c];
+    }
+}
+
+static kdc_status setup_schedule(trainer *t, kdc_error *err)
+{
+    const kd_train_options *o = t->o;
+    kd_schedule_kind kind = o->schedule == KD_SCHED_STEP     ? KD_SCHEDULE_STEP
+                            : o->schedule == KD_SCHED_COSINE ? KD_SCHEDULE_COSINE
+                                                             : KD_SCHEDULE_CONSTANT;
+    kd_schedule_defaults(&t->sched, kind, o->lr, o->epochs, (long)kd_data_epoch_batches(t->data));
+    t->sched.gamma = o->lr_gamma;
+    if (kind == KD_SCHEDULE_STEP) {
+        t->sched.n_milestones = (size_t)o->n_lr_steps;
+        for (int i = 0; i < o->n_lr_steps; i++)
+            t->sched.milestones[i] = o->lr_steps[i];
+    }
+    if (o->warmup_epochs > 0) {
+        if (kind != KD_SCHEDULE_COSINE)
+            return kdc_fail(err, KDC_EINVAL, "--warmup-epochs needs --schedule cosine");
+        if (o->warmup_epochs != floor(o->warmup_epochs))
+            return kdc_fail(err, KDC_EINVAL, "--warmup-epochs must be a whole number of epochs");
+        t->sched.warmup_epochs = (long)o->warmup_epochs;
+    }
+    return kd_schedule_validate(&t->sched, err);
+}
+
+static kdc_status setup_optimizer(trainer *t, kdc_error *err)
+{
+    const kd_train_options *o = t->o;
+    kdc_status st;
+    size_t n = 0;
+    t->flat_w = kdc_model_flat_weights(t->model, &n);
+    t->n_w = n;
+    t->is_dot = o->optimizer == KD_OPT_DOT;
+    if (t->is_dot) {
+        if ((st = kdc_model_grads_alloc(t->model, &t->g_task, err)) ||
+            (st = kdc_model_grads_alloc(t->model, &t->g_kd, err)))
+            return st;
+    } else if ((st = kdc_model_grads_alloc(t->model, &t->g_sum, err))) {
+        return st;
+    }
+    /* The optimiser runs on the host: on a GPU it reads host mirrors. */
+    float *w = t->flat_w, *gs = t->g_sum ? t->g_sum->flat : NULL;
+    float *gt = t->g_task ? t->g_task->flat : NULL, *gk = t->g_kd ? t->g_kd->flat : NULL;
+    float *pw = t->has_proj ? t->proj.flat : NULL, *pg = t->has_proj ? t->proj.grad : NULL;
+    if (!t->on_cpu) {
+        size_t pn = t->has_proj ? t->proj.numel : 0;
+        t->w_h = malloc(n * sizeof(float));
+        t->gs_h = gs ? malloc(n * sizeof(float)) : NULL;
+        t->gt_h = gt ? malloc(n * sizeof(float)) : NULL;
+        t->gk_h = gk ? malloc(n * sizeof(float)) : NULL;
+        t->pw_h = pn ? malloc(pn * sizeof(float)) : NULL;
+        t->pg_h = pn ? malloc(pn * sizeof(float)) : NULL;
+        if (!t->w_h || (gs && !t->gs_h) || (gt && !t->gt_h) || (gk && !t->gk_h) ||
+            (pn && (!t->pw_h || !t->pg_h)))
+            return kdc_fail(err, KDC_ENOMEM, "out of memory for host copies of the weights");
+        w = t->w_h, gs = t->gs_h, gt = t->gt_h, gk = t->gk_h, pw = t->pw_h, pg = t->pg_h;
+    }
+    kd_param_ref refs[2];
+    size_t nref = 0;
+    if (t->is_dot) {
+        refs[nref++] = (kd_param_ref){w, gt, gk, n};
+        if (t->has_proj)
+            refs[nref++] = o->proj_on_task_side ? (kd_param_ref){pw, pg, NULL, t->proj.numel}
+                                                : (kd_param_ref){pw, NULL, pg, t->proj.numel};
+        return kd_dot_init(&t->dot, refs, nref, o->momentum, o->dot_delta, o->wd, err);
+    }
+    refs[nref++] = (kd_param_ref){w, gs, NULL, n};
+    if (t->has_proj)
+        refs[nref++] = (kd_param_ref){pw, pg, NULL, t->proj.numel};
+    return kd_sgd_init(&t->sgd, refs, nref, o->momentum, o->wd, err);
+}
+
+static void make_signature(trainer *t)
+{
+    const kd_train_options *o = t->o;
+    char steps[256] = "";
+    for (int i = 0; i < o->n_lr_steps; i++) {
+        size_t l = strlen(steps);
+        snprintf(steps + l, sizeof steps - l, "%s%ld", i ? "," : "", o->lr_steps[i]);
+    }
+    snprintf(t->signature, sizeof t->signature,
+             "student=%s classes=%d batch=%d epochs=%d lr=%.17g wd=%.17g schedule=%d "
+             "warmup=%.17g lr_steps=%s gamma=%.17g optimizer=%d momentum=%.17g delta=%.17g "
+             "ce=%.17g kd=%.17g T=%.17g proj=%.17g alpha=%.17g proj_task=%d seed=%d "
+             "shuffle=%d data=%s",
+             o->student, t->C, o->batch, o->epochs, o->lr, o->wd, (int)o->schedule,
+             o->warmup_epochs, steps, o->lr_gamma, (int)o->optimizer, o->momentum, o->dot_delta,
+             o->ce_weight, o->kd_weight, o->temperature, o->proj_weight, o->proj_alpha,
+             o->proj_on_task_side, o->seed, !o->no_shuffle,
+             t->h ? t->h->dataset_fingerprint : "online");
+}
+
+static kdc_status trainer_setup(trainer *t, kdc_error *err)
+{
+    const kd_train_options *o = t->o;
+    kdc_status st;
+    int threads = default_threads(o->threads);
+    if ((st = kdc_backend_create(o->device, o->threads, &t->be, err)))
+        return st;
+    t->on_cpu = t->be->device.type == KDC_DEVICE_CPU;
+
+    kd_data_config dc = {.data = o->data, .cache = o->cache, .batch_size = o->batch,
+                         .threads = threads, .shuffle = !o->no_shuffle,
+                         .seed = (uint64_t)o->seed};
+    if (!o->cache) {
+        img_view_params_default(&dc.view);
+        if ((st = img_view_policy_parse(o->view_policy, &dc.view.policy, err)))
+            return st;
+        dc.view.image_size = o->image_size;
+        dc.view.resize_size = o->resize_size;
+        memcpy(dc.view.scale, o->scale, sizeof dc.view.scale);
+        memcpy(dc.view.ratio, o->ratio, sizeof dc.view.ratio);
+        dc.view.pad = o->pad;
+        dc.view.seed = (uint64_t)o->seed;
+        norm_from_options(o, &dc.norm);
+    }
+    if ((st = kd_data_open(&dc, &t->data, err)))
+        return st;
+    t->h = kd_data_cache_header(t->data);
+    t->C = kd_data_num_classes(t->data);
+    t->B = o->batch;
+    t->S = kd_data_view_params(t->data)->image_size;
+    if (t->h && o->kd_weight > 0 && t->h->num_classes < 2)
+        return kdc_fail(err, KDC_EINVAL, "%s: KD needs at least 2 classes", o->cache);
+    const img_dataset *ds = kd_data_dataset(t->data);
+    for (size_t i = 0; i < ds->count; i++)
+        if (ds->items[i].label < 0 || ds->items[i].label >= t->C)
+            return kdc_fail(err, KDC_EMISMATCH, "%s: label %d of '%s' is outside %d classes",
+                            o->data, (int)ds->items[i].label, ds->items[i].path, t->C);
+
+    if ((st = kdc_model_create(o->student, t->C, t->be, (uint64_t)o->seed, &t->model, err)))
+        return st;
+    t->Ds = kdc_model_feature_dim(t->model);
+    if (o->proj_weight > 0) {
+        if (!t->h || t->h->feature_dim < 1)
+            return kdc_fail(err, KDC_EINVAL,
+                            "--proj-weight needs a cache with teacher features (%s has none)",
+                            o->cache ? o->cache : "no cache");
+        t->Dt = (int)t->h->feature_dim;
+        if ((st = kd_projector_init(&t->proj, t->be, t->Ds, t->Dt, t->B, (uint64_t)o->seed, err)))
+            return st;
+        t->has_proj = 1;
+        if ((st = kd_proj_ws_init(&t->pws, (size_t)t->B, (size_t)t->Dt, err)))
+            return st;
+    }
+    if (o->init) {
+        int loaded = 0;
+        if ((st = kd_init_load(o->init, kdc_model_params(t->model), t->has_proj ? &t->proj : NULL,
+                               t->be, &loaded, err)))
+            return st;
+    }
+
+    size_t B = (size_t)t->B, C = (size_t)t->C;
+    t->logits_h = malloc(B * C * sizeof(float));
+    t->feat_h = malloc(B * (size_t)t->Ds * sizeof(float));
+    t->dl_task = malloc(B * C * sizeof(float));
+    t->dl_kd = malloc(B * C * sizeof(float));
+    if (t->has_proj) {
+        t->f_h = malloc(B * (size_t)t->Dt * sizeof(float));
+        t->df_h = malloc(B * (size_t)t->Dt * sizeof(float));
+        if (!t->f_h || !t->df_h)
+            return kdc_fail(err, KDC_ENOMEM, "out of memory");
+    }
+    if (!t->logits_h || !t->feat_h || !t->dl_task || !t->dl_kd)
+        return kdc_fail(err, KDC_ENOMEM, "out of memory");
+    if ((st = dev_alloc(t, &t->x_d, B * 3 * (size_t)t->S * (size_t)t->S, err)) ||
+        (st = dev_alloc(t, &t->dl_task_d, B * C, err)) ||
+        (st = dev_alloc(t, &t->dl_kd_d, B * C, err)) ||
+        (t->has_proj && (st = dev_alloc(t, &t->df_d, B * (size_t)t->Dt, err))))
+        return st;
+
+    if ((st = setup_optimizer(t, err)) || (st = setup_schedule(t, err)))
+        return st;
+
+    if (o->val) {
+        const img_view_params *vp = kd_data_view_params(t->data);
+        /* Square datasets under pad-crop (CIFAR-like): the val view is the whole
+         * S x S image, as the CIFAR recipes evaluate. */
+        int R = vp->policy == IMG_VIEW_PAD_CROP ? vp->image_size : vp->resize_size;
+        if ((st = img_dataset_open_folder(&t->val_ds, o->val, err)))
+            return st;
+        if ((st = kd_evaluator_create(&t->eval, t->val_ds, vp->image_size, R,
+                                      kd_data_norm(t->data), t->B, threads, err)))
+            return st;
+    }
+    if ((st = kdc_mkdirs(o->out, err)))
+        return st;
+    snprintf(t->run_dir, sizeof t->run_dir, "%s", o->out);
+    make_signature(t);
+    return KDC_OK;
+}
+
+static kdc_status path_in_run(const trainer *t, const char *name, char *buf, kdc_error *err)
+{
+    int n = snprintf(buf, PATH_MAX_LEN, "%s/%s", t->run_dir, name);
+    if (n < 0 || n >= PATH_MAX_LEN)
+        return kdc_fail(err, KDC_EINVAL, "--out: path too long");
+    return KDC_OK;
+}
+
+/* The optimiser's state as two host buffers (SGD: one). */
+static void opt_buffers(trainer *t, kd_resume_state *s)
+{
+    if (t->is_dot) {
+        s->buffer[0] = t->dot.buf_task;
+        s->n_buffer[0] = t->dot.n_task;
+        s->buffer[1] = t->dot.buf_distill;
+        s->n_buffer[1] = t->dot.n_distill;
+        s->optimizer_steps = t->dot.steps;
+    } else {
+        s->buffer[0] = t->sgd.buf;
+        s->n_buffer[0] = t->sgd.n_buf;
+        s->buffer[1] = NULL;
+        s->n_buffer[1] = 0;
+        s->optimizer_steps = t->sgd.steps;
+    }
+}
+
+static kdc_status try_resume(trainer *t, int64_t *start_epoch, kdc_error *err)
+{
+    char path[PATH_MAX_LEN];
+    kdc_status st;
+    *start_epoch = 0;
+    if ((st = path_in_run(t, "checkpoint.safetensors", path, err)))
+        return st;
+    if (!kdc_path_exists(path)) {
+        if (t->o->resume && t->log && !t->o->quiet)
+            fprintf(t->log, "kd-train: no checkpoint in %s, starting from epoch 1\n", t->run_dir);
+        return KDC_OK;
+    }
+    if (!t->o->resume)
+        return kdc_fail(err, KDC_EINVAL,
+                        "%s already holds a run (checkpoint.safetensors): use --resume or "
+                        "another --out",
+                        t->run_dir);
+    kd_resume_state s = {.signature = t->signature};
+    opt_buffers(t, &s);
+    float *b0 = calloc(s.n_buffer[0] + 1, sizeof(float)), *b1 = calloc(s.n_buffer[1] + 1,
+                                                                         sizeof(float));
+    if (!b0 || !b1) {
+        free(b0);
+        free(b1);
+        return kdc_fail(err, KDC_ENOMEM, "out of memory");
+    }
+    s.buffer[0] = b0;
+    s.buffer[1] = b1;
+    st = kd_checkpoint_read(path, kdc_model_params(t->model), t->has_proj ? &t->proj : NULL,
+                            t->be, &s, err);
+    if (!st) {
+        if (t->is_dot)
+            st = kd_dot_set_state(&t->dot, b0, s.n_buffer[0], b1, s.n_buffer[1],
+                                  s.optimizer_steps, err);
+        else
+            st = kd_sgd_set_state(&t->sgd, b0, s.n_buffer[0], s.optimizer_steps, err);
+    }
+    free(b0);
+    free(b1);
+    if (st) {
+        free(s.metrics_csv);
+        return st;
+    }
+    free(t->metrics_csv);
+    t->metrics_csv = s.metrics_csv[0] ? s.metrics_csv : NULL;
+    if (!t->metrics_csv)
+        free(s.metrics_csv);
+    *start_epoch = s.epochs_done;
+    if (t->log && !t->o->quiet)
+        fprintf(t->log, "kd-train: resuming %s after epoch %lld\n", t->run_dir,
+                (long long)s.epochs_done);
+    return KDC_OK;
+}
+
+/* Copies host mirrors in and out around the CPU optimiser (GPU only). */
+static kdc_status optimizer_step(trainer *t, double lr, kdc_error *err)
+{
+    kdc_status st;
+    kdc_backend *be = t->be;
+    if (!t->on_cpu) {
+        size_t nb = t->n_w * sizeof(float);
+        size_t pb = t->has_proj ? t->proj.numel * sizeof(float) : 0;
+        if ((st = be->copy_d2h(be, t->w_h, t->flat_w, nb, err)) ||
+            (t->gs_h && (st = be->copy_d2h(be, t->gs_h, t->g_sum->flat, nb, err))) ||
+            (t->gt_h && (st = be->copy_d2h(be, t->gt_h, t->g_task->flat, nb, err))) ||
+            (t->gk_h && (st = be->copy_d2h(be, t->gk_h, t->g_kd->flat, nb, err))) ||
+            (pb && (st = be->copy_d2h(be, t->pw_h, t->proj.flat, pb, err))) ||
+            (pb && (st = be->copy_d2h(be, t->pg_h, t->proj.grad, pb, err))))
+            return st;
+    }
+    st = t->is_dot ? kd_dot_step(&t->dot, lr, err) : kd_sgd_step(&t->sgd, lr, err);
+    if (st || t->on_cpu)
+        return st;
+    if ((st = be->copy_h2d(be, t->flat_w, t->w_h, t->n_w * sizeof(float), err)))
+        return st;
+    if (t->has_proj)
+        st = be->copy_h2d(be, t->proj.flat, t->pw_h, t->proj.numel * sizeof(float), err);
+    return st;
+}
+
+typedef struct step_losses {
+    double ce, kd, proj, total;
+} step_losses;
+
+static kdc_status train_step(trainer *t, const kd_batch *b, double lr, step_losses *L,
+                             int64_t *c1, int64_t *c5, kdc_error *err)
+{
+    const kd_train_options *o = t->o;
+    kdc_status st = KDC_OK;
+    size_t n = (size_t)b->count, C = (size_t)t->C;
+    size_t nx = n * 3 * (size_t)t->S * (size_t)t->S;
+    const float *x = to_dev(t, t->x_d, b->pixels, nx, &st, err);
+    if (st)
+        return st;
+    const float *logits_d = NULL, *feat_d = NULL;
+    if ((st = kdc_model_forward(t->model, x, (int)n, t->S, t->S, 1, &logits_d,
+                                t->has_proj ? &feat_d : NULL, err)))
+        return st;
+    const float *z = to_host(t, t->logits_h, logits_d, n * C, &st, err);
+    if (st)
+        return st;
+    float wce = (float)o->ce_weight, wkd = (float)o->kd_weight, wp = (float)o->proj_weight;
+    float T = (float)o->temperature;
+
+    /* loss terms, bare (weight 1), for the log */
+    memset(L, 0, sizeof *L);
+    if ((st = kd_ce_forward(&L->ce, z, b->label, n, C, 1.0f, err)))
+        return st;
+    int has_kd = wkd > 0;
+    if (has_kd) {
+        if (b->topk_index)
+            st = kd_kd_topk_forward(&L->kd, z, b->topk_value, b->topk_index, n, C,
+                                    (size_t)t->h->topk, T, 1.0f, err);
+        else
+            st = kd_kd_forward(&L->kd, z, b->logits, n, C, T, 1.0f, err);
+        if (st)
+            return st;
+    }
+    const float *dfeat = NULL;
+    if (t->has_proj) {
+        size_t nf = n * (size_t)t->Dt;
+        if ((st = kd_projector_forward(&t->proj, feat_d, (int)n, err)))
+            return st;
+        const float *f = to_host(t, t->f_h, t->proj.out, nf, &st, err);
+        if (st)
+            return st;
+        if ((st = kd_proj_forward(&L->proj, &t->pws, f, b->features, n, o->proj_alpha, 1.0f,
+                                  err)) ||
+            (st = kd_proj_backward(t->df_h, &t->pws, f, wp, KD_GRAD_SET, err)))
+            return st;
+        const float *df = to_dev(t, t->df_d, t->df_h, nf, &st, err);
+        if (st)
+            return st;
+        if ((st = kd_projector_backward(&t->proj, feat_d, df, (int)n, err)))
+            return st;
+        dfeat = t->proj.dinput;
+    }
+    L->total = wce * L->ce + wkd * L->kd + wp * L->proj;
+    if (!isfinite(L->total))
+        return kdc_fail(err, KDC_EINVAL, "loss is %g (ce %g, kd %g, proj %g)", L->total, L->ce,
+                        L->kd, L->proj);
+    kd_count_correct(z, b->label, n, C, c1, c5);
+
+    /* upstream gradients at the logits */
+    if ((st = kd_ce_backward(t->dl_task, z, b->label, n, C, wce, KD_GRAD_SET, err)))
+        return st;
+    float *dl_kd = t->is_dot ? t->dl_kd : t->dl_task;
+    kd_grad_mode mode = t->is_dot ? KD_GRAD_SET : KD_GRAD_ADD;
+    if (has_kd) {
+        if (b->topk_index)
+            st = kd_kd_topk_backward(dl_kd, z, b->topk_value, b->topk_index, n, C,
+                                     (size_t)t->h->topk, T, wkd, mode, err);
+        else
+            st = kd_kd_backward(dl_kd, z, b->logits, n, C, T, wkd, mode, err);
+        if (st)
+            return st;
+    }
+    const float *dtask = to_dev(t, t->dl_task_d, t->dl_task, n * C, &st, err);
+    if (st)
+        return st;
+    if (!t->is_dot) {
+        if ((st = kdc_model_backward(t->model, dtask, dfeat, t->g_sum, NULL, err)))
+            return st;
+    } else {
+        /* DOT: one forward, two backward passes. The projector term joins the
+         * distillation side unless --proj-task-side. */
+        const float *df_task = o->proj_on_task_side ? dfeat : NULL;
+        const float *df_kd = o->proj_on_task_side ? NULL : dfeat;
+        if ((st = kdc_model_backward(t->model, dtask, df_task, t->g_task, NULL, err)))
+            return st;
+        if (has_kd || df_kd) {
+            if (!has_kd)
+                memset(t->dl_kd, 0, n * C * sizeof(float));
+            const float *dkd = to_dev(t, t->dl_kd_d, t->dl_kd, n * C, &st, err);
+            if (st)
+                return st;
+            if ((st = kdc_model_backward(t->model, dkd, df_kd, t->g_kd, NULL, err)))
+                return st;
+        } else if ((st = t->be->fill_zero(t->be, t->g_kd->flat,
+                                          t->g_kd->flat_numel * sizeof(float), err))) {
+            return st; /* no distillation term: its gradient is zero */
+        }
+    }
+    return optimizer_step(t, lr, err);
+}
+
+static kdc_status save_epoch(trainer *t, int64_t epochs_done, kdc_error *err)
+{
+    char path[PATH_MAX_LEN];
+    kdc_status st;
+    if ((st = path_in_run(t, "student.safetensors", path, err)) ||
+        (st = kdc_checkpoint_save(path, kdc_model_params(t->model), t->be, t->o->student, err)))
+        return st;
+    if (t->has_proj &&
+        ((st = path_in_run(t, "projector.safetensors", path, err)) ||
+         (st = kdc_checkpoint_save(path, &t->proj.table, t->be, "projector", err))))
+        return st;
+    if ((st = path_in_run(t, "metrics.csv", path, err)) ||
+        (st = kd_write_text_file(path, t->metrics_csv ? t->metrics_csv : KD_METRICS_HEADER, err)))
+        return st;
+    kd_resume_state s = {.epochs_done = epochs_done, .signature = t->signature,
+                         .metrics_csv = t->metrics_csv};
+    opt_buffers(t, &s);
+    if ((st = path_in_run(t, "checkpoint.safetensors", path, err)))
+        return st;
+    return kd_checkpoint_write(path, kdc_model_params(t->model), t->has_proj ? &t->proj : NULL,
+                               t->be, &s, err);
+}
+
+static kdc_status run_epoch(trainer *t, int64_t epoch, kd_epoch_metrics *m, kdc_error *err)
+{
+    const kd_train_options *o = t->o;
+    kdc_status st;
+    int64_t total = kd_data_epoch_samples(t->data);
+    char label[64];
+    snprintf(label, sizeof label, "epoch %lld/%d", (long long)epoch + 1, o->epochs);
+    kdc_progress pr;
+    kdc_progress_init(&pr, t->log ? t->log : stderr, label, (uint64_t)total, "img",
+                      o->quiet || !t->log);
+    double t0 = kdc_now_seconds();
+    if ((st = kd_data_start_epoch(t->data, epoch, err)))
+        return st;
+    memset(m, 0, sizeof *m);
+    m->epoch = (int)epoch + 1;
+    m->lr = kd_schedule_lr(&t->sched, (long)epoch, 0);
+    int64_t seen = 0, trained = 0, c1 = 0, c5 = 0, steps = 0;
+    double sum_total = 0, sum_ce = 0, sum_kd = 0, sum_proj = 0;
+    for (long step = 0;; step++) {
+        kd_batch b;
+        if ((st = kd_data_next(t->data, &b, err)))
+            return st;
+        if (b.count == 0 && !b.pixels)
+            break;
+        seen += b.count;
+        if (b.count >= 2) {
+            double lr = kd_schedule_lr(&t->sched, (long)epoch, step);
+            step_losses L;
+            if ((st = train_step(t, &b, lr, &L, &c1, &c5, err)))
+                return kdc_error_prefix(err, "epoch %lld step %ld: ", (long long)epoch + 1,
+                                        step + 1);
+            sum_total += L.total;
+            sum_ce += L.ce;
+            sum_kd += L.kd;
+            sum_proj += L.proj;
+            steps++;
+            trained += b.count;
+            kdc_progress_set_extra(&pr, "loss %.4f acc %.1f%%", sum_total / (double)steps,
+                                   100.0 * (double)c1 / (double)trained);
+        }
+        kdc_progress_update(&pr, (uint64_t)seen);
+    }
+    kdc_progress_finish(&pr);
+    double secs = kdc_now_seconds() - t0;
+    if (steps > 0) {
+        m->loss = sum_total / (double)steps;
+        m->ce = sum_ce / (double)steps;
+        m->kd = sum_kd / (double)steps;
+        m->proj = sum_proj / (double)steps;
+        m->train_top1 = 100.0 * (double)c1 / (double)trained;
+        m->train_top5 = 100.0 * (double)c5 / (double)trained;
+    }
+    m->seconds = secs;
+    m->images_per_s = secs > 0 ? (double)trained / secs : 0;
+    return KDC_OK;
+}
+
+kdc_status kd_train_run(const kd_train_options *o, FILE *log, kdc_error *err)
+{
+    trainer t;
+    memset(&t, 0, sizeof t);
+    t.o = o;
+    t.log = log;
+    kdc_status st;
+    int64_t start = 0;
+    if ((st = trainer_setup(&t, err)) || (st = try_resume(&t, &start, err)))
+        goto out;
+    for (int64_t e = start; e < o->epochs; e++) {
+        kd_epoch_metrics m;
+        if ((st = run_epoch(&t, e, &m, err)))
+            goto out;
+        if (t.eval) {
+            kd_eval_result r;
+            if ((st = kd_evaluate(t.eval, t.model, &r, err)))
+                goto out;
+            m.have_val = 1;
+            m.val_loss = r.loss;
+            m.val_top1 = r.top1;
+            m.val_top5 = r.top5;
+        }
+        if ((st = kd_metrics_append(&t.metrics_csv, &m, err)) || (st = save_epoch(&t, e + 1, err)))
+            goto out;
+        if (log && !o->quiet) {
+            fprintf(log, "epoch %d/%d: loss %.4f (ce %.4f kd %.4f proj %.4f) train top-1 %.2f%%",
+                    m.epoch, o->epochs, m.loss, m.ce, m.kd, m.proj, m.train_top1);
+            if (m.have_val)
+                fprintf(log, ", val top-1 %.2f%% top-5 %.2f%% loss %.4f", m.val_top1,
+                        m.val_top5, m.val_loss);
+            fprintf(log, ", %.1f img/s\n", m.images_per_s);
+        }
+    }
+    if (kd_data_failed_images(t.data) > 0 && log && !o->quiet)
+        fprintf(log, "kd-train: %lld unreadable images were skipped\n",
+                (long long)kd_data_failed_images(t.data));
+out:
+    trainer_free(&t);
+    return st;
+}
+
+kdc_status kd_eval_only(const kd_train_options *o, FILE *out, kdc_error *err)
+{
+    kdc_backend *be = NULL;
+    img_dataset *ds = NULL;
+    kdc_model *m = NULL;
+    kd_evaluator *ev = NULL;
+    kdc_status st;
+    img_norm norm;
+    norm_from_options(o, &norm);
+    int threads = default_threads(o->threads);
+    if ((st = kdc_backend_create(o->device, o->threads, &be, err)) ||
+        (st = img_dataset_open_folder(&ds, o->val, err)))
+        goto done;
+    if (ds->num_classes < 1 || ds->count == 0) {
+        st = kdc_fail(err, KDC_EINVAL, "%s: no classes or no images", o->val);
+        goto done;
+    }
+    if ((st = kdc_model_create(o->student, ds->num_classes, be, 0, &m, err)) ||
+        (st = kdc_checkpoint_load(o->weights, kdc_model_params(m), be, err)) ||
+        (st = kd_evaluator_create(&ev, ds, o->image_size, o->resize_size, &norm, o->batch, threads,
+                                  err)))
+        goto done;
+    kd_eval_result r;
+    if ((st = kd_evaluate(ev, m, &r, err)))
+        goto done;
+    fprintf(out, "images %lld top1 %.4f top5 %.4f loss %.6f\n", (long long)r.images, r.top1,
+            r.top5, r.loss);
+done:
+    kd_evaluator_free(ev);
+    kdc_model_free(m);
+    img_dataset_free(ds);
+    if (be)
+        kdc_backend_destroy(be);
+    return st;
+}
