@@ -39,9 +39,11 @@ static kdc_status check_shards(cache_reader **r, const char *const *in, int n, i
             if (!cache_reader_chunk_done(r[i], c))
                 continue;
             if (owner[c] >= 0) {
+                kdc_status st = kdc_fail(err, KDC_EINVAL,
+                                         "chunk %lld is in both %s and %s (overlap)",
+                                         (long long)c, in[owner[c]], in[i]);
                 free(owner);
-                return kdc_fail(err, KDC_EINVAL, "chunk %lld is in both %s and %s (overlap)",
-                                (long long)c, in[owner[c]], in[i]);
+                return st;
             }
             owner[c] = i;
         }
