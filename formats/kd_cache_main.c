@@ -72,9 +72,13 @@ static int cmd_info(int argc, char **argv)
         return fail(&e);
     const cache_header *h = cache_reader_header(r);
     const cache_image_table *t = cache_reader_images(r);
-    int64_t done = 0, skipped = 0, nch = cache_reader_num_chunks(r);
-    for (int64_t c = 0; c < nch; c++)
+    int64_t done = 0, done_images = 0, skipped = 0, nch = cache_reader_num_chunks(r);
+    for (int64_t c = 0; c < nch; c++) {
+        int64_t first, count;
+        cache_reader_chunk_images(r, c, &first, &count);
         done += cache_reader_chunk_done(r, c);
+        done_images += cache_reader_chunk_done(r, c) ? count : 0;
+    }
     for (int64_t i = 0; i < t->count; i++)
         skipped += t->skipped[i];
     uint64_t stored, raw;
@@ -108,9 +112,9 @@ static int cmd_info(int argc, char **argv)
                (long long)h->shard_count);
     printf("complete        %s\n", h->complete ? "yes" : "NO (partial file)");
     if (raw)
-        printf("storage         %.1f MB stored, %.1f MB raw, ratio %.3fx, %.1f bytes per view\n",
+        printf("storage         %.3f MB stored, %.3f MB raw, ratio %.3fx, %.1f bytes per view\n",
                stored / 1e6, raw / 1e6, (double)raw / (double)(stored ? stored : 1),
-               (double)stored / (double)(done ? done * h->chunk_images * h->views_per_image : 1));
+               (double)stored / (double)(done_images ? done_images * h->views_per_image : 1));
     printf("fingerprint     %s\n", h->dataset_fingerprint);
     cache_reader_close(r);
     return 0;
