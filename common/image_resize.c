@@ -2,15 +2,19 @@
  *
  * Follows Pillow's precompute_coeffs / normalize_coeffs_8bpc /
  * ImagingResample{Horizontal,Vertical}_8bpc step by step, including its rounding
- * (PRECISION_BITS = 22, truncating (int) casts), so that our bytes equal PIL's. */
+ * (PRECISION_BITS = 22, truncating (int) casts), so that our bytes equal PIL's.
+ * The passes here are the portable reference; image_resize_avx2.c has the same
+ * passes in AVX2, chosen at run time. */
 #include "image_resize.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Pillow: 32 bits minus 8 for the result minus 2 for overflow headroom. */
-#define PRECISION_BITS 22
+#include "cpu_features.h"
+#include "image_resize_kernels.h"
+
+#define PRECISION_BITS IMG_PRECISION_BITS
 
 img_axis img_axis_resize(int n, int m)
 {
@@ -27,6 +31,8 @@ void img_resample_scratch_free(img_resample_scratch *s)
     free(s->kd);
     free(s->tmp);
     free(s->acc);
+    free(s->kxv);
+    free(s->kyv);
     memset(s, 0, sizeof *s);
 }
 
@@ -98,10 +104,24 @@ static int axis_coeffs(const img_axis *a, int32_t **kk, size_t *kk_cap, int **bo
     return ksize;
 }
 
-static inline uint8_t clip8(int32_t v)
+#define clip8 img_clip8
+
+/* The kernels this scratch uses: AUTO becomes AVX2 or PORTABLE once (cpuid is
+ * slow under some hypervisors, so not once per image). */
+static img_resample_isa resolve_isa(img_resample_scratch *s)
 {
-    v >>= PRECISION_BITS;
-    return v < 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
+    if (s->isa == IMG_RESAMPLE_AUTO) {
+#if IMG_HAVE_AVX2_KERNELS
+        kdc_cpu_features f = kdc_cpu_detect();
+        s->isa = f.avx2 ? IMG_RESAMPLE_AVX2 : IMG_RESAMPLE_PORTABLE;
+#else
+        s->isa = IMG_RESAMPLE_PORTABLE;
+#endif
+    }
+#if !IMG_HAVE_AVX2_KERNELS
+    s->isa = IMG_RESAMPLE_PORTABLE;
+#endif
+    return s->isa;
 }
 
 /* An axis that is a pure integer shift (scale 1, integral start): PIL's weights are
@@ -126,6 +146,8 @@ kdc_status img_resample_rgb8(const uint8_t *src, size_t src_stride, const img_ax
         return kdc_fail(err, KDC_EINVAL, "resample: empty source or output (%dx%d -> %dx%d)",
                         ax->in_size, ay->in_size, ax->out_size, ay->out_size);
     const int ow = ax->out_size, oh = ay->out_size;
+    const img_resample_isa isa = resolve_isa(s);
+    (void)isa; /* unused when no SIMD kernels are compiled in */
     int x_first = 0, y_first = 0;
     int x_shift = axis_is_shift(ax, &x_first), y_shift = axis_is_shift(ay, &y_first);
 
@@ -145,34 +167,48 @@ kdc_status img_resample_rgb8(const uint8_t *src, size_t src_stride, const img_ax
         y1 = s->by[2 * (oh - 1)] + s->by[2 * (oh - 1) + 1];
     }
 
-    /* Horizontal pass: rows y0..y1 to tmp (or straight to dst when y is a shift). */
+    /* Horizontal pass: rows y0..y1 to tmp, or straight to dst when y is a shift. */
     const uint8_t *hsrc; /* row r of the horizontal result is at hsrc + (r - y0) * hstride */
     size_t hstride;
     if (x_shift) {
         hsrc = src + (size_t)y0 * src_stride + (size_t)x_first * 3;
         hstride = src_stride;
     } else {
-        size_t rows = (size_t)(y1 - y0), tmp_n;
-        if (!kdc_size_mul(rows, (size_t)ow * 3, &tmp_n) || !grow((void **)&s->tmp, &s->tmp_cap, tmp_n, 1))
-            return kdc_fail(err, KDC_ENOMEM, "resample: out of memory for a %dx%zu buffer", ow, rows);
-        for (int y = y0; y < y1; y++) {
-            const uint8_t *in = src + (size_t)y * src_stride;
-            uint8_t *out = s->tmp + (size_t)(y - y0) * (size_t)ow * 3;
-            for (int xx = 0; xx < ow; xx++) {
-                const int xmin = s->bx[2 * xx], n = s->bx[2 * xx + 1];
-                const int32_t *k = s->kx + (size_t)xx * (size_t)ksx;
-                const uint8_t *p = in + (size_t)xmin * 3;
-                int32_t s0 = 1 << (PRECISION_BITS - 1), s1 = s0, s2 = s0;
-                for (int x = 0; x < n; x++) {
-                    s0 += p[3 * x] * k[x];
-                    s1 += p[3 * x + 1] * k[x];
-                    s2 += p[3 * x + 2] * k[x];
-                }
-                out[3 * xx] = clip8(s0);
-                out[3 * xx + 1] = clip8(s1);
-                out[3 * xx + 2] = clip8(s2);
-            }
+        uint8_t *hdst = dst;
+        size_t rows = (size_t)(y1 - y0), hdst_stride = dst_stride;
+        if (!y_shift) {
+            size_t tmp_n;
+            if (!kdc_size_mul(rows, (size_t)ow * 3, &tmp_n) ||
+                !grow((void **)&s->tmp, &s->tmp_cap, tmp_n, 1))
+                return kdc_fail(err, KDC_ENOMEM, "resample: out of memory for a %dx%zu buffer", ow,
+                                rows);
+            hdst = s->tmp;
+            hdst_stride = (size_t)ow * 3;
         }
+        const uint8_t *in0 = src + (size_t)y0 * src_stride;
+        int done = 0;
+#if IMG_HAVE_AVX2_KERNELS
+        if (isa == IMG_RESAMPLE_AVX2) {
+            size_t per = img_hcoeffs_avx2_len(ksx), kn;
+            if (!kdc_size_mul(per, (size_t)ow, &kn) ||
+                !grow((void **)&s->kxv, &s->kxv_cap, kn, sizeof(int16_t)))
+                return kdc_fail(err, KDC_ENOMEM, "resample: out of memory for %d coefficients", ow);
+            img_hcoeffs_avx2(s->bx, s->kx, ksx, ow, s->kxv);
+            img_hpass_avx2(in0, src_stride, (int)rows, ax->in_size, s->bx, s->kx, ksx, s->kxv, ow,
+                           hdst, hdst_stride);
+            done = 1;
+        }
+#endif
+        if (!done)
+            for (size_t y = 0; y < rows; y++) {
+                const uint8_t *in = in0 + y * src_stride;
+                uint8_t *out = hdst + y * hdst_stride;
+                for (int xx = 0; xx < ow; xx++)
+                    img_hpixel_c(in + (size_t)s->bx[2 * xx] * 3, s->kx + (size_t)xx * (size_t)ksx,
+                                 s->bx[2 * xx + 1], out + 3 * (size_t)xx);
+            }
+        if (y_shift)
+            return KDC_OK;
         hsrc = s->tmp;
         hstride = (size_t)ow * 3;
     }
@@ -183,9 +219,17 @@ kdc_status img_resample_rgb8(const uint8_t *src, size_t src_stride, const img_ax
             memcpy(dst + (size_t)yy * dst_stride, hsrc + (size_t)yy * hstride, (size_t)ow * 3);
         return KDC_OK;
     }
+    size_t accn = (size_t)ow * 3;
+#if IMG_HAVE_AVX2_KERNELS
+    if (isa == IMG_RESAMPLE_AVX2 && accn >= 16) {
+        if (!grow((void **)&s->kyv, &s->kyv_cap, (size_t)ksy + 1, sizeof(int32_t)))
+            return kdc_fail(err, KDC_ENOMEM, "resample: out of memory for %d coefficients", ksy);
+        img_vpass_avx2(hsrc, hstride, y0, s->by, s->ky, ksy, s->kyv, oh, accn, dst, dst_stride);
+        return KDC_OK;
+    }
+#endif
     /* Row-wise accumulation (the same integer sums as Pillow's per-pixel loop, in
      * another order): contiguous, so the compiler vectorises it. */
-    size_t accn = (size_t)ow * 3;
     if (!grow((void **)&s->acc, &s->acc_cap, accn, sizeof(int32_t)))
         return kdc_fail(err, KDC_ENOMEM, "resample: out of memory for a %d-pixel row", ow);
     int32_t *acc = s->acc;

@@ -12,6 +12,10 @@
  * whole resized image (output pixel o of the crop is pixel out_offset + o of the
  * full output; its centre in the source is in0 + (out_offset + o + 0.5) * scale).
  *
+ * Speed: on x86-64 CPUs with AVX2 (detected at run time) both passes run in
+ * image_resize_avx2.c with the same integer sums in 32-bit lanes, so the bytes are
+ * the same as the portable C passes here; see image_resize_kernels.h.
+ *
  * Not a general image library: RGB only, bilinear only. */
 #ifndef KDC_IMAGE_RESIZE_H
 #define KDC_IMAGE_RESIZE_H
@@ -33,14 +37,26 @@ typedef struct img_axis {
  * img.resize with no box): in0 = 0, scale = n / m. */
 img_axis img_axis_resize(int n, int m);
 
-/* Buffers reused across calls (grown, never shrunk): allocate once per thread. */
+/* Which kernels run the passes. AUTO picks AVX2 when the CPU (and OS) support it;
+ * PORTABLE forces the plain C passes (tests compare the two). */
+typedef enum img_resample_isa {
+    IMG_RESAMPLE_AUTO = 0,
+    IMG_RESAMPLE_PORTABLE = 1,
+    IMG_RESAMPLE_AVX2 = 2
+} img_resample_isa;
+
+/* Buffers reused across calls (grown, never shrunk): allocate once per thread.
+ * Zero-initialise it ({0}); `isa` may be set before the first call. */
 typedef struct img_resample_scratch {
     int32_t *kx, *ky;  /* fixed-point coefficients, ksize per output pixel */
     int *bx, *by;      /* per output pixel: first source pixel, count */
     double *kd;        /* double coefficients before rounding */
     uint8_t *tmp;      /* horizontal pass output */
     int32_t *acc;      /* vertical pass: one output row of sums */
-    size_t kx_cap, ky_cap, bx_cap, by_cap, kd_cap, tmp_cap, acc_cap;
+    int16_t *kxv;      /* AVX2 horizontal coefficients, split in 15-bit halves */
+    int32_t *kyv;      /* AVX2 vertical coefficients, pairs of 15-bit halves */
+    size_t kx_cap, ky_cap, bx_cap, by_cap, kd_cap, tmp_cap, acc_cap, kxv_cap, kyv_cap;
+    img_resample_isa isa; /* AUTO is resolved (and stored) on the first call */
 } img_resample_scratch;
 
 void img_resample_scratch_free(img_resample_scratch *s);

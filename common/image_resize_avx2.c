@@ -1,0 +1,172 @@
+/* image_resize_avx2.c - AVX2 kernels for the two passes of Pillow's bilinear
+ * resampling (image_resize.c), byte-exact with the portable C passes.
+ *
+ * Each kernel is compiled with __attribute__((target("avx2"))), not with a global
+ * -mavx2, so the library still runs on CPUs without AVX2: image_resize.c calls
+ * these only after cpuid says AVX2 is there (cpu_features.h). Why the sums are the
+ * same integers as Pillow's: image_resize_kernels.h.
+ *
+ * Horizontal: one output pixel at a time, 4 taps per 256-bit vector (Pillow-SIMD's
+ * shuffle + vpmaddwd idea, for packed RGB): 16 source bytes are broadcast to both
+ * 128-bit halves, a byte shuffle makes int16 pairs (R_a R_b G_a G_b B_a B_b 0 0),
+ * taps 0,1 in the low half and 2,3 in the high half, and vpmaddwd with the pair
+ * coefficients gives per-channel 32-bit sums of two taps.
+ * Vertical: 16 output bytes at a time (all channels alike), two source rows per
+ * step interleaved as int16 pairs, so one vpmaddwd does two taps for 8 bytes.
+ *
+ * Not a general SIMD library; x86-64 with GCC or Clang only (elsewhere the file
+ * is empty and the portable passes run). */
+#include "image_resize_kernels.h"
+
+#if IMG_HAVE_AVX2_KERNELS
+
+#include <immintrin.h>
+#include <string.h>
+
+#define AVX2 __attribute__((target("avx2")))
+
+/* 4 taps per group; each group is 16 int16 low halves + 16 high halves. */
+#define HGROUP 32
+
+size_t img_hcoeffs_avx2_len(int ksize) { return (size_t)((ksize + 3) / 4) * HGROUP; }
+
+void img_hcoeffs_avx2(const int *bounds, const int32_t *kk, int ksize, int ow, int16_t *kv)
+{
+    const size_t per = img_hcoeffs_avx2_len(ksize);
+    memset(kv, 0, per * (size_t)ow * sizeof *kv);
+    for (int xo = 0; xo < ow; xo++) {
+        const int n = bounds[2 * xo + 1];
+        const int32_t *k = kk + (size_t)xo * (size_t)ksize;
+        int16_t *v = kv + (size_t)xo * per;
+        for (int t = 0; t < n; t++) {
+            /* tap t: group t/4, half (t/2)%2, pair member t%2; lanes R, G, B */
+            int16_t *g = v + (size_t)(t / 4) * HGROUP;
+            int base = ((t / 2) % 2) * 8 + (t % 2);
+            int16_t lo = (int16_t)(k[t] & 0x7fff), hi = (int16_t)(k[t] >> 15);
+            for (int c = 0; c < 3; c++) {
+                g[base + 2 * c] = lo;
+                g[16 + base + 2 * c] = hi;
+            }
+        }
+    }
+}
+
+AVX2 void img_hpass_avx2(const uint8_t *src, size_t src_stride, int rows, int in_w,
+                         const int *bounds, const int32_t *kk, int ksize, const int16_t *kv,
+                         int ow, uint8_t *dst, size_t dst_stride)
+{
+    /* Low half: bytes of pixels 0,1 of the group; high half: pixels 2,3 (bytes 6..11). */
+    const __m256i shuf = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1,
+                                          6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1);
+    const __m128i round = _mm_setr_epi32(1 << (IMG_PRECISION_BITS - 1),
+                                         1 << (IMG_PRECISION_BITS - 1),
+                                         1 << (IMG_PRECISION_BITS - 1), 0);
+    const size_t per = img_hcoeffs_avx2_len(ksize);
+    const size_t row_bytes = (size_t)in_w * 3;
+    /* Output pixels [0, vec_end) read whole 16-byte groups inside the row; the
+     * rest (the last one or two, whose last group would read past the row) go
+     * through the scalar code. xmin never decreases, so vec_end is a prefix. */
+    int vec_end = 0;
+    while (vec_end < ow) {
+        int xmin = bounds[2 * vec_end], n = bounds[2 * vec_end + 1];
+        int ng = (n + 3) / 4;
+        if (ng > 0 && (size_t)xmin * 3 + (size_t)(ng - 1) * 12 + 16 > row_bytes)
+            break;
+        vec_end++;
+    }
+    for (int y = 0; y < rows; y++) {
+        const uint8_t *in = src + (size_t)y * src_stride;
+        uint8_t *out = dst + (size_t)y * dst_stride;
+        for (int xo = 0; xo < vec_end; xo++) {
+            const int xmin = bounds[2 * xo], ng = (bounds[2 * xo + 1] + 3) / 4;
+            const uint8_t *p = in + (size_t)xmin * 3;
+            const __m256i *k = (const __m256i *)(kv + (size_t)xo * per);
+            __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+            for (int g = 0; g < ng; g++) {
+                __m256i px = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p + 12 * g)));
+                px = _mm256_shuffle_epi8(px, shuf);
+                lo = _mm256_add_epi32(lo, _mm256_madd_epi16(px, _mm256_loadu_si256(k + 2 * g)));
+                hi = _mm256_add_epi32(hi, _mm256_madd_epi16(px, _mm256_loadu_si256(k + 2 * g + 1)));
+            }
+            __m256i s = _mm256_add_epi32(lo, _mm256_slli_epi32(hi, 15));
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            s4 = _mm_srai_epi32(_mm_add_epi32(s4, round), IMG_PRECISION_BITS);
+            s4 = _mm_packus_epi16(_mm_packs_epi32(s4, s4), s4);
+            uint32_t v = (uint32_t)_mm_cvtsi128_si32(s4);
+            /* 4-byte store: its 4th byte is overwritten by the next pixel. */
+            if (xo + 1 < ow)
+                memcpy(out + 3 * (size_t)xo, &v, 4);
+            else
+                memcpy(out + 3 * (size_t)xo, &v, 3);
+        }
+        for (int xo = vec_end; xo < ow; xo++)
+            img_hpixel_c(in + (size_t)bounds[2 * xo] * 3, kk + (size_t)xo * (size_t)ksize,
+                         bounds[2 * xo + 1], out + 3 * (size_t)xo);
+    }
+}
+
+/* 16 output bytes of one output row: taps on rows r, r + stride, ... (n of them)
+ * at byte offset i. */
+static AVX2 inline __m128i vsum16(const uint8_t *r, size_t stride, const int32_t *kp, int n,
+                                  size_t i)
+{
+    r += i;
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    int t = 0;
+    for (; t + 1 < n; t += 2) {
+        __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(r + (size_t)t * stride)));
+        __m256i y = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(r + (size_t)(t + 1) * stride)));
+        __m256i l = _mm256_unpacklo_epi16(x, y), h = _mm256_unpackhi_epi16(x, y);
+        __m256i klo = _mm256_set1_epi32(kp[t]), khi = _mm256_set1_epi32(kp[t + 1]);
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(l, klo));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(h, klo));
+        a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(l, khi));
+        a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(h, khi));
+    }
+    if (t < n) { /* odd tap count: pair the last row with zeros */
+        __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(r + (size_t)t * stride)));
+        __m256i z = _mm256_setzero_si256();
+        __m256i l = _mm256_unpacklo_epi16(x, z), h = _mm256_unpackhi_epi16(x, z);
+        __m256i klo = _mm256_set1_epi32(kp[t]), khi = _mm256_set1_epi32(kp[t + 1]);
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(l, klo));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(h, klo));
+        a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(l, khi));
+        a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(h, khi));
+    }
+    const __m256i round = _mm256_set1_epi32(1 << (IMG_PRECISION_BITS - 1));
+    __m256i s0 = _mm256_add_epi32(_mm256_add_epi32(a0, round), _mm256_slli_epi32(a2, 15));
+    __m256i s1 = _mm256_add_epi32(_mm256_add_epi32(a1, round), _mm256_slli_epi32(a3, 15));
+    s0 = _mm256_srai_epi32(s0, IMG_PRECISION_BITS);
+    s1 = _mm256_srai_epi32(s1, IMG_PRECISION_BITS);
+    /* unpacklo/hi took elements 0-3,8-11 / 4-7,12-15; the in-lane pack undoes it. */
+    __m256i p = _mm256_packs_epi32(s0, s1);
+    return _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+}
+
+AVX2 void img_vpass_avx2(const uint8_t *src, size_t src_stride, int row_base, const int *bounds,
+                         const int32_t *kk, int ksize, int32_t *kyv, int oh, size_t rowbytes,
+                         uint8_t *dst, size_t dst_stride)
+{
+    for (int yo = 0; yo < oh; yo++) {
+        const int ymin = bounds[2 * yo] - row_base, n = bounds[2 * yo + 1];
+        const int32_t *k = kk + (size_t)yo * (size_t)ksize;
+        /* kyv[t], kyv[t + 1] for even t: the (t, t+1) pair of low halves, then of
+         * high halves, as two int16 in one int32 (vpmaddwd's operand). */
+        for (int t = 0; t < n; t += 2) {
+            int32_t k0 = k[t], k1 = t + 1 < n ? k[t + 1] : 0;
+            kyv[t] = (int32_t)((uint32_t)(k0 & 0x7fff) | ((uint32_t)(k1 & 0x7fff) << 16));
+            kyv[t + 1] = (int32_t)((uint32_t)(uint16_t)(int16_t)(k0 >> 15) |
+                                   ((uint32_t)(uint16_t)(int16_t)(k1 >> 15) << 16));
+        }
+        const uint8_t *r = src + (size_t)ymin * src_stride;
+        uint8_t *out = dst + (size_t)yo * dst_stride;
+        size_t i = 0;
+        for (; i + 16 <= rowbytes; i += 16)
+            _mm_storeu_si128((__m128i *)(out + i), vsum16(r, src_stride, kyv, n, i));
+        if (i < rowbytes) /* the last 16 bytes again, overlapping: the same values */
+            _mm_storeu_si128((__m128i *)(out + rowbytes - 16),
+                             vsum16(r, src_stride, kyv, n, rowbytes - 16));
+    }
+}
+
+#endif
