@@ -88,7 +88,11 @@ kdc_status kd_precompute_header(const kd_precompute_options *o, const char *arch
                             o->topk, teacher->num_classes);
         break;
     }
-    snprintf(h->created_by, sizeof h->created_by, "%s", KD_PRECOMPUTE_CREATED_BY);
+    /* The float32 sums of a convolution depend on the GEMM widths, hence on the
+     * batch size and the device: both are recorded so that a resume can
+     * insist on them (bit-identical results). */
+    snprintf(h->created_by, sizeof h->created_by, "%s batch=%d device=%s",
+             KD_PRECOMPUTE_CREATED_BY, o->batch, strncmp(o->device, "cuda", 4) ? "cpu" : "cuda");
     h->shard_index = o->shard_index;
     h->shard_count = o->shard_count;
     if (o->chunk_images > 0) {
@@ -116,6 +120,32 @@ kdc_status kd_precompute_header(const kd_precompute_options *o, const char *arch
     if (st)
         kdc_error_prefix(err, "cache settings: ");
     return st;
+}
+
+static int created_by_field(const char *s, const char *key, char *out, size_t len)
+{
+    const char *p = strstr(s, key);
+    if (!p)
+        return 0;
+    p += strlen(key);
+    size_t n = strcspn(p, " ");
+    if (n >= len)
+        n = len - 1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return 1;
+}
+
+const char *kd_precompute_run_diff(const cache_header *file, const cache_header *run)
+{
+    static const char *const KEYS[][2] = {{" batch=", "--batch"}, {" device=", "--device"}};
+    for (size_t i = 0; i < sizeof KEYS / sizeof *KEYS; i++) {
+        char a[64], b[64];
+        if (created_by_field(file->created_by, KEYS[i][0], a, sizeof a) &&
+            created_by_field(run->created_by, KEYS[i][0], b, sizeof b) && strcmp(a, b))
+            return KEYS[i][1];
+    }
+    return NULL;
 }
 
 const char *kd_precompute_attr_meaning(const char *attr)

@@ -37,6 +37,11 @@ kdc_status kd_precompute_header(const kd_precompute_options *o, const char *arch
                                 const kd_teacher *teacher, const cache_image_table *t,
                                 cache_header *h, kdc_error *err);
 
+/* created_by records the batch size and device type (the float32 results
+ * depend on both); returns the flag that differs between a file made by
+ * kd-precompute and this run, or NULL. */
+const char *kd_precompute_run_diff(const cache_header *file, const cache_header *run);
+
 /* A one-line reason for resuming refusals: the human name of a header
  * attribute that differs ("teacher weights (teacher_weights_sha256)"). */
 const char *kd_precompute_attr_meaning(const char *attr);

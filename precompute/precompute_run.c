@@ -116,8 +116,13 @@ static kdc_status compare_with_file(run *r, const char *path, kdc_error *err)
     if (st)
         return KDC_EIO;
     const cache_header *fh = cache_reader_header(rd);
-    const char *diff = cache_header_diff(fh, &r->h, 0);
-    if (diff)
+    const char *diff = cache_header_diff(fh, &r->h, 0), *flag = kd_precompute_run_diff(fh, &r->h);
+    if (!diff && flag)
+        st = kdc_fail(err, KDC_EMISMATCH,
+                      "cannot resume: %s was made with a different %s (%s); the teacher's "
+                      "float32 results depend on it, so use the same value or remove the file",
+                      path, flag, fh->created_by);
+    else if (diff)
         st = kdc_fail(err, KDC_EMISMATCH,
                       "cannot resume: %s was made with a different %s (attribute %s); use the "
                       "same arguments, weights and dataset, or remove it",
@@ -269,7 +274,8 @@ static kdc_status forward_batch(run *r, fill_state *f, img_batch *b, kdc_error *
         f->buf = NULL;
     }
     if (r->hk && r->hk->progress)
-        kdc_progress_update(r->hk->progress, (uint64_t)(f->images_done + f->rows / V));
+        kdc_progress_update(r->hk->progress,
+                            (uint64_t)(f->images_done + (f->buf ? f->rows / V : 0)));
     return KDC_OK;
 }
 
