@@ -5,7 +5,7 @@
  * before b" (larger value, NaN largest, ties to the lower index) is total, so
  * round k only has to find the best element that ranks after round k-1's
  * pick: no marks, no sort, O(K * C / threads) per row, exact for any ties.
- * Rows up to 12288 classes are staged in shared memory (48 KiB); longer rows
+ * Rows up to 10240 classes are staged in shared memory (40 KiB); longer rows
  * are read from global memory (L1/L2) each round. K is small in practice
  * (the point of top-k storage), so the rounds are cheap. */
 #include <cuda_fp16.h>
@@ -16,8 +16,10 @@ extern "C" {
 #include "cuda_topk.h"
 }
 
-static const unsigned kNone = 0xffffffffu;           /* "no candidate" index */
-static const size_t kSharedFloats = 48 * 1024 / 4;   /* default dynamic shared limit */
+static const unsigned kNone = 0xffffffffu; /* "no candidate" index */
+/* Rows staged in dynamic shared memory: 40 KiB, leaving the kernel's static
+ * shared arrays room under the default 48 KiB per block (no opt-in needed). */
+static const size_t kSharedFloats = 40 * 1024 / 4;
 
 /* a ranks before b: cache_writer.c's ranks_before. */
 __device__ static bool ranks_before(float va, unsigned ia, float vb, unsigned ib)
