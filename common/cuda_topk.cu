@@ -113,9 +113,8 @@ __global__ void topk_kernel(const float *x, size_t rows, unsigned C, size_t K, i
     }
 }
 
-kdc_status kdc_cuda_topk_rows(kdc_backend *be, const float *logits, size_t rows, size_t C,
-                              size_t K, void *index, size_t index_size, uint16_t *value_f16,
-                              kdc_error *err)
+kdc_status kdc_cuda_topk_rows(kdc_backend *be, const float *logits, size_t rows, size_t C, size_t K,
+                              void *index, size_t index_size, uint16_t *value_f16, kdc_error *err)
 {
     kdc_cuda_impl *im = kdc_cuda_impl_of(be, err);
     if (!im)

@@ -23,8 +23,7 @@
 /* logits: rows x C float32; index: rows x K uint16 (index_size 2, needs
  * C <= 65536) or int32 (index_size 4); value_f16: rows x K. All device memory
  * of `be` (a CUDA backend); enqueued on its stream. 1 <= K <= C. */
-kdc_status kdc_cuda_topk_rows(kdc_backend *be, const float *logits, size_t rows, size_t C,
-                              size_t K, void *index, size_t index_size, uint16_t *value_f16,
-                              kdc_error *err);
+kdc_status kdc_cuda_topk_rows(kdc_backend *be, const float *logits, size_t rows, size_t C, size_t K,
+                              void *index, size_t index_size, uint16_t *value_f16, kdc_error *err);
 
 #endif

@@ -111,7 +111,7 @@ __global__ void kd_kernel(const float *zs, const float *zt, size_t B, size_t C, 
     for (size_t c = threadIdx.x; c < C; c += blockDim.x) {
         double log_pt = (double)tr[c] * inv_t - lse_t, log_ps = (double)sr[c] * inv_t - lse_s;
         double pt = exp(log_pt), ps = exp(log_ps);
-        if (pt > 0)
+        if (pt != 0) /* 0 log 0 = 0; a NaN teacher propagates, as on the CPU */
             kl += pt * (log_pt - log_ps);
         if (ds) {
             float v = (float)(scale * T * (ps - pt));
@@ -143,8 +143,8 @@ kdc_status kd_cuda_check_labels(const int32_t *labels, size_t B, size_t C, kdc_e
 }
 
 kdc_status kd_cuda_ce(kdc_backend *be, const float *logits, const int32_t *labels, size_t B,
-                      size_t C, float weight, kd_grad_mode mode, float *dlogits,
-                      double *row_loss, kdc_error *err)
+                      size_t C, float weight, kd_grad_mode mode, float *dlogits, double *row_loss,
+                      kdc_error *err)
 {
     kdc_cuda_impl *im = kdc_cuda_impl_of(be, err);
     if (!im)
@@ -163,8 +163,8 @@ kdc_status kd_cuda_ce(kdc_backend *be, const float *logits, const int32_t *label
 }
 
 kdc_status kd_cuda_kd(kdc_backend *be, const float *student, const float *teacher, size_t B,
-                      size_t C, float temperature, float weight, kd_grad_mode mode,
-                      float *dstudent, double *row_loss, kdc_error *err)
+                      size_t C, float temperature, float weight, kd_grad_mode mode, float *dstudent,
+                      double *row_loss, kdc_error *err)
 {
     kdc_cuda_impl *im = kdc_cuda_impl_of(be, err);
     if (!im)
@@ -179,9 +179,8 @@ kdc_status kd_cuda_kd(kdc_backend *be, const float *student, const float *teache
                         (double)temperature);
     if ((st = kdc_cuda_bind(im, err)))
         return st;
-    kd_kernel<<<(unsigned)B, kThreads, 0, im->stream>>>(student, teacher, B, C, temperature,
-                                                        weight, mode == KD_GRAD_ADD, dstudent,
-                                                        row_loss);
+    kd_kernel<<<(unsigned)B, kThreads, 0, im->stream>>>(student, teacher, B, C, temperature, weight,
+                                                        mode == KD_GRAD_ADD, dstudent, row_loss);
     KDC_CUDA_CHECK_LAUNCH(err, "kd");
     return KDC_OK;
 }
@@ -239,7 +238,7 @@ __global__ void kd_topk_kernel(const float *zs, const uint16_t *tv, const int32_
             bad = 1;
             continue;
         }
-        if (q > 0)
+        if (q != 0) /* 0 log 0 = 0; NaN propagates, as on the CPU */
             kl += q * (log_q - ((double)sr[i] * inv_t - lse_s));
         if (g)
             atomicAdd(&g[i], (float)(-scale * T * q));
@@ -335,8 +334,7 @@ __device__ static double signed_pow_m1(double d, double alpha)
 /* One thread per column of f (j < D) or t (D <= j < 2D): batch mean, then
  * 1/sqrt(biased var + eps), two passes in double (the CPU's order). Threads
  * of a warp read consecutive columns of a row: coalesced. */
-__global__ void proj_stats_kernel(const float *f, const float *t, size_t B, size_t D,
-                                  double *stats)
+__global__ void proj_stats_kernel(const float *f, const float *t, size_t B, size_t D, double *stats)
 {
     size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= 2 * D)
@@ -501,8 +499,8 @@ kdc_status kd_cuda_proj_forward(kd_cuda_proj_ws *ws, const float *f, const float
     const size_t D = ws->D, n = B * D; /* <= max_B * D, checked at init */
     proj_stats_kernel<<<blocks_for(2 * D), kThreads, 0, im->stream>>>(f, t, B, D, ws->stats);
     KDC_CUDA_CHECK_LAUNCH(err, "proj_stats");
-    proj_diff_kernel<<<KD_CUDA_PROJ_BLOCKS, kThreads, 0, im->stream>>>(f, t, n, D, ws->stats,
-                                                                       alpha, ws->d, ws->partial);
+    proj_diff_kernel<<<KD_CUDA_PROJ_BLOCKS, kThreads, 0, im->stream>>>(f, t, n, D, ws->stats, alpha,
+                                                                       ws->d, ws->partial);
     KDC_CUDA_CHECK_LAUNCH(err, "proj_diff");
     proj_finish_kernel<<<1, kThreads, 0, im->stream>>>(ws->partial, KD_CUDA_PROJ_BLOCKS, weight,
                                                        loss);

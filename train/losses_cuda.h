@@ -30,14 +30,14 @@ kdc_status kd_cuda_check_labels(const int32_t *labels, size_t B, size_t C, kdc_e
 
 /* dlogits = w * (softmax(z) - onehot(y)) / B;  row_loss[b] = w * (lse(z_b) - z_b[y_b]) / B */
 kdc_status kd_cuda_ce(kdc_backend *be, const float *logits, const int32_t *labels, size_t B,
-                      size_t C, float weight, kd_grad_mode mode, float *dlogits,
-                      double *row_loss, kdc_error *err);
+                      size_t C, float weight, kd_grad_mode mode, float *dlogits, double *row_loss,
+                      kdc_error *err);
 
 /* dstudent = w * T * (p_s - p_t) / B;
  * row_loss[b] = w * T^2 * sum_c p_t (log p_t - log p_s) / B   (0 log 0 = 0) */
 kdc_status kd_cuda_kd(kdc_backend *be, const float *student, const float *teacher, size_t B,
-                      size_t C, float temperature, float weight, kd_grad_mode mode,
-                      float *dstudent, double *row_loss, kdc_error *err);
+                      size_t C, float temperature, float weight, kd_grad_mode mode, float *dstudent,
+                      double *row_loss, kdc_error *err);
 
 /* ---- top-k KD (losses.h, kd_kd_topk_*; the renormalise-over-K rule) ----
  * topk_value: B x K float16 bits, topk_index: B x K int32 class indices. */

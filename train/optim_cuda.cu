@@ -80,8 +80,9 @@ __global__ void dot_kernel(const opt_run *runs, float lr, float wd, float m_task
             }
         } else {
             /* distillation only: raw gradient on the first step, then mu and weight decay */
-            float v = first ? r.gk[j]
-                            : __fadd_rn(__fmul_rn(mu, r.bk[j]), __fadd_rn(r.gk[j], __fmul_rn(wd, th)));
+            float v =
+                first ? r.gk[j]
+                      : __fadd_rn(__fmul_rn(mu, r.bk[j]), __fadd_rn(r.gk[j], __fmul_rn(wd, th)));
             r.bk[j] = v;
             th = __fsub_rn(th, __fmul_rn(lr, v));
         }
@@ -102,8 +103,8 @@ static kdc_status check_device_ptr(const kdc_cuda_impl *im, const void *p, const
                         cudaGetErrorString(e));
     }
     if (a.type != cudaMemoryTypeDevice || a.device != im->device)
-        return kdc_fail(err, KDC_EINVAL, "%s: parameter %zu: %s %p is not device memory of %s",
-                        opt, i, what, p, im->name);
+        return kdc_fail(err, KDC_EINVAL, "%s: parameter %zu: %s %p is not device memory of %s", opt,
+                        i, what, p, im->name);
     return KDC_OK;
 }
 
@@ -250,8 +251,7 @@ void kd_cuda_sgd_free(kd_cuda_sgd *opt)
 }
 
 kdc_status kd_cuda_sgd_init(kd_cuda_sgd *opt, kdc_backend *be, const kd_param_ref *params,
-                            size_t n_params, double momentum, double weight_decay,
-                            kdc_error *err)
+                            size_t n_params, double momentum, double weight_decay, kdc_error *err)
 {
     if (!opt)
         return kdc_fail(err, KDC_EINVAL, "SGD: NULL optimiser");
@@ -318,8 +318,8 @@ kdc_status kd_cuda_sgd_get_state(kd_cuda_sgd *opt, float *buf, size_t n_buf, kdc
     return opt->be->copy_d2h(opt->be, buf, opt->buf, n_buf * sizeof(float), err);
 }
 
-kdc_status kd_cuda_sgd_set_state(kd_cuda_sgd *opt, const float *buf, size_t n_buf,
-                                 uint64_t steps, kdc_error *err)
+kdc_status kd_cuda_sgd_set_state(kd_cuda_sgd *opt, const float *buf, size_t n_buf, uint64_t steps,
+                                 kdc_error *err)
 {
     if (!opt || !opt->buf)
         return kdc_fail(err, KDC_EINVAL, "SGD: optimiser not initialised");
@@ -417,8 +417,8 @@ kdc_status kd_cuda_dot_step(kd_cuda_dot *opt, double lr, kdc_error *err)
     const float mt = (float)m_task, mk = (float)m_kd, mu = (float)((m_kd + m_task) / 2.0);
     const float lr_f = (float)lr, wd = (float)opt->weight_decay;
     dim3 grid(grid_x(opt->max_run), (unsigned)opt->n_runs);
-    dot_kernel<<<grid, kThreads, 0, im->stream>>>((const opt_run *)opt->runs, lr_f, wd, mt, mk,
-                                                  mu, opt->steps == 0, m_task != 0.0);
+    dot_kernel<<<grid, kThreads, 0, im->stream>>>((const opt_run *)opt->runs, lr_f, wd, mt, mk, mu,
+                                                  opt->steps == 0, m_task != 0.0);
     KDC_CUDA_CHECK_LAUNCH(err, "dot");
     opt->steps++;
     return KDC_OK;

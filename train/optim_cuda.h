@@ -33,23 +33,22 @@ typedef struct kd_cuda_sgd {
     kdc_backend *be;
     double momentum, weight_decay;
     size_t n_params;
-    size_t n_buf;  /* momentum floats (sum of n), as kd_sgd.n_buf */
-    float *buf;    /* device, n_buf floats; zeros until the first step */
-    void *runs;    /* device: the merged run table (private layout) */
+    size_t n_buf; /* momentum floats (sum of n), as kd_sgd.n_buf */
+    float *buf;   /* device, n_buf floats; zeros until the first step */
+    void *runs;   /* device: the merged run table (private layout) */
     size_t n_runs;
     size_t max_run; /* elements of the largest run (grid size) */
     uint64_t steps;
 } kd_cuda_sgd;
 
 kdc_status kd_cuda_sgd_init(kd_cuda_sgd *opt, kdc_backend *be, const kd_param_ref *params,
-                            size_t n_params, double momentum, double weight_decay,
-                            kdc_error *err);
+                            size_t n_params, double momentum, double weight_decay, kdc_error *err);
 kdc_status kd_cuda_sgd_step(kd_cuda_sgd *opt, double lr, kdc_error *err);
 /* Downloads the buffers (host, n_buf floats; synchronises). */
 kdc_status kd_cuda_sgd_get_state(kd_cuda_sgd *opt, float *buf, size_t n_buf, kdc_error *err);
 /* Uploads buffers saved from a kd_sgd or kd_cuda_sgd (host; zeros when steps == 0). */
-kdc_status kd_cuda_sgd_set_state(kd_cuda_sgd *opt, const float *buf, size_t n_buf,
-                                 uint64_t steps, kdc_error *err);
+kdc_status kd_cuda_sgd_set_state(kd_cuda_sgd *opt, const float *buf, size_t n_buf, uint64_t steps,
+                                 kdc_error *err);
 void kd_cuda_sgd_free(kd_cuda_sgd *opt);
 
 /* ---- DOT (kd_dot's twin): m_task = mu - delta, m_kd = mu + delta ---- */

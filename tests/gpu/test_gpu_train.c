@@ -48,10 +48,10 @@
 static kdc_backend *g_gpu, *g_cpu;
 static kdc_error g_err;
 
-#define CK(call)                                                                             \
-    do {                                                                                     \
-        kdc_status ck_st_ = (call);                                                          \
-        ck_assert_msg(ck_st_ == KDC_OK, "%s: %s", #call, g_err.msg);                         \
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        kdc_status ck_st_ = (call);                                                                \
+        ck_assert_msg(ck_st_ == KDC_OK, "%s: %s", #call, g_err.msg);                               \
     } while (0)
 
 /* ---- helpers ---- */
@@ -168,8 +168,8 @@ static void topk_case(size_t B, size_t C, size_t K, float T, float w, kd_grad_mo
                   lgot, lref);
     float *got = down(d_g, B * C * 4);
     double r = kdc_test_rel_err_f32(got, ref, B * C);
-    ck_assert_msg(r <= TOL_GRAD, "top-k KD grad (B=%zu C=%zu K=%zu T=%g %s): rel err %.3g", B, C,
-                  K, (double)T, mode == KD_GRAD_ADD ? "add" : "set", r);
+    ck_assert_msg(r <= TOL_GRAD, "top-k KD grad (B=%zu C=%zu K=%zu T=%g %s): rel err %.3g", B, C, K,
+                  (double)T, mode == KD_GRAD_ADD ? "add" : "set", r);
 
     /* loss only (NULL gradient) gives the same loss */
     CK(kd_cuda_kd_topk(g_gpu, d_zs, d_val, d_idx, B, C, K, T, w, mode, NULL, d_row, &g_err));
@@ -218,14 +218,14 @@ START_TEST(test_kd_topk_bad)
     ck_assert(isnan(row[1]));
     free(row);
 
-    ck_assert_int_eq(kd_cuda_kd_topk(g_gpu, d_zs, d_val, d_idx, B, C, 11, 1.0f, 1.0f,
-                                     KD_GRAD_SET, d_g, d_row, &g_err),
+    ck_assert_int_eq(kd_cuda_kd_topk(g_gpu, d_zs, d_val, d_idx, B, C, 11, 1.0f, 1.0f, KD_GRAD_SET,
+                                     d_g, d_row, &g_err),
                      KDC_EINVAL);
-    ck_assert_int_eq(kd_cuda_kd_topk(g_gpu, d_zs, d_val, d_idx, B, C, K, 0.0f, 1.0f,
-                                     KD_GRAD_SET, d_g, d_row, &g_err),
+    ck_assert_int_eq(kd_cuda_kd_topk(g_gpu, d_zs, d_val, d_idx, B, C, K, 0.0f, 1.0f, KD_GRAD_SET,
+                                     d_g, d_row, &g_err),
                      KDC_EINVAL);
-    ck_assert_int_eq(kd_cuda_kd_topk(g_cpu, d_zs, d_val, d_idx, B, C, K, 1.0f, 1.0f,
-                                     KD_GRAD_SET, d_g, d_row, &g_err),
+    ck_assert_int_eq(kd_cuda_kd_topk(g_cpu, d_zs, d_val, d_idx, B, C, K, 1.0f, 1.0f, KD_GRAD_SET,
+                                     d_g, d_row, &g_err),
                      KDC_EDEVICE);
     free(zs);
     dfree(d_zs), dfree(d_g), dfree(d_val), dfree(d_idx), dfree(d_row);
@@ -255,8 +255,7 @@ static void proj_case(size_t max_B, size_t B, size_t D, double alpha, float w, k
     CK(kd_cuda_proj_backward(&gws, d_f, w, mode, d_g, &g_err));
     CK(g_gpu->copy_d2h(g_gpu, &lgot, d_loss, sizeof lgot, &g_err));
     ck_assert_msg(fabs(lgot - lref) <= TOL_PROJ_LOSS * fmax(1.0, fabs(lref)),
-                  "projector loss (B=%zu D=%zu alpha=%g): %.15g vs %.15g", B, D, alpha, lgot,
-                  lref);
+                  "projector loss (B=%zu D=%zu alpha=%g): %.15g vs %.15g", B, D, alpha, lgot, lref);
     float *got = down(d_g, B * D * 4);
     double r = kdc_test_rel_err_f32(got, ref, B * D);
     ck_assert_msg(r <= TOL_GRAD, "projector grad (B=%zu D=%zu alpha=%g mean=%g): rel err %.3g", B,
@@ -369,17 +368,18 @@ static void same_bits(const char *what, int step, const float *ref, const float 
 {
     float *got = down(d, n * 4);
     for (size_t i = 0; i < n; i++)
-        ck_assert_msg(memcmp(&got[i], &ref[i], 4) == 0, "%s after step %d, element %zu: gpu %.9g cpu %.9g",
-                      what, step, i, (double)got[i], (double)ref[i]);
+        ck_assert_msg(memcmp(&got[i], &ref[i], 4) == 0,
+                      "%s after step %d, element %zu: gpu %.9g cpu %.9g", what, step, i,
+                      (double)got[i], (double)ref[i]);
     free(got);
 }
 
-static void same_host_bits(const char *what, int step, const float *ref, const float *got,
-                           size_t n)
+static void same_host_bits(const char *what, int step, const float *ref, const float *got, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        ck_assert_msg(memcmp(&got[i], &ref[i], 4) == 0, "%s after step %d, element %zu: gpu %.9g cpu %.9g",
-                      what, step, i, (double)got[i], (double)ref[i]);
+        ck_assert_msg(memcmp(&got[i], &ref[i], 4) == 0,
+                      "%s after step %d, element %zu: gpu %.9g cpu %.9g", what, step, i,
+                      (double)got[i], (double)ref[i]);
 }
 
 static double lr_at(int s)
@@ -449,8 +449,8 @@ static void dot_case(double mu, double delta, double wd)
         if (s == 2) { /* resume from the CPU's checkpoint state */
             kd_cuda_dot_free(&g);
             CK(kd_cuda_dot_init(&g, g_gpu, x.gpu, NP, mu, delta, wd, &g_err));
-            CK(kd_cuda_dot_set_state(&g, c.buf_task, c.n_task, c.buf_distill, c.n_distill,
-                                     c.steps, &g_err));
+            CK(kd_cuda_dot_set_state(&g, c.buf_task, c.n_task, c.buf_distill, c.n_distill, c.steps,
+                                     &g_err));
         }
     }
     free(bt), free(bk);
@@ -580,7 +580,7 @@ START_TEST(test_topk_rows)
 {
     topk_rows_case(37, 1000, 5, 2, 0, 1);
     topk_rows_case(37, 1000, 10, 4, 0, 0);
-    topk_rows_case(9, 10, 10, 2, 0, 1); /* K = C */
+    topk_rows_case(9, 10, 10, 2, 0, 1);    /* K = C */
     topk_rows_case(64, 100, 100, 4, 1, 1); /* full sort with ties */
     topk_rows_case(64, 1000, 50, 2, 1, 0);
     topk_rows_case(3, 10240, 9, 2, 1, 1);  /* longest row staged in shared memory */
