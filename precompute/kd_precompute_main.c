@@ -47,9 +47,9 @@ static void report(const kd_precompute_options *o, const kd_precompute_stats *s)
             s->views == 1 ? "" : "s", (long long)s->done_before, (long long)s->images_skipped,
             s->run_s, rate(imgs, s->run_s), s->setup_s);
     fprintf(stderr,
-            "kd-precompute: stages: decode %d thread%s (teacher waited %.1f s for images) | "
-            "forward %.1f img/s (%.1f s busy, %d thread%s) | write %.1f img/s (%.1f s busy; "
-            "teacher waited %.1f s for buffers)\n",
+            "kd-precompute: stages: decode %d thread%s, teacher waited %.1f s for images; "
+            "forward %.1f img/s (%.1f s busy, %d thread%s); write %.1f img/s (%.1f s busy), "
+            "teacher waited %.1f s for buffers\n",
             s->decode_threads, s->decode_threads == 1 ? "" : "s", s->decode_wait_s,
             rate(imgs, s->forward_s), s->forward_s, s->compute_threads,
             s->compute_threads == 1 ? "" : "s", rate(imgs, s->write_s), s->write_s,
