@@ -189,13 +189,14 @@ kdc_status img_resample_rgb8(const uint8_t *src, size_t src_stride, const img_ax
         int done = 0;
 #if IMG_HAVE_AVX2_KERNELS
         if (isa == IMG_RESAMPLE_AVX2) {
-            size_t per = img_hcoeffs_avx2_len(ksx), kn;
-            if (!kdc_size_mul(per, (size_t)ow, &kn) ||
+            int groups = img_hcoeffs_avx2_groups(s->bx, ow);
+            size_t kn;
+            if (!kdc_size_mul((size_t)groups * 32, (size_t)ow, &kn) ||
                 !grow((void **)&s->kxv, &s->kxv_cap, kn, sizeof(int16_t)))
                 return kdc_fail(err, KDC_ENOMEM, "resample: out of memory for %d coefficients", ow);
-            img_hcoeffs_avx2(s->bx, s->kx, ksx, ow, s->kxv);
-            img_hpass_avx2(in0, src_stride, (int)rows, ax->in_size, s->bx, s->kx, ksx, s->kxv, ow,
-                           hdst, hdst_stride);
+            img_hcoeffs_avx2(s->bx, s->kx, ksx, ow, groups, s->kxv);
+            img_hpass_avx2(in0, src_stride, (int)rows, ax->in_size, s->bx, s->kx, ksx, s->kxv,
+                           groups, ow, hdst, hdst_stride);
             done = 1;
         }
 #endif

@@ -28,11 +28,18 @@
 /* 4 taps per group; each group is 16 int16 low halves + 16 high halves. */
 #define HGROUP 32
 
-size_t img_hcoeffs_avx2_len(int ksize) { return (size_t)((ksize + 3) / 4) * HGROUP; }
-
-void img_hcoeffs_avx2(const int *bounds, const int32_t *kk, int ksize, int ow, int16_t *kv)
+int img_hcoeffs_avx2_groups(const int *bounds, int ow)
 {
-    const size_t per = img_hcoeffs_avx2_len(ksize);
+    int maxn = 0;
+    for (int xo = 0; xo < ow; xo++)
+        maxn = bounds[2 * xo + 1] > maxn ? bounds[2 * xo + 1] : maxn;
+    return maxn > 0 ? (maxn + 3) / 4 : 1;
+}
+
+void img_hcoeffs_avx2(const int *bounds, const int32_t *kk, int ksize, int ow, int groups,
+                      int16_t *kv)
+{
+    const size_t per = (size_t)groups * HGROUP;
     memset(kv, 0, per * (size_t)ow * sizeof *kv);
     for (int xo = 0; xo < ow; xo++) {
         const int n = bounds[2 * xo + 1];
@@ -51,57 +58,78 @@ void img_hcoeffs_avx2(const int *bounds, const int32_t *kk, int ksize, int ow, i
     }
 }
 
-AVX2 void img_hpass_avx2(const uint8_t *src, size_t src_stride, int rows, int in_w,
-                         const int *bounds, const int32_t *kk, int ksize, const int16_t *kv,
-                         int ow, uint8_t *dst, size_t dst_stride)
+/* The sums of one output pixel of one row, before the cross-half add: `groups`
+ * groups of 4 taps from p. Inlined with a constant `groups` where it matters. */
+static AVX2 inline __m256i hsum(const uint8_t *p, const __m256i *k, int groups)
 {
     /* Low half: bytes of pixels 0,1 of the group; high half: pixels 2,3 (bytes 6..11). */
     const __m256i shuf = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1,
                                           6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1);
-    const __m128i round = _mm_setr_epi32(1 << (IMG_PRECISION_BITS - 1),
-                                         1 << (IMG_PRECISION_BITS - 1),
-                                         1 << (IMG_PRECISION_BITS - 1), 0);
-    const size_t per = img_hcoeffs_avx2_len(ksize);
-    const size_t row_bytes = (size_t)in_w * 3;
-    /* Output pixels [0, vec_end) read whole 16-byte groups inside the row; the
-     * rest (the last one or two, whose last group would read past the row) go
-     * through the scalar code. xmin never decreases, so vec_end is a prefix. */
-    int vec_end = 0;
-    while (vec_end < ow) {
-        int xmin = bounds[2 * vec_end], n = bounds[2 * vec_end + 1];
-        int ng = (n + 3) / 4;
-        if (ng > 0 && (size_t)xmin * 3 + (size_t)(ng - 1) * 12 + 16 > row_bytes)
-            break;
-        vec_end++;
+    __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+    for (int g = 0; g < groups; g++) {
+        __m256i px = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p + 12 * g)));
+        px = _mm256_shuffle_epi8(px, shuf);
+        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(px, _mm256_loadu_si256(k + 2 * g)));
+        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(px, _mm256_loadu_si256(k + 2 * g + 1)));
     }
-    for (int y = 0; y < rows; y++) {
-        const uint8_t *in = src + (size_t)y * src_stride;
-        uint8_t *out = dst + (size_t)y * dst_stride;
-        for (int xo = 0; xo < vec_end; xo++) {
-            const int xmin = bounds[2 * xo], ng = (bounds[2 * xo + 1] + 3) / 4;
-            const uint8_t *p = in + (size_t)xmin * 3;
-            const __m256i *k = (const __m256i *)(kv + (size_t)xo * per);
-            __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
-            for (int g = 0; g < ng; g++) {
-                __m256i px = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p + 12 * g)));
-                px = _mm256_shuffle_epi8(px, shuf);
-                lo = _mm256_add_epi32(lo, _mm256_madd_epi16(px, _mm256_loadu_si256(k + 2 * g)));
-                hi = _mm256_add_epi32(hi, _mm256_madd_epi16(px, _mm256_loadu_si256(k + 2 * g + 1)));
-            }
-            __m256i s = _mm256_add_epi32(lo, _mm256_slli_epi32(hi, 15));
-            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-            s4 = _mm_srai_epi32(_mm_add_epi32(s4, round), IMG_PRECISION_BITS);
-            s4 = _mm_packus_epi16(_mm_packs_epi32(s4, s4), s4);
-            uint32_t v = (uint32_t)_mm_cvtsi128_si32(s4);
-            /* 4-byte store: its 4th byte is overwritten by the next pixel. */
-            if (xo + 1 < ow)
-                memcpy(out + 3 * (size_t)xo, &v, 4);
-            else
-                memcpy(out + 3 * (size_t)xo, &v, 3);
+    return _mm256_add_epi32(lo, _mm256_slli_epi32(hi, 15));
+}
+
+/* Rows a and b (b may be a again), output pixels [0, end): each pixel is stored
+ * as 4 bytes, the 4th overwritten by the next pixel, so end < ow. Two rows share
+ * the coefficient loads and the final reduction. */
+static AVX2 inline void hrows2(const uint8_t *ina, const uint8_t *inb, uint8_t *outa,
+                               uint8_t *outb, const int *bounds, const int16_t *kv, int groups,
+                               int end)
+{
+    const int r = 1 << (IMG_PRECISION_BITS - 1);
+    const __m256i round = _mm256_setr_epi32(r, r, r, 0, r, r, r, 0);
+    const size_t per = (size_t)groups * HGROUP;
+    for (int xo = 0; xo < end; xo++) {
+        const size_t off = (size_t)bounds[2 * xo] * 3;
+        const __m256i *k = (const __m256i *)(kv + (size_t)xo * per);
+        __m256i sa = hsum(ina + off, k, groups), sb = hsum(inb + off, k, groups);
+        /* [a.lo + a.hi | b.lo + b.hi]: per row the R, G, B sums of all taps */
+        __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(sa, sb, 0x20),
+                                     _mm256_permute2x128_si256(sa, sb, 0x31));
+        s = _mm256_srai_epi32(_mm256_add_epi32(s, round), IMG_PRECISION_BITS);
+        s = _mm256_packs_epi32(s, s);
+        s = _mm256_packus_epi16(s, s);
+        int va = _mm256_cvtsi256_si32(s), vb = _mm256_extract_epi32(s, 4);
+        memcpy(outa + 3 * (size_t)xo, &va, 4);
+        memcpy(outb + 3 * (size_t)xo, &vb, 4);
+    }
+}
+
+AVX2 void img_hpass_avx2(const uint8_t *src, size_t src_stride, int rows, int in_w,
+                         const int *bounds, const int32_t *kk, int ksize, const int16_t *kv,
+                         int groups, int ow, uint8_t *dst, size_t dst_stride)
+{
+    const size_t row_bytes = (size_t)in_w * 3;
+    /* Output pixels [0, end) read whole 16-byte groups inside the row and have a
+     * next pixel to overwrite their 4th byte; the rest (the last one or two) go
+     * through the scalar code. xmin never decreases, so this is a prefix. */
+    int end = 0;
+    while (end < ow - 1 && (size_t)bounds[2 * end] * 3 + (size_t)(groups - 1) * 12 + 16 <= row_bytes)
+        end++;
+    for (int y = 0; y < rows; y += 2) {
+        const uint8_t *ina = src + (size_t)y * src_stride;
+        const uint8_t *inb = y + 1 < rows ? ina + src_stride : ina;
+        uint8_t *outa = dst + (size_t)y * dst_stride;
+        uint8_t *outb = y + 1 < rows ? outa + dst_stride : outa;
+        if (groups == 1)
+            hrows2(ina, inb, outa, outb, bounds, kv, 1, end);
+        else if (groups == 2)
+            hrows2(ina, inb, outa, outb, bounds, kv, 2, end);
+        else
+            hrows2(ina, inb, outa, outb, bounds, kv, groups, end);
+        for (int xo = end; xo < ow; xo++) {
+            const uint8_t *p = ina + (size_t)bounds[2 * xo] * 3;
+            const int32_t *k = kk + (size_t)xo * (size_t)ksize;
+            img_hpixel_c(p, k, bounds[2 * xo + 1], outa + 3 * (size_t)xo);
+            if (y + 1 < rows)
+                img_hpixel_c(p + src_stride, k, bounds[2 * xo + 1], outb + 3 * (size_t)xo);
         }
-        for (int xo = vec_end; xo < ow; xo++)
-            img_hpixel_c(in + (size_t)bounds[2 * xo] * 3, kk + (size_t)xo * (size_t)ksize,
-                         bounds[2 * xo + 1], out + 3 * (size_t)xo);
     }
 }
 

@@ -45,21 +45,23 @@ static inline void img_hpixel_c(const uint8_t *p, const int32_t *k, int n, uint8
 }
 
 #if IMG_HAVE_AVX2_KERNELS
-/* int16 values per output pixel in img_hcoeffs_avx2's layout. */
-size_t img_hcoeffs_avx2_len(int ksize);
+/* Groups of 4 taps per output pixel for img_hcoeffs_avx2: enough for the widest
+ * filter window (bounds: first source pixel and count per output pixel). */
+int img_hcoeffs_avx2_groups(const int *bounds, int ow);
 
-/* Rearranges the horizontal coefficients (kk: ksize per output pixel, bounds:
- * first source pixel and count per output pixel) for img_hpass_avx2: per output
- * pixel, per group of 4 taps, 16 int16 low halves then 16 int16 high halves laid
- * out as [k0 k1 k0 k1 k0 k1 0 0 | k2 k3 k2 k3 k2 k3 0 0] (RGB pairs of taps). */
-void img_hcoeffs_avx2(const int *bounds, const int32_t *kk, int ksize, int ow, int16_t *kv);
+/* Rearranges the horizontal coefficients (kk: ksize per output pixel) for
+ * img_hpass_avx2 into kv (groups * 32 int16 per output pixel): per group of 4
+ * taps, 16 int16 low halves then 16 high halves laid out as
+ * [k0 k1 k0 k1 k0 k1 0 0 | k2 k3 k2 k3 k2 k3 0 0] (RGB pairs of taps). */
+void img_hcoeffs_avx2(const int *bounds, const int32_t *kk, int ksize, int ow, int groups,
+                      int16_t *kv);
 
 /* Horizontal pass over `rows` rows of src (in_w RGB pixels each) into dst (ow
  * RGB pixels per row). Never reads outside the in_w * 3 bytes of a row, never
  * writes outside the ow * 3 bytes of an output row. */
 void img_hpass_avx2(const uint8_t *src, size_t src_stride, int rows, int in_w, const int *bounds,
-                    const int32_t *kk, int ksize, const int16_t *kv, int ow, uint8_t *dst,
-                    size_t dst_stride);
+                    const int32_t *kk, int ksize, const int16_t *kv, int groups, int ow,
+                    uint8_t *dst, size_t dst_stride);
 
 /* Vertical pass: output row yo sums rows bounds[2yo] - row_base ... of src (each
  * rowbytes bytes, rowbytes >= 16) with kk[yo * ksize ...]. kyv: scratch for
