@@ -7,7 +7,7 @@ PKGS=(
   build-essential pkg-config make
   libhdf5-dev hdf5-tools hdf5-filter-plugin liblz4-dev
   libturbojpeg0-dev libjpeg-turbo-progs
-  libopenblas-dev
+  libopenblas-dev libdnnl-dev
   libjansson-dev nettle-dev zlib1g-dev
   check
   python3-torch python3-torchvision python3-h5py python3-hdf5plugin python3-numpy python3-pil

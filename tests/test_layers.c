@@ -4,7 +4,11 @@
  * outputs and gradients). Each op runs through the backend table
  * (kdc_backend_cpu_create, 2 threads) and, for conv2d, batch norm and pooling,
  * also through the raw layer functions single-threaded (pool = NULL), so the
- * threaded split and the serial loop must both be right. Tolerances: relative
+ * threaded split and the serial loop must both be right. Convolutions run three
+ * ways: the backend (oneDNN, or the reference with KDC_CONV=ref), the reference
+ * im2col + GEMM of conv2d.c, and oneDNN directly (conv2d_dnnl.h), so every run
+ * checks both implementations; oneDNN's results must also be bit-identical run
+ * to run at a fixed thread count (kd-train's reproducibility rests on it). Tolerances: relative
  * error (max |got - ref| / max |ref|) < 1e-5 forward, < 1e-4 gradients. */
 #include <check.h>
 #include <math.h>
@@ -15,6 +19,7 @@
 #include "common/backend.h"
 #include "common/batchnorm.h"
 #include "common/conv2d.h"
+#include "common/conv2d_dnnl.h"
 #include "common/half.h"
 #include "common/pool.h"
 #include "tests/testutil.h"
@@ -70,8 +75,11 @@ static void expect(const char *what, int i, const float *got, const double *ref,
 
 /* ------------------------------------------------------------- conv2d */
 
-static void run_conv_case(int i, const int64_t *cs, int raw)
+enum { CONV_BACKEND, CONV_RAW, CONV_DNNL };
+
+static void run_conv_case(int i, const int64_t *cs, int mode)
 {
+    int raw = mode == CONV_RAW;
     kdc_error err;
     kdc_conv2d_desc d = {.n = (int)cs[0], .c_in = (int)cs[1], .h_in = (int)cs[2],
                          .w_in = (int)cs[3], .c_out = (int)cs[4], .kh = (int)cs[5],
@@ -97,18 +105,32 @@ static void run_conv_case(int i, const int64_t *cs, int raw)
                           KDC_OK,
                       "%s", err.msg);
         free(work);
+    } else if (mode == CONV_DNNL) {
+        kdc_dnnl *ctx;
+        ck_assert_msg(kdc_dnnl_create(2, &ctx, &err) == KDC_OK, "%s", err.msg);
+        ck_assert_msg(kdc_dnnl_conv2d_forward(ctx, &d, x, w, bias, y, &err) == KDC_OK, "%s",
+                      err.msg);
+        ck_assert_msg(kdc_dnnl_conv2d_backward(ctx, &d, x, w, dy, dx, dw, db, &err) == KDC_OK,
+                      "%s", err.msg);
+        kdc_dnnl_destroy(ctx);
     } else {
         ck_assert_msg(be->conv2d_forward(be, &d, x, w, bias, y, &err) == KDC_OK, "%s", err.msg);
         ck_assert_msg(be->conv2d_backward(be, &d, x, w, dy, dx, dw, db, &err) == KDC_OK, "%s",
                       err.msg);
     }
-    expect(raw ? "conv y (serial)" : "conv y", i, y, ry, ny, TOL_FWD);
-    expect(raw ? "conv dx (serial)" : "conv dx", i, dx, rdx, nx, TOL_BWD);
-    expect(raw ? "conv dw (serial)" : "conv dw", i, dw, rdw, nw, TOL_BWD);
-    expect(raw ? "conv db (serial)" : "conv db", i, db, rdb, (size_t)d.c_out, TOL_BWD);
+    static const char *tag[] = {"", " (serial)", " (oneDNN)"};
+    char what[64];
+    snprintf(what, sizeof what, "conv y%s", tag[mode]);
+    expect(what, i, y, ry, ny, TOL_FWD);
+    snprintf(what, sizeof what, "conv dx%s", tag[mode]);
+    expect(what, i, dx, rdx, nx, TOL_BWD);
+    snprintf(what, sizeof what, "conv dw%s", tag[mode]);
+    expect(what, i, dw, rdw, nw, TOL_BWD);
+    snprintf(what, sizeof what, "conv db%s", tag[mode]);
+    expect(what, i, db, rdb, (size_t)d.c_out, TOL_BWD);
 
     /* Optional outputs: dx and dbias NULL must leave dw unchanged. */
-    if (!raw) {
+    if (mode == CONV_BACKEND) {
         float *dw2 = buf(nw);
         ck_assert_int_eq(be->conv2d_backward(be, &d, x, w, dy, NULL, dw2, NULL, &err), KDC_OK);
         expect("conv dw (dx NULL)", i, dw2, rdw, nw, TOL_BWD);
@@ -118,25 +140,70 @@ static void run_conv_case(int i, const int64_t *cs, int raw)
     free(y), free(dx), free(dw), free(db);
 }
 
-static void conv_all(int raw)
+static void conv_all(int mode)
 {
     size_t n;
     int64_t *cases = kdc_test_load_i64(SUITE, "conv_cases", 0, &n);
     ck_assert_uint_eq(n % 10, 0);
     for (int i = 0; i < (int)(n / 10); i++)
-        run_conv_case(i, cases + 10 * i, raw);
+        run_conv_case(i, cases + 10 * i, mode);
     free(cases);
 }
 
+START_TEST(test_conv_dnnl)
+{
+    conv_all(CONV_DNNL);
+}
+END_TEST
+
+/* Two oneDNN contexts (fresh primitives, like two kd-train runs) on a layer
+ * big enough that backward-weights splits its reduction over both threads:
+ * y, dx, dw and db must agree bit for bit. */
+START_TEST(test_conv_dnnl_deterministic)
+{
+    kdc_error err;
+    kdc_conv2d_desc d = {.n = 16, .c_in = 64, .h_in = 14, .w_in = 14, .c_out = 64, .kh = 3,
+                         .kw = 3, .stride = 1, .pad = 1, .groups = 1};
+    ck_assert_int_eq(kdc_conv2d_desc_init(&d, &err), KDC_OK);
+    size_t nx = (size_t)d.n * d.c_in * d.h_in * d.w_in, nw = (size_t)d.c_out * d.c_in * 9;
+    size_t ny = (size_t)d.n * d.c_out * d.h_out * d.w_out, nb = (size_t)d.c_out;
+    float *x = buf(nx), *w = buf(nw), *dy = buf(ny), *out[2][4];
+    uint32_t s = 12345;
+    for (size_t i = 0; i < nx; i++)
+        x[i] = (float)((s = s * 1664525u + 1013904223u) >> 8) * 0x1p-24f - 0.5f;
+    for (size_t i = 0; i < nw; i++)
+        w[i] = (float)((s = s * 1664525u + 1013904223u) >> 8) * 0x1p-28f;
+    for (size_t i = 0; i < ny; i++)
+        dy[i] = (float)((s = s * 1664525u + 1013904223u) >> 8) * 0x1p-24f - 0.5f;
+    for (int r = 0; r < 2; r++) {
+        kdc_dnnl *ctx;
+        ck_assert_msg(kdc_dnnl_create(2, &ctx, &err) == KDC_OK, "%s", err.msg);
+        out[r][0] = buf(ny), out[r][1] = buf(nx), out[r][2] = buf(nw), out[r][3] = buf(nb);
+        ck_assert_int_eq(kdc_dnnl_conv2d_forward(ctx, &d, x, w, NULL, out[r][0], &err), KDC_OK);
+        ck_assert_int_eq(kdc_dnnl_conv2d_backward(ctx, &d, x, w, dy, out[r][1], out[r][2],
+                                                  out[r][3], &err),
+                         KDC_OK);
+        kdc_dnnl_destroy(ctx);
+    }
+    size_t sizes[4] = {ny, nx, nw, nb};
+    for (int k = 0; k < 4; k++) {
+        ck_assert_msg(memcmp(out[0][k], out[1][k], sizes[k] * sizeof(float)) == 0,
+                      "oneDNN output %d differs between two runs", k);
+        free(out[0][k]), free(out[1][k]);
+    }
+    free(x), free(w), free(dy);
+}
+END_TEST
+
 START_TEST(test_conv_backend)
 {
-    conv_all(0);
+    conv_all(CONV_BACKEND);
 }
 END_TEST
 
 START_TEST(test_conv_raw_serial)
 {
-    conv_all(1);
+    conv_all(CONV_RAW);
 }
 END_TEST
 
@@ -154,6 +221,16 @@ START_TEST(test_conv_bad_input)
     ck_assert_int_eq(kdc_conv2d_forward(&d, x, w, NULL, y, NULL, 0, NULL, &err), KDC_EINVAL);
     ck_assert_ptr_nonnull(strstr(err.msg, "workspace"));
     ck_assert_int_eq(be->conv2d_backward(be, &d, x, w, y, NULL, NULL, NULL, &err), KDC_EINVAL);
+    /* the oneDNN path refuses the same, whichever the backend runs */
+    kdc_dnnl *ctx;
+    ck_assert_int_eq(kdc_dnnl_create(0, &ctx, &err), KDC_EINVAL);
+    ck_assert_int_eq(kdc_dnnl_create(1, &ctx, &err), KDC_OK);
+    ck_assert_int_eq(kdc_dnnl_conv2d_backward(ctx, &d, x, w, y, NULL, NULL, NULL, &err),
+                     KDC_EINVAL);
+    d.h_out = 0;
+    ck_assert_int_eq(kdc_dnnl_conv2d_forward(ctx, &d, x, w, NULL, y, &err), KDC_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "kdc_conv2d_desc_init"));
+    kdc_dnnl_destroy(ctx);
 }
 END_TEST
 
@@ -450,6 +527,8 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_conv_backend);
     tcase_add_test(tc, test_conv_raw_serial);
+    tcase_add_test(tc, test_conv_dnnl);
+    tcase_add_test(tc, test_conv_dnnl_deterministic);
     tcase_add_test(tc, test_conv_bad_input);
     tcase_add_test(tc, test_bn_backend);
     tcase_add_test(tc, test_bn_raw_serial);
