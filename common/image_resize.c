@@ -191,7 +191,7 @@ kdc_status img_resample_rgb8(const uint8_t *src, size_t src_stride, const img_ax
         if (isa == IMG_RESAMPLE_AVX2) {
             int groups = img_hcoeffs_avx2_groups(s->bx, ow);
             size_t kn;
-            if (!kdc_size_mul((size_t)groups * 32, (size_t)ow, &kn) ||
+            if (!kdc_size_mul(img_hcoeffs_avx2_len(groups), (size_t)ow, &kn) ||
                 !grow((void **)&s->kxv, &s->kxv_cap, kn, sizeof(int16_t)))
                 return kdc_fail(err, KDC_ENOMEM, "resample: out of memory for %d coefficients", ow);
             img_hcoeffs_avx2(s->bx, s->kx, ksx, ow, groups, s->kxv);

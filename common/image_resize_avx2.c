@@ -6,11 +6,12 @@
  * these only after cpuid says AVX2 is there (cpu_features.h). Why the sums are the
  * same integers as Pillow's: image_resize_kernels.h.
  *
- * Horizontal: one output pixel at a time, 4 taps per 256-bit vector (Pillow-SIMD's
- * shuffle + vpmaddwd idea, for packed RGB): 16 source bytes are broadcast to both
- * 128-bit halves, a byte shuffle makes int16 pairs (R_a R_b G_a G_b B_a B_b 0 0),
- * taps 0,1 in the low half and 2,3 in the high half, and vpmaddwd with the pair
- * coefficients gives per-channel 32-bit sums of two taps.
+ * Horizontal: one output pixel of two rows at a time, one row per 128-bit half
+ * (Pillow-SIMD's shuffle + vpmaddwd idea, for packed RGB): 16 source bytes (4
+ * taps) of each row, byte shuffles make int16 pairs (R_a R_b G_a G_b B_a B_b 0 0)
+ * of taps 0,1 and of taps 2,3, and vpmaddwd with the pair coefficients gives
+ * per-channel 32-bit sums of two taps. Shuffles that cross the 128-bit halves
+ * are the slow ones on Intel cores; this layout needs one per two output pixels.
  * Vertical: 16 output bytes at a time (all channels alike), two source rows per
  * step interleaved as int16 pairs, so one vpmaddwd does two taps for 8 bytes.
  *
@@ -25,8 +26,9 @@
 
 #define AVX2 __attribute__((target("avx2")))
 
-/* 4 taps per group; each group is 16 int16 low halves + 16 high halves. */
-#define HGROUP 32
+/* 4 taps per group; per group, for taps (0,1) then (2,3): 16 int16 low halves
+ * and 16 high halves. */
+#define HGROUP 64
 
 int img_hcoeffs_avx2_groups(const int *bounds, int ow)
 {
@@ -36,66 +38,82 @@ int img_hcoeffs_avx2_groups(const int *bounds, int ow)
     return maxn > 0 ? (maxn + 3) / 4 : 1;
 }
 
+size_t img_hcoeffs_avx2_len(int groups) { return (size_t)groups * HGROUP; }
+
 void img_hcoeffs_avx2(const int *bounds, const int32_t *kk, int ksize, int ow, int groups,
                       int16_t *kv)
 {
-    const size_t per = (size_t)groups * HGROUP;
+    const size_t per = img_hcoeffs_avx2_len(groups);
     memset(kv, 0, per * (size_t)ow * sizeof *kv);
     for (int xo = 0; xo < ow; xo++) {
         const int n = bounds[2 * xo + 1];
         const int32_t *k = kk + (size_t)xo * (size_t)ksize;
         int16_t *v = kv + (size_t)xo * per;
         for (int t = 0; t < n; t++) {
-            /* tap t: group t/4, half (t/2)%2, pair member t%2; lanes R, G, B */
-            int16_t *g = v + (size_t)(t / 4) * HGROUP;
-            int base = ((t / 2) % 2) * 8 + (t % 2);
+            /* tap t: group t/4, pair (t/2)%2, pair member t%2; lanes R, G, B of
+             * both 128-bit halves (one source row each) */
+            int16_t *g = v + (size_t)(t / 4) * HGROUP + ((t / 2) % 2) * 32;
             int16_t lo = (int16_t)(k[t] & 0x7fff), hi = (int16_t)(k[t] >> 15);
-            for (int c = 0; c < 3; c++) {
-                g[base + 2 * c] = lo;
-                g[16 + base + 2 * c] = hi;
-            }
+            for (int h = 0; h < 2; h++)
+                for (int c = 0; c < 3; c++) {
+                    g[8 * h + 2 * c + t % 2] = lo;
+                    g[16 + 8 * h + 2 * c + t % 2] = hi;
+                }
         }
     }
 }
 
-/* The sums of one output pixel of one row, before the cross-half add: `groups`
- * groups of 4 taps from p. Inlined with a constant `groups` where it matters. */
-static AVX2 inline __m256i hsum(const uint8_t *p, const __m256i *k, int groups)
+/* The R, G, B sums (lanes 0-2) of one output pixel for row a (low half) and row b
+ * (high half): `groups` groups of 4 taps from pa and pb. Inlined with a constant
+ * `groups` where it matters. */
+static AVX2 inline __m256i hsum2(const uint8_t *pa, const uint8_t *pb, const __m256i *k,
+                                 int groups)
 {
-    /* Low half: bytes of pixels 0,1 of the group; high half: pixels 2,3 (bytes 6..11). */
-    const __m256i shuf = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1,
-                                          6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1);
+    /* int16 pairs (R_a R_b G_a G_b B_a B_b 0 0) of pixels 0,1 (bytes 0..5) and of
+     * pixels 2,3 (bytes 6..11) of the group, in each half */
+    const __m256i s01 = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1,
+                                         0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1);
+    const __m256i s23 = _mm256_setr_epi8(6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1,
+                                         6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1);
     __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
     for (int g = 0; g < groups; g++) {
-        __m256i px = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p + 12 * g)));
-        px = _mm256_shuffle_epi8(px, shuf);
-        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(px, _mm256_loadu_si256(k + 2 * g)));
-        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(px, _mm256_loadu_si256(k + 2 * g + 1)));
+        __m256i px = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(pa + 12 * g))),
+            _mm_loadu_si128((const __m128i *)(pb + 12 * g)), 1);
+        __m256i x01 = _mm256_shuffle_epi8(px, s01), x23 = _mm256_shuffle_epi8(px, s23);
+        const __m256i *kg = k + 4 * g;
+        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(x01, _mm256_loadu_si256(kg)));
+        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(x01, _mm256_loadu_si256(kg + 1)));
+        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(x23, _mm256_loadu_si256(kg + 2)));
+        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(x23, _mm256_loadu_si256(kg + 3)));
     }
     return _mm256_add_epi32(lo, _mm256_slli_epi32(hi, 15));
 }
 
 /* Rows a and b (b may be a again), output pixels [0, end): each pixel is stored
  * as 4 bytes, the 4th overwritten by the next pixel, so end < ow. Two rows share
- * the coefficient loads and the final reduction. */
+ * the coefficient loads and the rounding. */
 static AVX2 inline void hrows2(const uint8_t *ina, const uint8_t *inb, uint8_t *outa,
                                uint8_t *outb, const int *bounds, const int16_t *kv, int groups,
                                int end)
 {
     const int r = 1 << (IMG_PRECISION_BITS - 1);
     const __m256i round = _mm256_setr_epi32(r, r, r, 0, r, r, r, 0);
+    const __m256i zero = _mm256_setzero_si256(), max8 = _mm256_set1_epi32(255);
+    /* bytes 0, 4, 8 of each half: the R, G, B results */
+    const __m256i gather = _mm256_setr_epi8(0, 4, 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                            -1, -1, 0, 4, 8, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                            -1, -1, -1, -1);
     const size_t per = (size_t)groups * HGROUP;
     for (int xo = 0; xo < end; xo++) {
         const size_t off = (size_t)bounds[2 * xo] * 3;
         const __m256i *k = (const __m256i *)(kv + (size_t)xo * per);
-        __m256i sa = hsum(ina + off, k, groups), sb = hsum(inb + off, k, groups);
-        /* [a.lo + a.hi | b.lo + b.hi]: per row the R, G, B sums of all taps */
-        __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(sa, sb, 0x20),
-                                     _mm256_permute2x128_si256(sa, sb, 0x31));
+        __m256i s = hsum2(ina + off, inb + off, k, groups);
         s = _mm256_srai_epi32(_mm256_add_epi32(s, round), IMG_PRECISION_BITS);
-        s = _mm256_packs_epi32(s, s);
-        s = _mm256_packus_epi16(s, s);
-        int va = _mm256_cvtsi256_si32(s), vb = _mm256_extract_epi32(s, 4);
+        s = _mm256_min_epi32(_mm256_max_epi32(s, zero), max8); /* Pillow's clip8 */
+        s = _mm256_shuffle_epi8(s, gather);
+        int va = _mm256_cvtsi256_si32(s);
+        int vb = _mm_cvtsi128_si32(_mm256_extracti128_si256(s, 1));
         memcpy(outa + 3 * (size_t)xo, &va, 4);
         memcpy(outb + 3 * (size_t)xo, &vb, 4);
     }

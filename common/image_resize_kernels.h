@@ -48,11 +48,14 @@ static inline void img_hpixel_c(const uint8_t *p, const int32_t *k, int n, uint8
 /* Groups of 4 taps per output pixel for img_hcoeffs_avx2: enough for the widest
  * filter window (bounds: first source pixel and count per output pixel). */
 int img_hcoeffs_avx2_groups(const int *bounds, int ow);
+/* int16 values per output pixel in img_hcoeffs_avx2's layout. */
+size_t img_hcoeffs_avx2_len(int groups);
 
 /* Rearranges the horizontal coefficients (kk: ksize per output pixel) for
- * img_hpass_avx2 into kv (groups * 32 int16 per output pixel): per group of 4
- * taps, 16 int16 low halves then 16 high halves laid out as
- * [k0 k1 k0 k1 k0 k1 0 0 | k2 k3 k2 k3 k2 k3 0 0] (RGB pairs of taps). */
+ * img_hpass_avx2 into kv (groups * 64 int16 per output pixel): per group of 4
+ * taps, for taps (0,1) then (2,3), 16 int16 low halves then 16 high halves laid
+ * out as [k0 k1 k0 k1 k0 k1 0 0 | k0 k1 k0 k1 k0 k1 0 0] (RGB pairs of taps,
+ * twice: one 128-bit half per source row). */
 void img_hcoeffs_avx2(const int *bounds, const int32_t *kk, int ksize, int ow, int groups,
                       int16_t *kv);
 
