@@ -217,11 +217,11 @@ static void make_signature(trainer *t)
         snprintf(steps + l, sizeof steps - l, "%s%ld", i ? "," : "", o->lr_steps[i]);
     }
     snprintf(t->signature, sizeof t->signature,
-             "student=%s classes=%d batch=%d epochs=%d lr=%.17g wd=%.17g schedule=%d "
+             "student=%s classes=%d batch=%d lr=%.17g wd=%.17g schedule=%d "
              "warmup=%.17g lr_steps=%s gamma=%.17g optimizer=%d momentum=%.17g delta=%.17g "
              "ce=%.17g kd=%.17g T=%.17g proj=%.17g alpha=%.17g proj_task=%d seed=%d "
              "shuffle=%d data=%s",
-             o->student, t->C, o->batch, o->epochs, o->lr, o->wd, (int)o->schedule,
+             o->student, t->C, o->batch, o->lr, o->wd, (int)o->schedule,
              o->warmup_epochs, steps, o->lr_gamma, (int)o->optimizer, o->momentum, o->dot_delta,
              o->ce_weight, o->kd_weight, o->temperature, o->proj_weight, o->proj_alpha,
              o->proj_on_task_side, o->seed, !o->no_shuffle,
