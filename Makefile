@@ -56,7 +56,7 @@ CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 
 CFLAGS  = -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -pthread -I. $(PKG_CFLAGS) $(SANFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS = -pthread $(SANFLAGS) $(EXTRA_LDFLAGS)
-LDLIBS  = $(PKG_LIBS) -ldnnl -lgomp -llz4 -lnettle -lz -ldl -lm
+LDLIBS  = $(PKG_LIBS) -llz4 -lnettle -lz -ldl -lm
 
 CUDA_HOME ?= /usr/local/cuda
 ifeq ($(CUDA),1)

@@ -8,16 +8,13 @@
  * they agree the caller's buffer is used directly. Memory objects are created
  * without data and get their pointer per call, so a steady-state training loop
  * creates nothing and allocates nothing. */
-#include <limits.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <dnnl.h>
-#include <dnnl_debug.h>
-
 #include "conv2d_dnnl.h"
+#define KDC_DNNL_REDIRECT /* dnnl_* calls go through the dlopen'ed table */
+#include "dnnl_load.h"
 
 #define ARG_MAX 5
 #define CACHE_MAX 64
@@ -74,6 +71,8 @@ static kdc_status dfail(kdc_error *err, dnnl_status_t s, const char *what)
 const char *kdc_dnnl_version(void)
 {
     static char buf[64];
+    if (kdc_dnnl_load(NULL))
+        return "oneDNN (not loaded)";
     const dnnl_version_t *v = dnnl_version();
     snprintf(buf, sizeof buf, "oneDNN %d.%d.%d (%s)", v->major, v->minor, v->patch,
              v->cpu_runtime == DNNL_RUNTIME_OMP ? "OpenMP"
@@ -373,6 +372,9 @@ kdc_status kdc_dnnl_create(int threads, kdc_dnnl **out, kdc_error *err)
     *out = NULL;
     if (threads <= 0)
         return kdc_fail(err, KDC_EINVAL, "conv2d (oneDNN): threads must be positive");
+    kdc_status st = kdc_dnnl_load(err);
+    if (st)
+        return st;
     kdc_dnnl *ctx = calloc(1, sizeof *ctx);
     if (!ctx)
         return kdc_fail(err, KDC_ENOMEM, "conv2d (oneDNN): out of memory");

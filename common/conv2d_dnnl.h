@@ -12,7 +12,9 @@
  * Primitives are created once per (descriptor, bias) and kept in a small cache
  * owned by a kdc_dnnl context; a context is used by one thread at a time.
  * Threads: Debian's libdnnl2 runs on OpenMP (libgomp); the context sets the
- * OpenMP thread count of the calling thread before each primitive runs.
+ * OpenMP thread count of the calling thread before each primitive runs, and
+ * the library is loaded at run time with OpenMP's threads set to sleep when
+ * idle (dnnl_load.h explains why).
  * Determinism: at a fixed thread count, oneDNN's reductions (backward weights
  * and bias) are run-to-run bit-identical (tests/test_layers.c checks it).
  * Not here: the im2col reference (conv2d.c), the backend table (backend_cpu.c). */
@@ -23,7 +25,8 @@
 
 typedef struct kdc_dnnl kdc_dnnl;
 
-/* A oneDNN CPU engine, stream and empty primitive cache; threads > 0. */
+/* A oneDNN CPU engine, stream and empty primitive cache; threads > 0. Loads
+ * the library on first use (KDC_EUNSUPPORTED with the reason if it cannot). */
 kdc_status kdc_dnnl_create(int threads, kdc_dnnl **out, kdc_error *err);
 void kdc_dnnl_destroy(kdc_dnnl *ctx);
 

@@ -1,0 +1,149 @@
+/* bench_models_cpu.c - whole-model CPU throughput: the three numbers of issue 2
+ * (resnet18 and resnet50 forward at 224 px, a resnet18 train step at 32 px,
+ * batch 64), for the conv path the backend runs (KDC_CONV=dnnl|ref).
+ * scripts/bench_models_torch.py times the same with PyTorch.
+ *
+ *   build/bench/bench_models_cpu [--threads 2] [--reps 5] [--only NAME]
+ *
+ * Forward rows run kdc_model_forward in eval mode and kdc_model_infer (BN
+ * folded, the teacher path); the train row is forward (train mode) + the
+ * gradient of mean cross-entropy at the logits + backward + an SGD update
+ * (w -= 0.01 g). Each line: best and median wall time per batch, images/s
+ * from the best. Weights are the architecture's own initialisation; inputs are
+ * a fixed pattern (timing does not depend on values). Not a test. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/backend.h"
+#include "common/model.h"
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct row {
+    const char *name, *arch;
+    int batch, px, mode; /* 0 eval forward, 1 infer (folded), 2 train step */
+} row;
+
+static const row rows[] = {
+    {"resnet18-fwd", "resnet18", 16, 224, 0},   {"resnet18-infer", "resnet18", 16, 224, 1},
+    {"resnet50-fwd", "resnet50", 8, 224, 0},    {"resnet50-infer", "resnet50", 8, 224, 1},
+    {"resnet18-train32", "resnet18", 64, 32, 2},
+};
+
+static int run_row(const row *r, kdc_backend *be, int reps, kdc_error *err)
+{
+    kdc_model *m;
+    if (kdc_model_create(r->arch, 1000, be, 1, &m, err))
+        return 1;
+    size_t nx = (size_t)r->batch * 3 * r->px * r->px, nl = (size_t)r->batch * 1000;
+    float *x = malloc(nx * sizeof(float)), *dl = malloc(nl * sizeof(float));
+    kdc_grad_set *g = NULL;
+    double *t = calloc((size_t)reps, sizeof(double));
+    int rc = 1;
+    if (!x || !dl || !t)
+        goto done;
+    for (size_t i = 0; i < nx; i++)
+        x[i] = (float)(i % 251) / 125.0f - 1.0f;
+    if (r->mode == 2 && kdc_model_grads_alloc(m, &g, err))
+        goto done;
+    size_t nw;
+    float *wflat = kdc_model_flat_weights(m, &nw);
+    for (int k = -1; k < reps; k++) { /* k == -1 warms up (primitives, buffers) */
+        const float *logits;
+        double t0 = now();
+        kdc_status st;
+        if (r->mode == 0)
+            st = kdc_model_forward(m, x, r->batch, r->px, r->px, 0, &logits, NULL, err);
+        else if (r->mode == 1)
+            st = kdc_model_infer(m, x, r->batch, r->px, r->px, &logits, NULL, err);
+        else {
+            st = kdc_model_forward(m, x, r->batch, r->px, r->px, 1, &logits, NULL, err);
+            if (!st) { /* d mean CE / d logits, label i % 1000 */
+                for (int i = 0; i < r->batch; i++) {
+                    const float *l = logits + (size_t)i * 1000;
+                    float *d = dl + (size_t)i * 1000, mx = l[0];
+                    double s = 0;
+                    for (int j = 1; j < 1000; j++)
+                        mx = l[j] > mx ? l[j] : mx;
+                    for (int j = 0; j < 1000; j++)
+                        s += d[j] = expf(l[j] - mx);
+                    for (int j = 0; j < 1000; j++)
+                        d[j] = (float)(d[j] / s - (j == i % 1000)) / (float)r->batch;
+                }
+                st = kdc_model_backward(m, dl, NULL, g, NULL, err);
+            }
+            if (!st)
+                st = be->axpy(be, nw, -0.01f, g->flat, wflat, err);
+        }
+        if (st)
+            goto done;
+        if (k >= 0)
+            t[k] = now() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof(double), cmp_d);
+    printf("%-18s batch %3d %3dpx  best %8.1f ms  median %8.1f ms  %8.1f images/s\n", r->name,
+           r->batch, r->px, t[0] * 1e3, t[reps / 2] * 1e3, r->batch / t[0]);
+    fflush(stdout);
+    rc = 0;
+done:
+    if (g)
+        kdc_model_grads_free(m, g);
+    kdc_model_free(m);
+    free(x), free(dl), free(t);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    int threads = 2, reps = 5;
+    const char *only = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
+        else {
+            fprintf(stderr, "usage: %s [--threads T] [--reps R] [--only NAME]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (reps <= 0 || threads <= 0) {
+        fprintf(stderr, "bench_models_cpu: bad --reps or --threads\n");
+        return 2;
+    }
+    kdc_error err;
+    kdc_backend *be;
+    if (kdc_backend_cpu_create(threads, &be, &err)) {
+        fprintf(stderr, "bench_models_cpu: %s\n", err.msg);
+        return 1;
+    }
+    const char *conv = getenv("KDC_CONV");
+    printf("# kdcache, %d threads, conv %s\n", threads, conv && *conv ? conv : "dnnl");
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        if (only && strcmp(only, rows[i].name))
+            continue;
+        if (run_row(&rows[i], be, reps, &err)) {
+            fprintf(stderr, "bench_models_cpu: %s: %s\n", rows[i].name, err.msg);
+            kdc_backend_destroy(be);
+            return 1;
+        }
+    }
+    kdc_backend_destroy(be);
+    return 0;
+}
