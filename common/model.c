@@ -54,7 +54,7 @@ typedef struct node {
     int train_buf;  /* index into train buffers */
     int grad_slot;  /* index into gradient slots; -1 for the logits node */
     int fold;       /* conv: folded with the BN that reads it (infer) */
-    int folded_off; /* conv with fold: offset of w' then b' in the folded arena */
+    size_t folded_off; /* conv with fold: offset of w' then b' in the folded arena */
     int skip_infer; /* BN folded into its conv */
     int infer_slot;
 } node;
@@ -380,8 +380,9 @@ static kdc_status plan_train_buffers(kdc_model *m, kdc_error *err)
 static kdc_status plan_grad_slots(kdc_model *m, kdc_error *err)
 {
     int n = m->n_nodes;
-    int *last_reader = malloc((size_t)n * sizeof *last_reader);
-    int *free_list = malloc((size_t)n * sizeof *free_list);
+    size_t cnt = n > 0 ? (size_t)n : 1;
+    int *last_reader = malloc(cnt * sizeof *last_reader);
+    int *free_list = malloc(cnt * sizeof *free_list);
     if (!last_reader || !free_list) {
         free(last_reader);
         free(free_list);
@@ -432,16 +433,17 @@ static kdc_status plan_infer(kdc_model *m, kdc_error *err)
         if (nd->op == OP_BN && a >= 0 && m->nodes[a].op == OP_CONV && m->nodes[a].n_readers == 1) {
             node *cv = &m->nodes[a];
             cv->fold = 1;
-            cv->folded_off = (int)folded;
+            cv->folded_off = folded;
             folded += kdc_tensor_numel(&m->params.items[cv->p_w].value) + (size_t)cv->c;
             nd->skip_infer = 1;
         }
     }
     m->folded_numel = folded;
 
-    int *readers = calloc((size_t)n, sizeof *readers);
-    int *last_use = malloc((size_t)n * sizeof *last_use);
-    int *free_list = malloc((size_t)n * sizeof *free_list);
+    size_t cnt = n > 0 ? (size_t)n : 1;
+    int *readers = calloc(cnt, sizeof *readers);
+    int *last_use = malloc(cnt * sizeof *last_use);
+    int *free_list = malloc(cnt * sizeof *free_list);
     if (!readers || !last_use || !free_list) {
         free(readers);
         free(last_use);

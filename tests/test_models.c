@@ -289,6 +289,7 @@ START_TEST(test_params_and_init)
           *w3 = kdc_model_flat_weights(m3, &n);
     ck_assert(memcmp(w, w2, n * sizeof *w) == 0);
     ck_assert(memcmp(w, w3, n * sizeof *w) != 0);
+    kdc_model_free(m3);
     /* conv1: kaiming_normal fan_out = 64 * 7 * 7 */
     const float *c1 = pt->items[0].value.data;
     double s2 = 0;
