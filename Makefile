@@ -36,6 +36,9 @@ ifeq ($(SANITIZE),1)
 BUILD   ?= build-asan
 SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 OPT      = -O1 -g
+# oneDNN is dlopen'ed (common/dnnl_load.h); LeakSanitizer's exit scan crashes on
+# the thread-local storage of a dlopen'ed libdnnl, so sanitizer builds load it at start.
+SANLIBS  = -Wl,--push-state,--no-as-needed -ldnnl -Wl,--pop-state
 else ifneq ($(and $(NVCC),$(filter 0,$(CUDA))),)
 # CPU-only build on a machine with nvcc: its own tree, so that objects and
 # archives of the two configurations never mix.
@@ -56,7 +59,7 @@ CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 
 CFLAGS  = -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -pthread -I. $(PKG_CFLAGS) $(SANFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS = -pthread $(SANFLAGS) $(EXTRA_LDFLAGS)
-LDLIBS  = $(PKG_LIBS) -llz4 -lnettle -lz -ldl -lm
+LDLIBS  = $(PKG_LIBS) -llz4 -lnettle -lz -ldl -lm $(SANLIBS)
 
 CUDA_HOME ?= /usr/local/cuda
 ifeq ($(CUDA),1)
