@@ -379,6 +379,17 @@ static kdc_status setup(run *r, out_mode *mode, kdc_error *err)
     note(r, "loading %s from %s", o->teacher, o->weights);
     if ((st = kd_teacher_load(o->teacher, o->weights, r->be, &r->teacher, err)))
         return st;
+    /* What the listing already tells: refused before the slow checksum pass. */
+    const int C = r->teacher.num_classes;
+    if (o->logits == KD_LOGITS_TOPK && o->topk > C)
+        return kdc_fail(err, KDC_EINVAL, "--logits topk:%d: the teacher has only %d classes",
+                        o->topk, C);
+    for (size_t i = 0; i < r->ds->count; i++)
+        if (r->ds->items[i].label >= C)
+            return kdc_fail(err, KDC_EMISMATCH,
+                            "%s has label %d but the teacher has %d classes (a dataset with more "
+                            "classes than the teacher?)",
+                            r->ds->items[i].path, r->ds->items[i].label, C);
     note(r, "checksumming %zu images (%d threads)", r->ds->count, threads);
     if ((st = img_dataset_checksum(r->ds, threads, err)))
         return st;

@@ -512,6 +512,13 @@ END_TEST
 
 /* ---- bad input ---- */
 
+static const char *dir_err(const char *dir)
+{
+    static char p[4096];
+    snprintf(p, sizeof p, "%s/err", dir);
+    return p;
+}
+
 static void expect_refused(const char *dir, const char *args, int code, const char *what)
 {
     char err[4096];
@@ -570,6 +577,26 @@ START_TEST(test_bad_weights_flags_and_dataset)
     snprintf(args, sizeof args, "--data %s/photos --teacher resnet18 --weights %s/resnet18_c10.safetensors "
              "--out %s/c.h5 --logits topk:11 %s", fx, fx, dir, base);
     expect_refused(dir, args, 1, "topk larger than the classes");
+
+    /* a list file whose label is past the teacher's classes; then a valid one */
+    ck_assert_int_eq(kdc_test_system("cp %s/small/c0/img000.jpg %s/a.jpg && printf 'a.jpg\\t10\\n' "
+                                     "> %s/bad.txt && printf 'a.jpg\\t9\\n' > %s/ok.txt",
+                                     fx, dir, dir, dir),
+                     0);
+    snprintf(args, sizeof args, "--list %s/bad.txt --teacher resnet18 --weights "
+             "%s/resnet18_c10.safetensors --out %s/c.h5 %s", dir, fx, dir, base);
+    expect_refused(dir, args, 1, "label past the teacher's classes");
+    ck_assert_ptr_nonnull(strstr(slurp(dir_err(dir)), "label 10"));
+    snprintf(args, sizeof args, "--list %s/ok.txt --teacher resnet18 --weights "
+             "%s/resnet18_c10.safetensors --out %s/c.h5 %s", dir, fx, dir, base);
+    ck_assert_msg(run_tool(dir_err(dir), args) == 0, "%s", slurp(dir_err(dir)));
+    char out[4096];
+    snprintf(out, sizeof out, "%s/c.h5", dir);
+    loaded L;
+    load_cache(out, &L);
+    ck_assert_int_eq(L.n, 1);
+    ck_assert_str_eq(L.path[0], "a.jpg");
+    free_loaded(&L);
     kdc_test_system("rm -rf %s", dir);
     free(dir);
 }
