@@ -319,9 +319,33 @@ START_TEST(test_params_and_init)
     ck_assert_int_eq(kdc_model_create("resnet18", 0, be, 1, &m3, &e), KDC_EINVAL);
     kdc_model_free(m);
     kdc_model_free(m2);
-    for (int i = 0; kdc_model_arch_names()[i]; i++) {
-        ck_assert_msg(kdc_model_create(kdc_model_arch_names()[i], 5, be, 1, &m, &e) == KDC_OK,
+    /* every architecture: trainable scalars, state_dict entries and feature
+     * width as PyTorch counts them (torchvision / mdistiller definitions) */
+    static const struct {
+        const char *arch;
+        int classes;
+        size_t numel;
+        int entries, dim;
+    } counts[] = {
+        {"resnet18", 1000, 11689512, 122, 512},     {"resnet34", 1000, 21797672, 218, 512},
+        {"resnet50", 1000, 25557032, 320, 2048},    {"resnet101", 1000, 44549160, 626, 2048},
+        {"resnet152", 1000, 60192808, 932, 2048},   {"wide_resnet50_2", 1000, 68883240, 320, 2048},
+        {"mobilenet_v1", 1000, 4231976, 164, 1024}, {"resnet8x4", 100, 1233540, 62, 256},
+        {"resnet32x4", 100, 7433860, 206, 256},     {"wrn_16_2", 100, 703284, 83, 128},
+        {"wrn_40_2", 100, 2255156, 227, 128},
+    };
+    int n_names = 0;
+    while (kdc_model_arch_names()[n_names])
+        n_names++;
+    ck_assert_int_eq(n_names, (int)(sizeof counts / sizeof counts[0]));
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        ck_assert_msg(kdc_model_create(counts[i].arch, counts[i].classes, be, 1, &m, &e) ==
+                          KDC_OK,
                       "%s", e.msg);
+        ck_assert_msg(kdc_model_param_count(m) == counts[i].numel, "%s: %zu parameters",
+                      counts[i].arch, kdc_model_param_count(m));
+        ck_assert_int_eq(kdc_model_params(m)->count, counts[i].entries);
+        ck_assert_int_eq(kdc_model_feature_dim(m), counts[i].dim);
         kdc_model_free(m);
     }
 }
