@@ -90,11 +90,11 @@ def load_file(path):
             continue
         tname, np_type = rev[e["dtype"]]
         b, end = e["data_offsets"]
+        if tname == "bfloat16":  # numpy has no bfloat16: read the bits as int16
+            np_type = "<i2"
         a = np.frombuffer(data[base + b:base + end], dtype=np_type).reshape(e["shape"]).copy()
         t = torch.from_numpy(a)
-        if tname == "bfloat16":
-            t = t.view(torch.int16).view(torch.bfloat16) if t.numel() else t.to(torch.bfloat16)
-        out[name] = t
+        out[name] = t.view(torch.bfloat16) if tname == "bfloat16" else t
     return out
 
 
