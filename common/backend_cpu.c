@@ -11,7 +11,8 @@
  *
  * Convolutions run through oneDNN (conv2d_dnnl.c, 1.5-3x faster than im2col +
  * GEMM on 3x3 layers) unless KDC_CONV=ref at creation selects the reference
- * im2col + GEMM of conv2d.c; tests run both. oneDNN's OpenMP threads, the pool
+ * im2col + GEMM of conv2d.c; tests run both. On the oneDNN path, convolutions
+ * of a 1x1 map (ResNets' last stage at 32 px) are GEMMs (conv2d_point.h). oneDNN's OpenMP threads, the pool
  * and OpenBLAS's threads take turns (one op at a time), never run together. */
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "batchnorm.h"
 #include "conv2d.h"
 #include "conv2d_dnnl.h"
+#include "conv2d_point.h"
 #include "gemm.h"
 #include "half.h"
 #include "linear.h"
@@ -127,9 +129,15 @@ static kdc_status cpu_conv2d_forward(kdc_backend *be, const kdc_conv2d_desc *d, 
                                      kdc_error *err)
 {
     cpu_impl *c = impl_of(be);
+    kdc_status st;
+    if (c->dnnl && kdc_conv2d_point_applies(d)) {
+        if ((st = ensure_work(c, kdc_conv2d_point_workspace_floats(d), err)))
+            return st;
+        return kdc_conv2d_point_forward(d, x, w, bias, y, c->work, c->work_floats, err);
+    }
     if (c->dnnl)
         return kdc_dnnl_conv2d_forward(c->dnnl, d, x, w, bias, y, err);
-    kdc_status st = ensure_work(c, kdc_conv2d_workspace_floats(d), err);
+    st = ensure_work(c, kdc_conv2d_workspace_floats(d), err);
     if (st)
         return st;
     return kdc_conv2d_forward(d, x, w, bias, y, c->work, c->work_floats, c->pool, err);
@@ -140,9 +148,16 @@ static kdc_status cpu_conv2d_backward(kdc_backend *be, const kdc_conv2d_desc *d,
                                       float *dx, float *dw, float *dbias, kdc_error *err)
 {
     cpu_impl *c = impl_of(be);
+    kdc_status st;
+    if (c->dnnl && kdc_conv2d_point_applies(d)) {
+        if ((st = ensure_work(c, kdc_conv2d_point_workspace_floats(d), err)))
+            return st;
+        return kdc_conv2d_point_backward(d, x, w, dy, dx, dw, dbias, c->work, c->work_floats,
+                                         err);
+    }
     if (c->dnnl)
         return kdc_dnnl_conv2d_backward(c->dnnl, d, x, w, dy, dx, dw, dbias, err);
-    kdc_status st = ensure_work(c, kdc_conv2d_workspace_floats(d), err);
+    st = ensure_work(c, kdc_conv2d_workspace_floats(d), err);
     if (st)
         return st;
     return kdc_conv2d_backward(d, x, w, dy, dx, dw, dbias, c->work, c->work_floats, c->pool,

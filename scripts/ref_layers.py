@@ -42,6 +42,8 @@ conv_cases = [
     (1, 5, 6, 5, 7, 3, 1, 0, 1, 1),
     (5, 8, 30, 30, 8, 3, 1, 1, 1, 0),
     (4, 4, 6, 6, 8, 3, 1, 1, 4, 0),  # groups == c_in but c_out = 2 c_in: GEMM path
+    (6, 24, 1, 1, 20, 3, 1, 1, 1, 1),  # 1x1 map (resnet18 layer4 at 32 px): centre tap only
+    (3, 16, 1, 1, 8, 3, 2, 1, 1, 0),   # 1x1 map, stride 2
 ]
 refutil.save(d, "conv_cases", np.array(conv_cases, dtype=np.int64))
 for i, (n, ci, h, w, co, k, s, p, g, hb) in enumerate(conv_cases):

@@ -20,6 +20,7 @@
 #include "common/batchnorm.h"
 #include "common/conv2d.h"
 #include "common/conv2d_dnnl.h"
+#include "common/conv2d_point.h"
 #include "common/half.h"
 #include "common/pool.h"
 #include "tests/testutil.h"
@@ -75,9 +76,9 @@ static void expect(const char *what, int i, const float *got, const double *ref,
 
 /* ------------------------------------------------------------- conv2d */
 
-enum { CONV_BACKEND, CONV_RAW, CONV_DNNL };
+enum { CONV_BACKEND, CONV_RAW, CONV_DNNL, CONV_POINT };
 
-static void run_conv_case(int i, const int64_t *cs, int mode)
+static int run_conv_case(int i, const int64_t *cs, int mode)
 {
     int raw = mode == CONV_RAW;
     kdc_error err;
@@ -87,6 +88,8 @@ static void run_conv_case(int i, const int64_t *cs, int mode)
                          .groups = (int)cs[8]};
     int has_bias = (int)cs[9];
     ck_assert_int_eq(kdc_conv2d_desc_init(&d, &err), KDC_OK);
+    if (mode == CONV_POINT && !kdc_conv2d_point_applies(&d))
+        return 0;
     size_t nx = (size_t)d.n * d.c_in * d.h_in * d.w_in;
     size_t nw = (size_t)d.c_out * (d.c_in / d.groups) * d.kh * d.kw;
     size_t ny = (size_t)d.n * d.c_out * d.h_out * d.w_out;
@@ -105,6 +108,15 @@ static void run_conv_case(int i, const int64_t *cs, int mode)
                           KDC_OK,
                       "%s", err.msg);
         free(work);
+    } else if (mode == CONV_POINT) {
+        size_t wf = kdc_conv2d_point_workspace_floats(&d);
+        float *work = buf(wf);
+        ck_assert_msg(kdc_conv2d_point_forward(&d, x, w, bias, y, work, wf, &err) == KDC_OK,
+                      "%s", err.msg);
+        ck_assert_msg(kdc_conv2d_point_backward(&d, x, w, dy, dx, dw, db, work, wf, &err) ==
+                          KDC_OK,
+                      "%s", err.msg);
+        free(work);
     } else if (mode == CONV_DNNL) {
         kdc_dnnl *ctx;
         ck_assert_msg(kdc_dnnl_create(2, &ctx, &err) == KDC_OK, "%s", err.msg);
@@ -118,7 +130,7 @@ static void run_conv_case(int i, const int64_t *cs, int mode)
         ck_assert_msg(be->conv2d_backward(be, &d, x, w, dy, dx, dw, db, &err) == KDC_OK, "%s",
                       err.msg);
     }
-    static const char *tag[] = {"", " (serial)", " (oneDNN)"};
+    static const char *tag[] = {"", " (serial)", " (oneDNN)", " (1x1 map)"};
     char what[64];
     snprintf(what, sizeof what, "conv y%s", tag[mode]);
     expect(what, i, y, ry, ny, TOL_FWD);
@@ -138,21 +150,45 @@ static void run_conv_case(int i, const int64_t *cs, int mode)
     }
     free(x), free(w), free(b), free(dy), free(ry), free(rdx), free(rdw), free(rdb);
     free(y), free(dx), free(dw), free(db);
+    return 1;
 }
 
-static void conv_all(int mode)
+/* Runs every fixture case that the mode handles; returns how many ran. */
+static int conv_all(int mode)
 {
     size_t n;
     int64_t *cases = kdc_test_load_i64(SUITE, "conv_cases", 0, &n);
     ck_assert_uint_eq(n % 10, 0);
+    int ran = 0;
     for (int i = 0; i < (int)(n / 10); i++)
-        run_conv_case(i, cases + 10 * i, mode);
+        ran += run_conv_case(i, cases + 10 * i, mode);
     free(cases);
+    return ran;
 }
 
 START_TEST(test_conv_dnnl)
 {
     conv_all(CONV_DNNL);
+}
+END_TEST
+
+START_TEST(test_conv_point)
+{
+    ck_assert_int_ge(conv_all(CONV_POINT), 2); /* the 1x1-map fixture cases */
+    kdc_error err;
+    kdc_conv2d_desc d = {.n = 2, .c_in = 4, .h_in = 1, .w_in = 1, .c_out = 4, .kh = 3,
+                         .kw = 3, .stride = 1, .pad = 1, .groups = 1};
+    ck_assert_int_eq(kdc_conv2d_desc_init(&d, &err), KDC_OK);
+    ck_assert(kdc_conv2d_point_applies(&d));
+    d.h_in = d.w_in = 3; /* a 3x3 map is not a point */
+    ck_assert_int_eq(kdc_conv2d_desc_init(&d, &err), KDC_OK);
+    ck_assert(!kdc_conv2d_point_applies(&d));
+    float x[36] = {0}, w[144] = {0}, y[72], work[16];
+    ck_assert_int_eq(kdc_conv2d_point_forward(&d, x, w, NULL, y, work, 16, &err), KDC_EINVAL);
+    d.h_in = d.w_in = 1;
+    d.kh = d.kw = 5; /* pad 1 < 2: the window misses the pixel, h_out would be <= 0 */
+    d.h_out = d.w_out = 1;
+    ck_assert(!kdc_conv2d_point_applies(&d));
 }
 END_TEST
 
@@ -528,6 +564,7 @@ int main(void)
     tcase_add_test(tc, test_conv_backend);
     tcase_add_test(tc, test_conv_raw_serial);
     tcase_add_test(tc, test_conv_dnnl);
+    tcase_add_test(tc, test_conv_point);
     tcase_add_test(tc, test_conv_dnnl_deterministic);
     tcase_add_test(tc, test_conv_bad_input);
     tcase_add_test(tc, test_bn_backend);
