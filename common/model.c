@@ -840,6 +840,9 @@ kdc_status kdc_model_forward(kdc_model *m, const float *x, int n, int h, int w, 
             return st;
     }
     if (train) {
+        /* training changes the running statistics (and an optimiser step on the
+         * weights usually follows): the next inference call refolds */
+        m->folded_valid = 0;
         m->train_input = x;
         m->trained_n = n;
         m->trained_h = h;

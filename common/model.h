@@ -103,9 +103,9 @@ kdc_status kdc_model_backward(kdc_model *m, const float *dlogits, const float *d
  * follows a convolution folded into that convolution's weights and a bias
  * (w' = w * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps)),
  * and activation buffers shared between layers whose lifetimes do not
- * overlap. kdc_model_infer folds on its first call; call
- * kdc_model_refold after changing the parameters (e.g. loading weights)
- * between inference calls. Outputs as kdc_model_forward (eval). */
+ * overlap. kdc_model_infer folds on its first call and on the first call
+ * after a train-mode forward; call kdc_model_refold after changing the
+ * parameters any other way (e.g. loading weights) between inference calls. Outputs as kdc_model_forward (eval). */
 kdc_status kdc_model_infer(kdc_model *m, const float *x, int n, int h, int w,
                            const float **logits, const float **features, kdc_error *err);
 kdc_status kdc_model_refold(kdc_model *m, kdc_error *err);

@@ -397,6 +397,36 @@ START_TEST(test_checkpoint_errors_and_roundtrip)
 }
 END_TEST
 
+/* Inference after training uses the new running statistics (it refolds),
+ * and kdc_model_refold picks up weights loaded in between. */
+START_TEST(test_infer_refolds)
+{
+    kdc_model *m = load_model("resnet8x4", 10);
+    size_t nx = 2 * 3 * 32 * 32, nl = 2 * 10;
+    float *x = kdc_test_load_f32(SUITE, "resnet8x4_x", nx, NULL);
+    kdc_error e;
+    const float *l;
+    float before[20], eval[20];
+    ck_assert(kdc_model_infer(m, x, 2, 32, 32, &l, NULL, &e) == KDC_OK);
+    memcpy(before, l, sizeof before);
+    ck_assert(kdc_model_forward(m, x, 2, 32, 32, 1, &l, NULL, &e) == KDC_OK);
+    ck_assert(kdc_model_forward(m, x, 2, 32, 32, 0, &l, NULL, &e) == KDC_OK);
+    memcpy(eval, l, sizeof eval);
+    ck_assert(kdc_model_infer(m, x, 2, 32, 32, &l, NULL, &e) == KDC_OK);
+    KDC_ASSERT_CLOSE_F32("inference after a train step", l, eval, nl, 1e-4);
+    ck_assert(kdc_test_rel_err_f32(before, eval, nl) > 1e-3); /* the step did change them */
+    /* loading weights back, then refolding, restores the first outputs */
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s/resnet8x4.safetensors", kdc_test_fixture_root(), SUITE);
+    ck_assert(kdc_checkpoint_load(path, kdc_model_params(m), be, &e) == KDC_OK);
+    ck_assert(kdc_model_refold(m, &e) == KDC_OK);
+    ck_assert(kdc_model_infer(m, x, 2, 32, 32, &l, NULL, &e) == KDC_OK);
+    KDC_ASSERT_CLOSE_F32("inference after reloading", l, before, nl, 1e-6);
+    free(x);
+    kdc_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("models");
@@ -405,6 +435,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_params_and_init);
     tcase_add_test(tc, test_checkpoint_errors_and_roundtrip);
+    tcase_add_test(tc, test_infer_refolds);
     tcase_add_loop_test(tc, test_eval_vs_pytorch, 0, N_ARCHS);
     tcase_add_loop_test(tc, test_train_step_vs_pytorch, 0,
                         (int)(sizeof TRAIN / sizeof TRAIN[0]));
