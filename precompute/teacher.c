@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <nettle/sha2.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -56,6 +57,22 @@ kdc_status kd_teacher_weights_shape(const char *weights, int *num_classes, int *
     return st;
 }
 
+/* The weights file is hashed on a second thread while the model is built and
+ * loaded: for a 100 MB resnet50 file that hides ~0.3 s of setup. */
+typedef struct hash_job {
+    const char *path;
+    char *hex;
+    kdc_status st;
+    kdc_error err;
+} hash_job;
+
+static void *hash_main(void *arg)
+{
+    hash_job *j = arg;
+    j->st = kd_sha256_file(j->path, j->hex, &j->err);
+    return NULL;
+}
+
 kdc_status kd_teacher_load(const char *arch, const char *weights, kdc_backend *be,
                            kd_teacher *t, kdc_error *err)
 {
@@ -64,8 +81,13 @@ kdc_status kd_teacher_load(const char *arch, const char *weights, kdc_backend *b
     kdc_status st = kd_teacher_weights_shape(weights, &C, &Din, err);
     if (st)
         return st;
+    hash_job job = {.path = weights, .hex = t->sha256};
+    pthread_t tid;
+    int threaded = pthread_create(&tid, NULL, hash_main, &job) == 0;
+    if (!threaded)
+        hash_main(&job);
     if ((st = kdc_model_create(arch, C, be, 0, &t->model, err)))
-        return st;
+        goto out;
     /* The classifier's input width tells a wrong architecture apart before the
      * full name-by-name check, with a clearer message. */
     t->feature_dim = kdc_model_feature_dim(t->model);
@@ -73,19 +95,25 @@ kdc_status kd_teacher_load(const char *arch, const char *weights, kdc_backend *b
         st = kdc_fail(err, KDC_EMISMATCH,
                       "%s: fc.weight takes %d features but %s has %d: weights of another "
                       "architecture?", weights, Din, arch, t->feature_dim);
-        goto fail;
+        goto out;
     }
     if ((st = kdc_checkpoint_load(weights, kdc_model_params(t->model), be, err)))
-        goto fail;
-    if ((st = kdc_model_refold(t->model, err)))
-        goto fail;
-    if ((st = kd_sha256_file(weights, t->sha256, err)))
-        goto fail;
+        goto out;
+    st = kdc_model_refold(t->model, err);
+out:
+    if (threaded)
+        pthread_join(tid, NULL);
+    if (st == KDC_OK && job.st) {
+        st = job.st;
+        if (err)
+            *err = job.err;
+    }
+    if (st) {
+        kd_teacher_free(t);
+        return st;
+    }
     t->num_classes = C;
     return KDC_OK;
-fail:
-    kd_teacher_free(t);
-    return st;
 }
 
 void kd_teacher_free(kd_teacher *t)
