@@ -6,6 +6,20 @@
 /* Items per chunk: large enough that waking a worker (~10 us) pays off. */
 #define EW_GRAIN 32768
 
+/* GCC 12 at -O2 vectorises only loops whose trip count needs no scalar
+ * epilogue ("very cheap" cost model), i.e. none of these; and the pointers in
+ * a context struct may alias. The loops are elementwise (same index read, then
+ * written, so aliasing y == a is harmless): ivdep plus the "cheap" cost model
+ * vectorise them (measured: the ReLU and SGD-update loops were ~14% of a
+ * resnet18 32 px train step, docs/PERFORMANCE.md). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define EW_VECTORISE __attribute__((optimize("vect-cost-model=cheap")))
+#define EW_IVDEP _Pragma("GCC ivdep")
+#else
+#define EW_VECTORISE
+#define EW_IVDEP
+#endif
+
 typedef struct ew_ctx {
     const float *a, *b;
     float *y;
@@ -13,32 +27,46 @@ typedef struct ew_ctx {
     float alpha;
 } ew_ctx;
 
-static void relu_fwd_task(void *v, size_t b, size_t e)
+EW_VECTORISE static void relu_fwd_task(void *v, size_t b, size_t e)
 {
     const ew_ctx *c = v;
+    const float *a = c->a;
+    float *y = c->y;
+    EW_IVDEP
     for (size_t i = b; i < e; i++)
-        c->y[i] = c->a[i] < 0.0f ? 0.0f : c->a[i];
+        y[i] = a[i] < 0.0f ? 0.0f : a[i];
 }
 
-static void relu_bwd_task(void *v, size_t b, size_t e)
+EW_VECTORISE static void relu_bwd_task(void *v, size_t b, size_t e)
 {
     const ew_ctx *c = v; /* a = y, b = dy */
-    for (size_t i = b; i < e; i++)
-        c->y[i] = c->a[i] > 0.0f ? c->b[i] : 0.0f;
+    const float *a = c->a, *g = c->b;
+    float *y = c->y;
+    EW_IVDEP
+    for (size_t i = b; i < e; i++) {
+        float gi = g[i]; /* loaded unconditionally, so the select vectorises */
+        y[i] = a[i] > 0.0f ? gi : 0.0f;
+    }
 }
 
-static void add_task(void *v, size_t b, size_t e)
+EW_VECTORISE static void add_task(void *v, size_t b, size_t e)
 {
     const ew_ctx *c = v;
+    const float *a = c->a, *p = c->b;
+    float *y = c->y;
+    EW_IVDEP
     for (size_t i = b; i < e; i++)
-        c->y[i] = c->a[i] + c->b[i];
+        y[i] = a[i] + p[i];
 }
 
-static void axpy_task(void *v, size_t b, size_t e)
+EW_VECTORISE static void axpy_task(void *v, size_t b, size_t e)
 {
     const ew_ctx *c = v;
+    const float *a = c->a, alpha = c->alpha;
+    float *y = c->y;
+    EW_IVDEP
     for (size_t i = b; i < e; i++)
-        c->y[i] += c->alpha * c->a[i];
+        y[i] += alpha * a[i];
 }
 
 static void f16_task(void *v, size_t b, size_t e)

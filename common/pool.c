@@ -17,15 +17,15 @@ typedef struct pool_ctx {
 static long window_argmax(const kdc_pool2d_desc *d, const float *xp, int ho, int wo, float *val)
 {
     int h0 = ho * d->stride - d->pad, w0 = wo * d->stride - d->pad;
+    /* clip the window to the plane once, so the scan has no per-tap bounds tests */
+    int i0 = h0 < 0 ? 0 : h0, i1 = h0 + d->k < d->h_in ? h0 + d->k : d->h_in;
+    int j0 = w0 < 0 ? 0 : w0, j1 = w0 + d->k < d->w_in ? w0 + d->k : d->w_in;
     long best = -1;
     float m = -INFINITY;
-    for (int i = h0; i < h0 + d->k; i++) {
-        if (i < 0 || i >= d->h_in)
-            continue;
-        for (int j = w0; j < w0 + d->k; j++) {
-            if (j < 0 || j >= d->w_in)
-                continue;
-            float v = xp[(size_t)i * d->w_in + j];
+    for (int i = i0; i < i1; i++) {
+        const float *row = xp + (size_t)i * d->w_in;
+        for (int j = j0; j < j1; j++) {
+            float v = row[j];
             if (best < 0 || v > m || isnan(v)) {
                 m = v;
                 best = (long)i * d->w_in + j;
