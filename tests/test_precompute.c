@@ -335,6 +335,75 @@ START_TEST(test_float16_and_topk)
 }
 END_TEST
 
+/* The stored boxes and flips of rrc and pad-crop views equal the independent
+ * Python Philox + torchvision get_params reference of scripts/ref_images.py
+ * (build/fixtures/images/views.txt: "policy name index view y0 x0 h w flip"). */
+static void check_views_policy(const char *key, const char *policy, const char *extra)
+{
+    char vt[4096];
+    snprintf(vt, sizeof vt, "%s/images/views.txt", kdc_test_fixture_root());
+    char *text = strdup(slurp(vt)), *save = NULL;
+    char *dir = kdc_test_tmpdir("pc-views"), list[4096], out[4096], err[4096], args[8192];
+    snprintf(list, sizeof list, "%s/list.txt", dir);
+    snprintf(out, sizeof out, "%s/c.h5", dir);
+    snprintf(err, sizeof err, "%s/err", dir);
+    enum { MAXV = 64 };
+    struct { char name[128]; int idx, v, box[4], flip; } ref[MAXV];
+    int n = 0, nimg = 0, V = 0;
+    char names[16][128];
+    for (char *ln = strtok_r(text, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
+        char pol[16];
+        ck_assert_int_lt(n, MAXV);
+        ck_assert_int_eq(sscanf(ln, "%15s %127s %d %d %d %d %d %d %d", pol, ref[n].name,
+                                &ref[n].idx, &ref[n].v, &ref[n].box[0], &ref[n].box[1],
+                                &ref[n].box[2], &ref[n].box[3], &ref[n].flip), 9);
+        if (strcmp(pol, key))
+            continue;
+        ck_assert_int_lt(ref[n].idx, 16);
+        snprintf(names[ref[n].idx], sizeof names[0], "%s", ref[n].name);
+        nimg = ref[n].idx + 1 > nimg ? ref[n].idx + 1 : nimg;
+        V = ref[n].v + 1 > V ? ref[n].v + 1 : V;
+        n++;
+    }
+    ck_assert_int_gt(n, 0);
+    FILE *f = fopen(list, "w");
+    for (int i = 0; i < nimg; i++) {
+        fprintf(f, "%s.jpg\t-1\n", names[i]);
+        ck_assert_int_eq(kdc_test_system("cp %s/images/photos/%s.jpg %s/%s.jpg",
+                                         kdc_test_fixture_root(), names[i], dir, names[i]), 0);
+    }
+    fclose(f);
+    snprintf(args, sizeof args,
+             "--list %s --teacher resnet18 --weights %s/resnet18_c10.safetensors --out %s "
+             "--view-policy %s --views %d --seed 1234 --threads 2 --batch 4 %s",
+             list, fx, out, policy, V, extra);
+    ck_assert_msg(run_tool(err, args) == 0, "%s", slurp(err));
+    loaded L;
+    load_cache(out, &L);
+    ck_assert_int_eq(L.n, nimg);
+    for (int k = 0; k < n; k++) {
+        const int32_t *b = L.box + ((size_t)ref[k].idx * V + ref[k].v) * 4;
+        ck_assert_msg(b[0] == ref[k].box[0] && b[1] == ref[k].box[1] && b[2] == ref[k].box[2] &&
+                          b[3] == ref[k].box[3],
+                      "%s %s view %d: box (%d,%d,%d,%d), reference (%d,%d,%d,%d)", policy,
+                      ref[k].name, ref[k].v, b[0], b[1], b[2], b[3], ref[k].box[0],
+                      ref[k].box[1], ref[k].box[2], ref[k].box[3]);
+        ck_assert_int_eq(L.flip[(size_t)ref[k].idx * V + ref[k].v], ref[k].flip);
+        ck_assert_int_eq(L.skipped[ref[k].idx], 0);
+    }
+    free_loaded(&L);
+    free(text);
+    kdc_test_system("rm -rf %s", dir);
+    free(dir);
+}
+
+START_TEST(test_views_match_reference)
+{
+    check_views_policy("rrc", "rrc", "--image-size 224");
+    check_views_policy("pad", "pad-crop", "--image-size 32 --pad 4");
+}
+END_TEST
+
 /* ---- kill -9 and --resume ---- */
 
 static void small_args(char *buf, size_t len, const char *data, const char *weights,
@@ -347,9 +416,7 @@ static void small_args(char *buf, size_t len, const char *data, const char *weig
              data, weights, out, extra);
 }
 
-/* Starts the tool, kills it with SIGKILL after `delay` seconds (if still running);
- * returns 1 when it was killed, 0 when it had finished. */
-static int run_and_kill(const char *args, double delay)
+static pid_t start_tool(const char *args)
 {
     char cmd[8192];
     snprintf(cmd, sizeof cmd, "exec %s %s --quiet >/dev/null 2>&1", tool, args);
@@ -359,12 +426,51 @@ static int run_and_kill(const char *args, double delay)
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
-    struct timespec ts = {(time_t)delay, (long)((delay - (double)(time_t)delay) * 1e9)};
+    return pid;
+}
+
+static void sleep_s(double s)
+{
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
     nanosleep(&ts, NULL);
-    int killed = kill(pid, SIGKILL) == 0;
-    int status;
-    waitpid(pid, &status, 0);
-    return killed && WIFSIGNALED(status);
+}
+
+/* Starts the tool; when wait_partial is set, waits until OUT.partial appears
+ * (the pipeline has started) before the delay; then kills it with SIGKILL.
+ * Returns the exit status of a run that ended on its own, -1 if it was killed.
+ * *t_partial / *t_end (may be NULL) receive when the partial appeared and when
+ * the process ended, relative to its start. */
+static int run_and_kill(const char *args, const char *out, int wait_partial, double delay,
+                        double *t_partial, double *t_end)
+{
+    char partial[4096];
+    snprintf(partial, sizeof partial, "%s.partial", out);
+    double t0 = kdc_now_seconds();
+    pid_t pid = start_tool(args);
+    int status, done = 0;
+    if (t_partial)
+        *t_partial = 0;
+    while (wait_partial && access(partial, F_OK) != 0) {
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            done = 1;
+            break;
+        }
+        sleep_s(0.002);
+    }
+    if (t_partial)
+        *t_partial = kdc_now_seconds() - t0;
+    if (!done) {
+        if (delay >= 0) {
+            sleep_s(delay);
+            kill(pid, SIGKILL);
+        }
+        waitpid(pid, &status, 0);
+    }
+    if (t_end)
+        *t_end = kdc_now_seconds() - t0;
+    if (WIFSIGNALED(status))
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -2;
 }
 
 START_TEST(test_kill_and_resume)
@@ -376,31 +482,39 @@ START_TEST(test_kill_and_resume)
     snprintf(ref, sizeof ref, "%s/ref.h5", dir);
     snprintf(out, sizeof out, "%s/k.h5", dir);
     snprintf(err, sizeof err, "%s/err", dir);
+    /* The uninterrupted run, timed: setup until OUT.partial appears, then the
+     * pipeline (Tp). Kill points are placed relative to the partial's
+     * appearance, so they land in the pipeline however loaded the machine is. */
     small_args(args, sizeof args, data, weights, ref, "");
-    double t0 = kdc_now_seconds();
-    ck_assert_msg(run_tool(err, args) == 0, "%s", slurp(err));
-    double T = kdc_now_seconds() - t0;
+    double tp0, tend;
+    ck_assert_int_eq(run_and_kill(args, ref, 1, -1, &tp0, &tend), 0);
+    double Tp = tend - tp0;
 
-    /* Kill points spread over the whole run (setup, first chunks, the end),
-     * some runs killed twice (once more during the resume). */
-    const double at[] = {0.45, 0.6, 0.7, 0.8, 0.9, 0.97};
+    /* {wait for the partial?, delay as a fraction of Tp}: one kill during the
+     * setup, the others from the file's creation to the last chunks; odd ones
+     * are killed a second time during their resume. */
+    const struct {
+        int wait_partial;
+        double frac;
+    } at[] = {{0, 0.0}, {1, 0.0}, {1, 0.1}, {1, 0.3}, {1, 0.5}, {1, 0.7}, {1, 0.9}};
     int killed_with_partial = 0;
     for (size_t k = 0; k < sizeof at / sizeof *at; k++) {
         kdc_test_system("rm -f %s %s.partial", out, out);
         small_args(args, sizeof args, data, weights, out, "");
-        run_and_kill(args, at[k] * T);
-        killed_with_partial += exists("%s.partial", out);
+        double delay = at[k].wait_partial ? at[k].frac * Tp : 0.05;
+        int rc = run_and_kill(args, out, at[k].wait_partial, delay, NULL, NULL);
+        killed_with_partial += rc == -1 && exists("%s.partial", out);
         small_args(args, sizeof args, data, weights, out, "--resume");
         if (k % 2 == 1)
-            run_and_kill(args, 0.8 * T);
-        int rc = run_tool(err, args);
-        ck_assert_msg(rc == 0, "resume after a kill at %.2f s: %s", at[k] * T, slurp(err));
+            run_and_kill(args, out, 0, 0.5 * tend, NULL, NULL);
+        rc = run_tool(err, args);
+        ck_assert_msg(rc == 0, "resume after kill %zu: %s", k, slurp(err));
         ck_assert(!exists("%s.partial", out));
         assert_same_cache(ref, out);
     }
-    /* at least some kills must have hit the pipeline, not only the setup */
-    ck_assert_msg(killed_with_partial >= 2, "only %d kills left a partial file (run %.2f s)",
-                  killed_with_partial, T);
+    /* most kills must have hit the pipeline, not only the setup */
+    ck_assert_msg(killed_with_partial >= 4, "only %d kills left a partial file (pipeline %.2f s)",
+                  killed_with_partial, Tp);
 
     /* --resume on the finished file does nothing and succeeds */
     ck_assert_int_eq(run_tool(err, args), 0);
@@ -651,6 +765,7 @@ int main(void)
     tcase_add_test(tc, test_resnet18_matches_torchvision);
     tcase_add_test(tc, test_resnet50_matches_torchvision);
     tcase_add_test(tc, test_float16_and_topk);
+    tcase_add_test(tc, test_views_match_reference);
     tcase_add_test(tc, test_unreadable_images_skipped_or_strict);
     tcase_add_test(tc, test_bad_weights_flags_and_dataset);
     tcase_add_test(tc, test_resume_refuses_other_settings);
