@@ -342,6 +342,11 @@ kdc_status kd_data_start_epoch(kd_data *d, int64_t epoch, kdc_error *err)
 
 kdc_status kd_data_next(kd_data *d, kd_batch *out, kdc_error *err)
 {
+    return kd_data_next_into(d, out, d->pixels, err);
+}
+
+kdc_status kd_data_next_into(kd_data *d, kd_batch *out, float *pixels, kdc_error *err)
+{
     memset(out, 0, sizeof *out);
     if (d->epoch_done)
         return KDC_OK;
@@ -380,7 +385,7 @@ kdc_status kd_data_next(kd_data *d, kd_batch *out, kdc_error *err)
             d->failed++;
             continue; /* online: drop the unreadable image */
         }
-        memcpy(d->pixels + (size_t)n * per, img_batch_sample_pixels(ib, i), per * sizeof(float));
+        memcpy(pixels + (size_t)n * per, img_batch_sample_pixels(ib, i), per * sizeof(float));
         d->label[n] = s->label;
         d->image[n] = s->index;
         n++;
@@ -388,7 +393,7 @@ kdc_status kd_data_next(kd_data *d, kd_batch *out, kdc_error *err)
     img_loader_release(d->loader, ib);
 
     out->count = n;
-    out->pixels = d->pixels;
+    out->pixels = pixels;
     out->label = d->label;
     out->image = d->image;
     if (d->stream) {

@@ -25,7 +25,8 @@
  * consumer: the requests of several batches form one loader plan, and the
  * next plan starts as soon as the last batch of the current one arrives.
  *
- * Not the model, not the losses: batches are host memory. */
+ * Not the model, not the losses: batches are host memory (kd_data_next_into
+ * lets the caller choose the pixels' memory). */
 #ifndef KD_TRAIN_DATA_H
 #define KD_TRAIN_DATA_H
 
@@ -85,6 +86,11 @@ int64_t kd_data_failed_images(const kd_data *d);
 kdc_status kd_data_start_epoch(kd_data *d, int64_t epoch, kdc_error *err);
 /* The next batch of the epoch; b->count == 0 after the last one. */
 kdc_status kd_data_next(kd_data *d, kd_batch *b, kdc_error *err);
+/* The same, with the pixels written to `pixels` (room for batch_size x 3 x
+ * S x S floats, e.g. a pinned upload buffer: kd-train on a GPU decodes
+ * straight into it) instead of the kd_data's own buffer; b->pixels points
+ * there. The end of the epoch leaves b->pixels NULL, as kd_data_next. */
+kdc_status kd_data_next_into(kd_data *d, kd_batch *b, float *pixels, kdc_error *err);
 
 /* Checks that cache image table t describes dataset ds (same count, and per
  * image the same path, label and file size); the error names the first image

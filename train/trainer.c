@@ -1,4 +1,10 @@
-/* trainer.c - the epoch loop: data -> model -> losses -> optimiser -> files. */
+/* trainer.c - the epoch loop: data -> model -> losses -> optimiser -> files.
+ *
+ * On the CPU the step below runs the losses (losses.h) and the optimiser
+ * (optim.h) on the model's host buffers. On a GPU the step is trainer_gpu.h's:
+ * batches are uploaded through pinned double buffers, losses and optimiser
+ * run on the device, and only the step statistics come back (the weights and
+ * momentum buffers only when an epoch is saved). */
 #include "trainer.h"
 
 #include <math.h>
@@ -21,6 +27,7 @@
 #include "schedule.h"
 #include "train_checkpoint.h"
 #include "train_data.h"
+#include "trainer_gpu.h"
 
 #define PATH_MAX_LEN 4096
 
@@ -44,53 +51,25 @@ typedef struct trainer {
     img_dataset *val_ds;
     kd_evaluator *eval;
 
-    /* host buffers */
-    float *logits_h, *feat_h, *f_h, *df_h, *dl_task, *dl_kd;
-    /* device staging (NULL on the CPU, where host pointers are used directly) */
-    float *x_d, *dl_task_d, *dl_kd_d, *df_d;
-    /* host mirrors of weights and gradients for the CPU optimiser (non-CPU only) */
-    float *w_h, *gs_h, *gt_h, *gk_h, *pw_h, *pg_h;
+    /* CPU step: gradients at the logits and at the projector output */
+    float *df_h, *dl_task, *dl_kd;
     float *flat_w;
     size_t n_w;
+    /* GPU step (NULL on the CPU) and host copies of its momentum buffers for
+     * checkpoints */
+    kd_gpu *gpu;
+    float *obuf[2];
 
     char run_dir[PATH_MAX_LEN];
     char signature[1024];
     char *metrics_csv;
 } trainer;
 
-/* ---- device helpers: identity on the CPU ---- */
-
-static kdc_status dev_alloc(trainer *t, float **p, size_t n, kdc_error *err)
-{
-    if (t->on_cpu) {
-        *p = NULL;
-        return KDC_OK;
-    }
-    return t->be->alloc(t->be, n * sizeof(float), (void **)p, err);
-}
-
-static const float *to_host(trainer *t, float *host, const float *dev, size_t n, kdc_status *st,
-                            kdc_error *err)
-{
-    if (t->on_cpu)
-        return dev;
-    *st = t->be->copy_d2h(t->be, host, dev, n * sizeof(float), err);
-    return host;
-}
-
-static const float *to_dev(trainer *t, float *dev, const float *host, size_t n, kdc_status *st,
-                           kdc_error *err)
-{
-    if (t->on_cpu)
-        return host;
-    *st = t->be->copy_h2d(t->be, dev, host, n * sizeof(float), err);
-    return dev;
-}
-
 static void trainer_free(trainer *t)
 {
     kd_evaluator_free(t->eval);
     img_dataset_free(t->val_ds);
+    kd_gpu_free(t->gpu);
     if (t->is_dot)
         kd_dot_free(&t->dot);
     else
@@ -104,12 +83,7 @@ static void trainer_free(trainer *t)
         kd_proj_ws_free(&t->pws);
         kd_projector_free(&t->proj);
     }
-    float *dev[] = {t->x_d, t->dl_task_d, t->dl_kd_d, t->df_d};
-    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
-        if (dev[i])
-            t->be->free(t->be, dev[i]);
-    float *host[] = {t->logits_h, t->feat_h, t->f_h, t->df_h, t->dl_task, t->dl_kd,
-                     t->w_h, t->gs_h, t->gt_h, t->gk_h, t->pw_h, t->pg_h};
+    float *host[] = {t->df_h, t->dl_task, t->dl_kd, t->obuf[0], t->obuf[1]};
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
         free(host[i]);
     kdc_model_free(t->model);
@@ -161,6 +135,48 @@ static kdc_status setup_schedule(trainer *t, kdc_error *err)
     return kd_schedule_validate(&t->sched, err);
 }
 
+/* The device-resident step (trainer_gpu.h) and host room for its momentum
+ * buffers (checkpoints). */
+static kdc_status setup_gpu(trainer *t, const kd_param_ref *refs, size_t nref, kdc_error *err)
+{
+    const kd_train_options *o = t->o;
+    kd_gpu_config c = {
+        .max_batch = (size_t)t->B,
+        .classes = (size_t)t->C,
+        .image_size = (size_t)t->S,
+        .teacher = !((float)o->kd_weight > 0) ? KD_GPU_TEACHER_NONE
+                   : t->h && t->h->logit_storage == CACHE_LOGITS_TOPK ? KD_GPU_TEACHER_TOPK
+                                                                       : KD_GPU_TEACHER_FULL,
+        .topk = t->h ? (size_t)t->h->topk : 0,
+        .teacher_dim = t->has_proj ? (size_t)t->Dt : 0,
+        .w_ce = (float)o->ce_weight,
+        .w_kd = (float)o->kd_weight,
+        .w_proj = (float)o->proj_weight,
+        .temperature = (float)o->temperature,
+        .proj_alpha = o->proj_alpha,
+        .dot = t->is_dot,
+        .proj_task_side = o->proj_on_task_side,
+        .momentum = o->momentum,
+        .dot_delta = o->dot_delta,
+        .weight_decay = o->wd,
+    };
+    if (c.teacher != KD_GPU_TEACHER_NONE && !t->h)
+        return kdc_fail(err, KDC_EINVAL, "--kd-weight needs --cache");
+    kdc_status st = kd_gpu_create(t->be, &c, t->model, t->has_proj ? &t->proj : NULL,
+                                  t->is_dot ? t->g_task : t->g_sum, t->is_dot ? t->g_kd : NULL,
+                                  refs, nref, &t->gpu, err);
+    if (st)
+        return st;
+    size_t n0, n1;
+    uint64_t steps;
+    kd_gpu_opt_sizes(t->gpu, &n0, &n1, &steps);
+    t->obuf[0] = calloc(n0 + 1, sizeof(float));
+    t->obuf[1] = calloc(n1 + 1, sizeof(float));
+    if (!t->obuf[0] || !t->obuf[1])
+        return kdc_fail(err, KDC_ENOMEM, "out of memory for the optimiser's state");
+    return KDC_OK;
+}
+
 static kdc_status setup_optimizer(trainer *t, kdc_error *err)
 {
     const kd_train_options *o = t->o;
@@ -176,23 +192,11 @@ static kdc_status setup_optimizer(trainer *t, kdc_error *err)
     } else if ((st = kdc_model_grads_alloc(t->model, &t->g_sum, err))) {
         return st;
     }
-    /* The optimiser runs on the host: on a GPU it reads host mirrors. */
+    /* One parameter list for both devices: the model's flat weights and the
+     * projector, with pointers into the backend's memory. */
     float *w = t->flat_w, *gs = t->g_sum ? t->g_sum->flat : NULL;
     float *gt = t->g_task ? t->g_task->flat : NULL, *gk = t->g_kd ? t->g_kd->flat : NULL;
     float *pw = t->has_proj ? t->proj.flat : NULL, *pg = t->has_proj ? t->proj.grad : NULL;
-    if (!t->on_cpu) {
-        size_t pn = t->has_proj ? t->proj.numel : 0;
-        t->w_h = malloc(n * sizeof(float));
-        t->gs_h = gs ? malloc(n * sizeof(float)) : NULL;
-        t->gt_h = gt ? malloc(n * sizeof(float)) : NULL;
-        t->gk_h = gk ? malloc(n * sizeof(float)) : NULL;
-        t->pw_h = pn ? malloc(pn * sizeof(float)) : NULL;
-        t->pg_h = pn ? malloc(pn * sizeof(float)) : NULL;
-        if (!t->w_h || (gs && !t->gs_h) || (gt && !t->gt_h) || (gk && !t->gk_h) ||
-            (pn && (!t->pw_h || !t->pg_h)))
-            return kdc_fail(err, KDC_ENOMEM, "out of memory for host copies of the weights");
-        w = t->w_h, gs = t->gs_h, gt = t->gt_h, gk = t->gk_h, pw = t->pw_h, pg = t->pg_h;
-    }
     kd_param_ref refs[2];
     size_t nref = 0;
     if (t->is_dot) {
@@ -200,11 +204,15 @@ static kdc_status setup_optimizer(trainer *t, kdc_error *err)
         if (t->has_proj)
             refs[nref++] = o->proj_on_task_side ? (kd_param_ref){pw, pg, NULL, t->proj.numel}
                                                 : (kd_param_ref){pw, NULL, pg, t->proj.numel};
-        return kd_dot_init(&t->dot, refs, nref, o->momentum, o->dot_delta, o->wd, err);
+    } else {
+        refs[nref++] = (kd_param_ref){w, gs, NULL, n};
+        if (t->has_proj)
+            refs[nref++] = (kd_param_ref){pw, pg, NULL, t->proj.numel};
     }
-    refs[nref++] = (kd_param_ref){w, gs, NULL, n};
-    if (t->has_proj)
-        refs[nref++] = (kd_param_ref){pw, pg, NULL, t->proj.numel};
+    if (!t->on_cpu)
+        return setup_gpu(t, refs, nref, err);
+    if (t->is_dot)
+        return kd_dot_init(&t->dot, refs, nref, o->momentum, o->dot_delta, o->wd, err);
     return kd_sgd_init(&t->sgd, refs, nref, o->momentum, o->wd, err);
 }
 
@@ -278,7 +286,7 @@ static kdc_status trainer_setup(trainer *t, kdc_error *err)
         if ((st = kd_projector_init(&t->proj, t->be, t->Ds, t->Dt, t->B, (uint64_t)o->seed, err)))
             return st;
         t->has_proj = 1;
-        if ((st = kd_proj_ws_init(&t->pws, (size_t)t->B, (size_t)t->Dt, err)))
+        if (t->on_cpu && (st = kd_proj_ws_init(&t->pws, (size_t)t->B, (size_t)t->Dt, err)))
             return st;
     }
     if (o->init) {
@@ -288,24 +296,15 @@ static kdc_status trainer_setup(trainer *t, kdc_error *err)
             return st;
     }
 
-    size_t B = (size_t)t->B, C = (size_t)t->C;
-    t->logits_h = malloc(B * C * sizeof(float));
-    t->feat_h = malloc(B * (size_t)t->Ds * sizeof(float));
-    t->dl_task = malloc(B * C * sizeof(float));
-    t->dl_kd = malloc(B * C * sizeof(float));
-    if (t->has_proj) {
-        t->f_h = malloc(B * (size_t)t->Dt * sizeof(float));
-        t->df_h = malloc(B * (size_t)t->Dt * sizeof(float));
-        if (!t->f_h || !t->df_h)
+    if (t->on_cpu) { /* the CPU step's loss gradients (the GPU step has its own) */
+        size_t B = (size_t)t->B, C = (size_t)t->C;
+        t->dl_task = malloc(B * C * sizeof(float));
+        t->dl_kd = malloc(B * C * sizeof(float));
+        if (t->has_proj && !(t->df_h = malloc(B * (size_t)t->Dt * sizeof(float))))
+            return kdc_fail(err, KDC_ENOMEM, "out of memory");
+        if (!t->dl_task || !t->dl_kd)
             return kdc_fail(err, KDC_ENOMEM, "out of memory");
     }
-    if (!t->logits_h || !t->feat_h || !t->dl_task || !t->dl_kd)
-        return kdc_fail(err, KDC_ENOMEM, "out of memory");
-    if ((st = dev_alloc(t, &t->x_d, B * 3 * (size_t)t->S * (size_t)t->S, err)) ||
-        (st = dev_alloc(t, &t->dl_task_d, B * C, err)) ||
-        (st = dev_alloc(t, &t->dl_kd_d, B * C, err)) ||
-        (t->has_proj && (st = dev_alloc(t, &t->df_d, B * (size_t)t->Dt, err))))
-        return st;
 
     if ((st = setup_optimizer(t, err)) || (st = setup_schedule(t, err)))
         return st;
@@ -336,10 +335,15 @@ static kdc_status path_in_run(const trainer *t, const char *name, char *buf, kdc
     return KDC_OK;
 }
 
-/* The optimiser's state as two host buffers (SGD: one). */
+/* The optimiser's state as two host buffers (SGD: one). On a GPU these are
+ * host copies, filled by opt_download. */
 static void opt_buffers(trainer *t, kd_resume_state *s)
 {
-    if (t->is_dot) {
+    if (t->gpu) {
+        kd_gpu_opt_sizes(t->gpu, &s->n_buffer[0], &s->n_buffer[1], &s->optimizer_steps);
+        s->buffer[0] = t->obuf[0];
+        s->buffer[1] = t->is_dot ? t->obuf[1] : NULL;
+    } else if (t->is_dot) {
         s->buffer[0] = t->dot.buf_task;
         s->n_buffer[0] = t->dot.n_task;
         s->buffer[1] = t->dot.buf_distill;
@@ -385,7 +389,10 @@ static kdc_status try_resume(trainer *t, int64_t *start_epoch, kdc_error *err)
     st = kd_checkpoint_read(path, kdc_model_params(t->model), t->has_proj ? &t->proj : NULL,
                             t->be, &s, err);
     if (!st) {
-        if (t->is_dot)
+        if (t->gpu)
+            st = kd_gpu_opt_set(t->gpu, b0, s.n_buffer[0], b1, s.n_buffer[1], s.optimizer_steps,
+                                err);
+        else if (t->is_dot)
             st = kd_dot_set_state(&t->dot, b0, s.n_buffer[0], b1, s.n_buffer[1],
                                   s.optimizer_steps, err);
         else
@@ -408,52 +415,27 @@ static kdc_status try_resume(trainer *t, int64_t *start_epoch, kdc_error *err)
     return KDC_OK;
 }
 
-/* Copies host mirrors in and out around the CPU optimiser (GPU only). */
-static kdc_status optimizer_step(trainer *t, double lr, kdc_error *err)
-{
-    kdc_status st;
-    kdc_backend *be = t->be;
-    if (!t->on_cpu) {
-        size_t nb = t->n_w * sizeof(float);
-        size_t pb = t->has_proj ? t->proj.numel * sizeof(float) : 0;
-        if ((st = be->copy_d2h(be, t->w_h, t->flat_w, nb, err)) ||
-            (t->gs_h && (st = be->copy_d2h(be, t->gs_h, t->g_sum->flat, nb, err))) ||
-            (t->gt_h && (st = be->copy_d2h(be, t->gt_h, t->g_task->flat, nb, err))) ||
-            (t->gk_h && (st = be->copy_d2h(be, t->gk_h, t->g_kd->flat, nb, err))) ||
-            (pb && (st = be->copy_d2h(be, t->pw_h, t->proj.flat, pb, err))) ||
-            (pb && (st = be->copy_d2h(be, t->pg_h, t->proj.grad, pb, err))))
-            return st;
-    }
-    st = t->is_dot ? kd_dot_step(&t->dot, lr, err) : kd_sgd_step(&t->sgd, lr, err);
-    if (st || t->on_cpu)
-        return st;
-    if ((st = be->copy_h2d(be, t->flat_w, t->w_h, t->n_w * sizeof(float), err)))
-        return st;
-    if (t->has_proj)
-        st = be->copy_h2d(be, t->proj.flat, t->pw_h, t->proj.numel * sizeof(float), err);
-    return st;
-}
-
 typedef struct step_losses {
     double ce, kd, proj, total;
 } step_losses;
 
+/* The weighted total of the bare terms, as optimised. */
+static double total_loss(const kd_train_options *o, const step_losses *L)
+{
+    float wce = (float)o->ce_weight, wkd = (float)o->kd_weight, wp = (float)o->proj_weight;
+    return wce * L->ce + wkd * L->kd + wp * L->proj;
+}
+
+/* One step on the CPU backend: model buffers are host memory. */
 static kdc_status train_step(trainer *t, const kd_batch *b, double lr, step_losses *L,
                              int64_t *c1, int64_t *c5, kdc_error *err)
 {
     const kd_train_options *o = t->o;
     kdc_status st = KDC_OK;
     size_t n = (size_t)b->count, C = (size_t)t->C;
-    size_t nx = n * 3 * (size_t)t->S * (size_t)t->S;
-    const float *x = to_dev(t, t->x_d, b->pixels, nx, &st, err);
-    if (st)
-        return st;
-    const float *logits_d = NULL, *feat_d = NULL;
-    if ((st = kdc_model_forward(t->model, x, (int)n, t->S, t->S, 1, &logits_d,
+    const float *z = NULL, *feat_d = NULL;
+    if ((st = kdc_model_forward(t->model, b->pixels, (int)n, t->S, t->S, 1, &z,
                                 t->has_proj ? &feat_d : NULL, err)))
-        return st;
-    const float *z = to_host(t, t->logits_h, logits_d, n * C, &st, err);
-    if (st)
         return st;
     float wce = (float)o->ce_weight, wkd = (float)o->kd_weight, wp = (float)o->proj_weight;
     float T = (float)o->temperature;
@@ -474,24 +456,16 @@ static kdc_status train_step(trainer *t, const kd_batch *b, double lr, step_loss
     }
     const float *dfeat = NULL;
     if (t->has_proj) {
-        size_t nf = n * (size_t)t->Dt;
-        if ((st = kd_projector_forward(&t->proj, feat_d, (int)n, err)))
-            return st;
-        const float *f = to_host(t, t->f_h, t->proj.out, nf, &st, err);
-        if (st)
-            return st;
-        if ((st = kd_proj_forward(&L->proj, &t->pws, f, b->features, n, o->proj_alpha, 1.0f,
+        const float *f = t->proj.out;
+        if ((st = kd_projector_forward(&t->proj, feat_d, (int)n, err)) ||
+            (st = kd_proj_forward(&L->proj, &t->pws, f, b->features, n, o->proj_alpha, 1.0f,
                                   err)) ||
-            (st = kd_proj_backward(t->df_h, &t->pws, f, wp, KD_GRAD_SET, err)))
-            return st;
-        const float *df = to_dev(t, t->df_d, t->df_h, nf, &st, err);
-        if (st)
-            return st;
-        if ((st = kd_projector_backward(&t->proj, feat_d, df, (int)n, err)))
+            (st = kd_proj_backward(t->df_h, &t->pws, f, wp, KD_GRAD_SET, err)) ||
+            (st = kd_projector_backward(&t->proj, feat_d, t->df_h, (int)n, err)))
             return st;
         dfeat = t->proj.dinput;
     }
-    L->total = wce * L->ce + wkd * L->kd + wp * L->proj;
+    L->total = total_loss(o, L);
     if (!isfinite(L->total))
         return kdc_fail(err, KDC_EINVAL, "loss is %g (ce %g, kd %g, proj %g)", L->total, L->ce,
                         L->kd, L->proj);
@@ -511,9 +485,7 @@ static kdc_status train_step(trainer *t, const kd_batch *b, double lr, step_loss
         if (st)
             return st;
     }
-    const float *dtask = to_dev(t, t->dl_task_d, t->dl_task, n * C, &st, err);
-    if (st)
-        return st;
+    const float *dtask = t->dl_task;
     if (!t->is_dot) {
         if ((st = kdc_model_backward(t->model, dtask, dfeat, t->g_sum, NULL, err)))
             return st;
@@ -527,17 +499,14 @@ static kdc_status train_step(trainer *t, const kd_batch *b, double lr, step_loss
         if (has_kd || df_kd) {
             if (!has_kd)
                 memset(t->dl_kd, 0, n * C * sizeof(float));
-            const float *dkd = to_dev(t, t->dl_kd_d, t->dl_kd, n * C, &st, err);
-            if (st)
-                return st;
-            if ((st = kdc_model_backward(t->model, dkd, df_kd, t->g_kd, NULL, err)))
+            if ((st = kdc_model_backward(t->model, t->dl_kd, df_kd, t->g_kd, NULL, err)))
                 return st;
         } else if ((st = t->be->fill_zero(t->be, t->g_kd->flat,
                                           t->g_kd->flat_numel * sizeof(float), err))) {
             return st; /* no distillation term: its gradient is zero */
         }
     }
-    return optimizer_step(t, lr, err);
+    return t->is_dot ? kd_dot_step(&t->dot, lr, err) : kd_sgd_step(&t->sgd, lr, err);
 }
 
 static kdc_status save_epoch(trainer *t, int64_t epochs_done, kdc_error *err)
@@ -557,10 +526,59 @@ static kdc_status save_epoch(trainer *t, int64_t epochs_done, kdc_error *err)
     kd_resume_state s = {.epochs_done = epochs_done, .signature = t->signature,
                          .metrics_csv = t->metrics_csv};
     opt_buffers(t, &s);
+    if (t->gpu && (st = kd_gpu_opt_get(t->gpu, s.buffer[0], s.n_buffer[0], s.buffer[1],
+                                       s.n_buffer[1], err)))
+        return st;
     if ((st = path_in_run(t, "checkpoint.safetensors", path, err)))
         return st;
     return kd_checkpoint_write(path, kdc_model_params(t->model), t->has_proj ? &t->proj : NULL,
                                t->be, &s, err);
+}
+
+/* One GPU step on *gb (when it has >= 2 samples): enqueue it, load the next
+ * batch into *gb while the GPU works, then wait for the step's statistics and
+ * add them to the epoch's sums. Errors name the step they belong to. */
+static kdc_status gpu_step(trainer *t, kd_gpu_batch *gb, int64_t epoch, long step,
+                           int64_t *steps, int64_t *trained, int64_t *c1, int64_t *c5,
+                           double *sum_total, double *sum_ce, double *sum_kd, double *sum_proj,
+                           kdc_error *err)
+{
+    kdc_status st = KDC_OK;
+    int count = gb->count, train = count >= 2;
+    if (train && (st = kd_gpu_step(t->gpu, gb, kd_schedule_lr(&t->sched, (long)epoch, step),
+                                   err)))
+        return kdc_error_prefix(err, "epoch %lld step %ld: ", (long long)epoch + 1, step + 1);
+    kdc_error load_err = {0};
+    kdc_status load_st = kd_gpu_load(t->gpu, t->data, gb, &load_err);
+    if (train) {
+        kd_gpu_losses g;
+        step_losses L = {0};
+        if (!(st = kd_gpu_step_result(t->gpu, &g, err))) {
+            L.ce = g.ce;
+            L.kd = g.kd;
+            L.proj = g.proj;
+            L.total = total_loss(t->o, &L);
+            if (!isfinite(L.total))
+                st = kdc_fail(err, KDC_EINVAL, "loss is %g (ce %g, kd %g, proj %g)", L.total,
+                              L.ce, L.kd, L.proj);
+        }
+        if (st)
+            return kdc_error_prefix(err, "epoch %lld step %ld: ", (long long)epoch + 1,
+                                    step + 1);
+        *c1 += g.top1;
+        *c5 += g.top5;
+        *sum_total += L.total;
+        *sum_ce += L.ce;
+        *sum_kd += L.kd;
+        *sum_proj += L.proj;
+        (*steps)++;
+        *trained += count;
+    }
+    if (load_st) {
+        *err = load_err;
+        return kdc_error_prefix(err, "epoch %lld step %ld: ", (long long)epoch + 1, step + 2);
+    }
+    return KDC_OK;
 }
 
 static kdc_status run_epoch(trainer *t, int64_t epoch, kd_epoch_metrics *m, kdc_error *err)
@@ -581,14 +599,30 @@ static kdc_status run_epoch(trainer *t, int64_t epoch, kd_epoch_metrics *m, kdc_
     m->lr = kd_schedule_lr(&t->sched, (long)epoch, 0);
     int64_t seen = 0, trained = 0, c1 = 0, c5 = 0, steps = 0;
     double sum_total = 0, sum_ce = 0, sum_kd = 0, sum_proj = 0;
+    /* GPU: the batch of the coming step, already on its way to the device */
+    kd_gpu_batch gb = {0};
+    if (t->gpu && (st = kd_gpu_load(t->gpu, t->data, &gb, err)))
+        return kdc_error_prefix(err, "epoch %lld step 1: ", (long long)epoch + 1);
     for (long step = 0;; step++) {
         kd_batch b;
-        if ((st = kd_data_next(t->data, &b, err)))
-            return st;
-        if (b.count == 0 && !b.pixels)
-            break;
-        seen += b.count;
-        if (b.count >= 2) {
+        int count;
+        if (t->gpu) {
+            if (gb.end)
+                break;
+            count = gb.count;
+        } else {
+            if ((st = kd_data_next(t->data, &b, err)))
+                return st;
+            if (b.count == 0 && !b.pixels)
+                break;
+            count = b.count;
+        }
+        seen += count;
+        if (t->gpu) {
+            if ((st = gpu_step(t, &gb, epoch, step, &steps, &trained, &c1, &c5, &sum_total,
+                               &sum_ce, &sum_kd, &sum_proj, err)))
+                return st;
+        } else if (b.count >= 2) {
             double lr = kd_schedule_lr(&t->sched, (long)epoch, step);
             step_losses L;
             if ((st = train_step(t, &b, lr, &L, &c1, &c5, err)))
@@ -603,6 +637,9 @@ static kdc_status run_epoch(trainer *t, int64_t epoch, kd_epoch_metrics *m, kdc_
             kdc_progress_set_extra(&pr, "loss %.4f acc %.1f%%", sum_total / (double)steps,
                                    100.0 * (double)c1 / (double)trained);
         }
+        if (t->gpu && steps > 0)
+            kdc_progress_set_extra(&pr, "loss %.4f acc %.1f%%", sum_total / (double)steps,
+                                   100.0 * (double)c1 / (double)trained);
         kdc_progress_update(&pr, (uint64_t)seen);
     }
     kdc_progress_finish(&pr);
