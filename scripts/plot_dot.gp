@@ -7,7 +7,7 @@ if (!exists("datafile")) datafile = 'dot_losses.dat'
 if (!exists("outfile")) outfile = 'dot_losses.png'
 if (!exists("plottitle")) plottitle = ''
 
-set terminal pngcairo size 1100,450 font ",11"
+set terminal pngcairo size 1100,450 font ",11" noenhanced
 set output outfile
 set multiplot layout 1,2 title "SGD vs DOT: ".plottitle
 set grid
@@ -21,7 +21,7 @@ set ylabel "loss"
 plot datafile using 1:2 with linespoints ls 1 title "SGD", \
      datafile using 1:3 with linespoints ls 2 title "DOT"
 
-set title "distillation loss (KD, T^2 KL, train epoch mean)"
+set title "distillation loss (KD, T² KL, train epoch mean)"
 set ylabel "loss"
 plot datafile using 1:4 with linespoints ls 1 title "SGD", \
      datafile using 1:5 with linespoints ls 2 title "DOT"
