@@ -3,7 +3,8 @@
  *
  * Per batch, kd_gpu_load takes the next batch of a kd_data straight into a
  * pinned buffer of the double-buffered uploader (common/cuda_backend.h): the
- * pixels are decoded into it, and the labels and the cached teacher outputs
+ * loader's decoded pixels are copied into it (kd_data_next_into, no other
+ * host staging buffer), and the labels and the cached teacher outputs
  * the losses need (full logits or top-k values + indices, features) are
  * packed behind them; one asynchronous copy moves it all while the GPU still
  * works on the previous step. kd_gpu_step then enqueues, on the backend's
