@@ -89,10 +89,12 @@ kdc_status kd_precompute_header(const kd_precompute_options *o, const char *arch
         break;
     }
     /* The float32 sums of a convolution depend on the GEMM widths, hence on the
-     * batch size and the device: both are recorded so that a resume can
-     * insist on them (bit-identical results). */
-    snprintf(h->created_by, sizeof h->created_by, "%s batch=%d device=%s",
-             KD_PRECOMPUTE_CREATED_BY, o->batch, strncmp(o->device, "cuda", 4) ? "cpu" : "cuda");
+     * batch size and the device, and on the arithmetic (--precision): all are
+     * recorded so that a resume can insist on them (bit-identical results on
+     * the CPU; on a GPU, no mixing of tf32 or fp16 chunks into an fp32 file). */
+    snprintf(h->created_by, sizeof h->created_by, "%s batch=%d device=%s precision=%s",
+             KD_PRECOMPUTE_CREATED_BY, o->batch, strncmp(o->device, "cuda", 4) ? "cpu" : "cuda",
+             kdc_precision_name(o->precision));
     h->shard_index = o->shard_index;
     h->shard_count = o->shard_count;
     if (o->chunk_images > 0) {
@@ -138,11 +140,21 @@ static int created_by_field(const char *s, const char *key, char *out, size_t le
 
 const char *kd_precompute_run_diff(const cache_header *file, const cache_header *run)
 {
-    static const char *const KEYS[][2] = {{" batch=", "--batch"}, {" device=", "--device"}};
+    /* {key, flag, value when the key is absent}: files written before
+     * --precision existed were all fp32. */
+    static const char *const KEYS[][3] = {{" batch=", "--batch", NULL},
+                                          {" device=", "--device", NULL},
+                                          {" precision=", "--precision", "fp32"}};
     for (size_t i = 0; i < sizeof KEYS / sizeof *KEYS; i++) {
         char a[64], b[64];
-        if (created_by_field(file->created_by, KEYS[i][0], a, sizeof a) &&
-            created_by_field(run->created_by, KEYS[i][0], b, sizeof b) && strcmp(a, b))
+        int ha = created_by_field(file->created_by, KEYS[i][0], a, sizeof a);
+        int hb = created_by_field(run->created_by, KEYS[i][0], b, sizeof b);
+        if (!ha && KEYS[i][2] && !strncmp(file->created_by, KD_PRECOMPUTE_CREATED_BY,
+                                          strlen(KD_PRECOMPUTE_CREATED_BY))) {
+            snprintf(a, sizeof a, "%s", KEYS[i][2]);
+            ha = 1;
+        }
+        if (ha && hb && strcmp(a, b))
             return KEYS[i][1];
     }
     return NULL;

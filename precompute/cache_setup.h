@@ -37,9 +37,11 @@ kdc_status kd_precompute_header(const kd_precompute_options *o, const char *arch
                                 const kd_teacher *teacher, const cache_image_table *t,
                                 cache_header *h, kdc_error *err);
 
-/* created_by records the batch size and device type (the float32 results
- * depend on both); returns the flag that differs between a file made by
- * kd-precompute and this run, or NULL. */
+/* created_by records the batch size, the device type and the precision (the
+ * teacher's results depend on all three: "... batch=32 device=cuda
+ * precision=tf32"); returns the flag that differs between a file made by
+ * kd-precompute and this run, or NULL. A file without precision= (made
+ * before the flag existed) counts as fp32. */
 const char *kd_precompute_run_diff(const cache_header *file, const cache_header *run);
 
 /* A one-line reason for resuming refusals: the human name of a header

@@ -12,6 +12,7 @@ enum buf_state { BUF_FREE, BUF_FILLING, BUF_QUEUED, BUF_DROPPED };
 
 struct kd_chunk_writer {
     cache_writer *w;
+    kd_chunk_form form;
     kd_chunk_buf *bufs;
     enum buf_state *state;
     int nbufs;
@@ -29,6 +30,10 @@ static void free_bufs(kd_chunk_writer *cw)
 {
     for (int i = 0; cw->bufs && i < cw->nbufs; i++) {
         kd_chunk_buf *b = &cw->bufs[i];
+        if (cw->form == KD_CHUNK_STORED) {
+            cache_chunk_free(&b->stored);
+            continue;
+        }
         free(b->height);
         free(b->width);
         free(b->skipped);
@@ -39,6 +44,49 @@ static void free_bufs(kd_chunk_writer *cw)
     }
     free(cw->bufs);
     free(cw->state);
+}
+
+/* cache_writer_write_chunk's rule for skipped images, applied to a chunk in
+ * stored form: whatever the teacher computed for an unreadable image (its
+ * placeholder pixels), the file holds zeros for it. */
+static void zero_skipped(const cache_header *h, cache_chunk *c)
+{
+    size_t V = (size_t)h->views_per_image, C = (size_t)h->num_classes;
+    size_t D = (size_t)h->feature_dim, K = (size_t)h->topk;
+    for (int64_t i = 0; i < c->count; i++) {
+        if (!c->skipped[i])
+            continue;
+        size_t d = (size_t)i;
+        c->height[d] = c->width[d] = 0;
+        memset(c->box + d * V * 4, 0, V * 4 * sizeof(int32_t));
+        memset(c->flip + d * V, 0, V);
+        if (h->logit_storage == CACHE_LOGITS_TOPK) {
+            size_t is = cache_topk_index_size(h);
+            memset((char *)c->topk_index + d * V * K * is, 0, V * K * is);
+            memset(c->topk_value + d * V * K, 0, V * K * 2);
+        } else {
+            size_t es = h->logit_storage == CACHE_LOGITS_F32 ? 4 : 2;
+            memset((char *)c->logits + d * V * C * es, 0, V * C * es);
+        }
+        if (D)
+            memset(c->features + d * V * D, 0, V * D * 2);
+    }
+}
+
+static kdc_status write_buf(kd_chunk_writer *cw, kd_chunk_buf *b, kdc_error *err)
+{
+    if (cw->form == KD_CHUNK_STORED) {
+        b->stored.first_image = b->first_image;
+        b->stored.count = b->count;
+        zero_skipped(cache_writer_header(cw->w), &b->stored);
+        return cache_writer_write_stored(cw->w, b->chunk, &b->stored, err);
+    }
+    cache_chunk_input in = {
+        .first_image = b->first_image, .count = b->count, .height = b->height,
+        .width = b->width, .skipped = b->skipped, .box = b->box, .flip = b->flip,
+        .logits = b->logits, .features = b->features,
+    };
+    return cache_writer_write_chunk(cw->w, b->chunk, &in, err);
 }
 
 static void *writer_main(void *arg)
@@ -57,14 +105,8 @@ static void *writer_main(void *arg)
         kdc_status st = KDC_OK;
         kdc_error e;
         double t0 = kdc_now_seconds();
-        if (!skip) {
-            cache_chunk_input in = {
-                .first_image = b->first_image, .count = b->count, .height = b->height,
-                .width = b->width, .skipped = b->skipped, .box = b->box, .flip = b->flip,
-                .logits = b->logits, .features = b->features,
-            };
-            st = cache_writer_write_chunk(cw->w, b->chunk, &in, &e);
-        }
+        if (!skip)
+            st = write_buf(cw, b, &e);
         double dt = kdc_now_seconds() - t0;
 
         pthread_mutex_lock(&cw->mu);
@@ -83,8 +125,35 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-kdc_status kd_chunk_writer_start(cache_writer *w, int nbufs, kd_chunk_writer **out,
-                                 kdc_error *err)
+/* A float32-form buffer of n images. */
+static int alloc_f32(kd_chunk_buf *b, size_t n, size_t V, size_t D, size_t nl, size_t nf)
+{
+    b->height = calloc(n, sizeof *b->height);
+    b->width = calloc(n, sizeof *b->width);
+    b->skipped = calloc(n, 1);
+    b->box = calloc(n * V * 4, sizeof *b->box);
+    b->flip = calloc(n * V, 1);
+    b->logits = malloc(nl);
+    b->features = D ? malloc(nf) : NULL;
+    return b->height && b->width && b->skipped && b->box && b->flip && b->logits &&
+           (!D || b->features);
+}
+
+/* A stored-form buffer: the cache's own chunk layout. */
+static int alloc_stored(kd_chunk_buf *b, const cache_header *h)
+{
+    if (cache_chunk_alloc(&b->stored, h, NULL) != KDC_OK)
+        return 0;
+    b->height = b->stored.height;
+    b->width = b->stored.width;
+    b->skipped = b->stored.skipped;
+    b->box = b->stored.box;
+    b->flip = b->stored.flip;
+    return 1;
+}
+
+kdc_status kd_chunk_writer_start(cache_writer *w, int nbufs, kd_chunk_form form,
+                                 kd_chunk_writer **out, kdc_error *err)
 {
     *out = NULL;
     const cache_header *h = cache_writer_header(w);
@@ -99,22 +168,14 @@ kdc_status kd_chunk_writer_start(cache_writer *w, int nbufs, kd_chunk_writer **o
     if (!cw)
         return kdc_fail(err, KDC_ENOMEM, "chunk writer: out of memory");
     cw->w = w;
+    cw->form = form;
     cw->nbufs = nbufs;
     cw->bufs = calloc((size_t)nbufs, sizeof *cw->bufs);
     cw->state = calloc((size_t)nbufs, sizeof *cw->state);
     int ok = cw->bufs && cw->state;
-    for (int i = 0; ok && i < nbufs; i++) {
-        kd_chunk_buf *b = &cw->bufs[i];
-        b->height = calloc(n, sizeof *b->height);
-        b->width = calloc(n, sizeof *b->width);
-        b->skipped = calloc(n, 1);
-        b->box = calloc(n * V * 4, sizeof *b->box);
-        b->flip = calloc(n * V, 1);
-        b->logits = malloc(nl);
-        b->features = D ? malloc(nf) : NULL;
-        ok = b->height && b->width && b->skipped && b->box && b->flip && b->logits &&
-             (!D || b->features);
-    }
+    for (int i = 0; ok && i < nbufs; i++)
+        ok = form == KD_CHUNK_STORED ? alloc_stored(&cw->bufs[i], h)
+                                     : alloc_f32(&cw->bufs[i], n, V, D, nl, nf);
     if (!ok) {
         free_bufs(cw);
         free(cw);

@@ -1,6 +1,13 @@
 /* chunk_writer.h - the write stage of kd-precompute: a thread that takes filled
- * chunks of teacher outputs (float32) and hands them to the cache writer, which
- * converts them (float16 / top-k), compresses and writes them.
+ * chunks of teacher outputs and hands them to the cache writer, which
+ * compresses and writes them. Two forms of chunk buffer:
+ *   float32  (the CPU teacher): logits and features as the teacher computed
+ *            them; the cache writer converts them (float16 / top-k);
+ *   stored   (a GPU teacher, which converts on the device and downloads only
+ *            the stored form): a cache_chunk in the file's storage, written
+ *            with cache_writer_write_stored after this module applies the
+ *            writer's rule for skipped images (zero rows, zero sizes).
+ * Both give the same file for the same numbers.
  *
  * A fixed ring of chunk buffers, allocated at start: the forward stage fills one
  * while the thread writes the others, so compression and I/O overlap the teacher.
@@ -21,15 +28,21 @@ typedef struct kd_chunk_buf {
     uint8_t *skipped;                  /* [chunk_images] */
     int32_t *box;                      /* [chunk_images x V x 4] */
     uint8_t *flip;                     /* [chunk_images x V] */
+    /* float32 form (NULL in stored form): */
     float *logits;                     /* [chunk_images x V x C] */
     float *features;                   /* [chunk_images x V x D]; NULL when D == 0 */
+    /* stored form: the rows in the file's storage (stored.logits, .topk_*,
+     * .features); height..flip above point into it. Unused in float32 form. */
+    cache_chunk stored;
 } kd_chunk_buf;
+
+typedef enum { KD_CHUNK_F32 = 0, KD_CHUNK_STORED = 1 } kd_chunk_form;
 
 typedef struct kd_chunk_writer kd_chunk_writer;
 
-/* nbufs >= 2 buffers sized from w's header. */
-kdc_status kd_chunk_writer_start(cache_writer *w, int nbufs, kd_chunk_writer **out,
-                                 kdc_error *err);
+/* nbufs >= 2 buffers of `form` sized from w's header. */
+kdc_status kd_chunk_writer_start(cache_writer *w, int nbufs, kd_chunk_form form,
+                                 kd_chunk_writer **out, kdc_error *err);
 /* A free buffer, waiting while all are queued; fails (with the write error) once
  * the thread has failed. */
 kdc_status kd_chunk_writer_acquire(kd_chunk_writer *cw, kd_chunk_buf **buf, kdc_error *err);

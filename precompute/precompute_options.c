@@ -28,6 +28,8 @@ static const char USAGE[] =
     "  --logits float16|float32|topk:K (float16)   --no-features\n"
     "run:\n"
     "  --batch B (32)  --threads T (all cores)  --device cpu|cuda[:i] (cpu)\n"
+    "  --precision fp32|tf32|fp16 (fp32)  the teacher's convolution/linear arithmetic;\n"
+    "                 tf32 and fp16 need --device cuda (docs/GPU.md: logit differences)\n"
     "  --shard i/n     process the i-th of n contiguous, chunk-aligned image ranges\n"
     "  --resume        complete an interrupted run (same arguments required)\n"
     "  --strict        stop at the first unreadable image (default: record and skip it)\n"
@@ -45,7 +47,7 @@ enum {
     O_DATA = 256, O_LIST, O_TEACHER, O_WEIGHTS, O_OUT, O_VIEWS, O_VIEW_POLICY, O_SCALE,
     O_RATIO, O_PAD, O_IMAGE_SIZE, O_RESIZE_SIZE, O_LOGITS, O_NO_FEATURES, O_BATCH, O_THREADS,
     O_DEVICE, O_SHARD, O_RESUME, O_SEED, O_QUIET, O_STRICT, O_MEAN, O_STD, O_HELP,
-    O_CHUNK_IMAGES, O_DECODE_THREADS
+    O_CHUNK_IMAGES, O_DECODE_THREADS, O_PRECISION
 };
 
 static const struct option LONGOPTS[] = {
@@ -76,6 +78,7 @@ static const struct option LONGOPTS[] = {
     {"help", no_argument, 0, O_HELP},
     {"chunk-images", required_argument, 0, O_CHUNK_IMAGES},
     {"decode-threads", required_argument, 0, O_DECODE_THREADS},
+    {"precision", required_argument, 0, O_PRECISION},
     {0, 0, 0, 0},
 };
 
@@ -205,6 +208,11 @@ kdc_status kd_precompute_parse_options(int argc, char **argv, kd_precompute_opti
                 return st;
             o->decode_threads = (int)v;
             break;
+        case O_PRECISION:
+            if (kdc_precision_parse(a, &o->precision, err))
+                return kdc_fail(err, KDC_EINVAL, "--precision: '%s' is not fp32, tf32 or fp16",
+                                a);
+            break;
         case O_HELP: *help = 1; return KDC_OK;
         default:
             return kdc_fail(err, KDC_EINVAL, "unknown option or missing value: %s (see --help)",
@@ -221,6 +229,12 @@ kdc_status kd_precompute_parse_options(int argc, char **argv, kd_precompute_opti
         return kdc_fail(err, KDC_EINVAL, "--weights FILE.safetensors is required");
     if (!o->out)
         return kdc_fail(err, KDC_EINVAL, "--out CACHE.h5 is required");
+    /* Checked here as well as by the backend: a CPU run is refused in a
+     * millisecond, before the dataset is listed. */
+    if (o->precision != KDC_PREC_FP32 && strncmp(o->device, "cuda", 4))
+        return kdc_fail(err, KDC_EINVAL,
+                        "--precision %s needs --device cuda (the CPU computes in fp32 only)",
+                        kdc_precision_name(o->precision));
     if (!strcmp(o->view_policy, "center")) {
         if (views_given && o->views != 1)
             return kdc_fail(err, KDC_EINVAL, "--view-policy center has exactly 1 view");

@@ -2,6 +2,7 @@
 #ifndef KD_PRECOMPUTE_OPTIONS_H
 #define KD_PRECOMPUTE_OPTIONS_H
 
+#include "common/cuda_backend.h"
 #include "common/error.h"
 
 typedef enum { KD_LOGITS_F32 = 0, KD_LOGITS_F16 = 1, KD_LOGITS_TOPK = 2 } kd_logit_mode;
@@ -18,6 +19,7 @@ typedef struct kd_precompute_options {
     int num_classes; /* 0: take it from the weights file */
     int chunk_images;   /* --chunk-images: images per HDF5 chunk; 0 = chosen by size */
     int decode_threads; /* --decode-threads: JPEG decoding threads; 0 = --threads */
+    kdc_precision precision; /* --precision: the teacher's conv/linear arithmetic (cuda) */
 } kd_precompute_options;
 
 kdc_status kd_precompute_parse_options(int argc, char **argv, kd_precompute_options *o,

@@ -10,7 +10,9 @@
 
 #include "cache_setup.h"
 #include "chunk_writer.h"
+#include "device_forward.h"
 #include "common/backend.h"
+#include "common/cuda_backend.h"
 #include "common/dataset.h"
 #include "common/fileutil.h"
 #include "common/loader.h"
@@ -31,6 +33,13 @@
 
 typedef enum { OUT_CREATE, OUT_RESUME, OUT_CHECK_COMPLETE } out_mode;
 
+/* The batch running on the GPU: where its rows go when they come back. */
+typedef struct device_batch {
+    kd_chunk_buf *buf;
+    int64_t row;   /* first (image, view) row in buf */
+    int completes; /* the chunk's last batch: buf goes to the writer after it */
+} device_batch;
+
 typedef struct run {
     const kd_precompute_options *o;
     const kd_precompute_hooks *hk;
@@ -46,7 +55,8 @@ typedef struct run {
     img_loader *loader;
     img_request *plan;
     size_t plan_cap;
-    float *dev_x; /* input batch on a non-CPU device */
+    kd_device_forward *dev; /* the forward stage on a GPU; NULL on the CPU */
+    device_batch in_flight;  /* valid while kd_device_forward_pending(dev) */
     int64_t last_reported; /* last image reported as skipped */
 } run;
 
@@ -222,17 +232,20 @@ static kdc_status record_samples(run *r, fill_state *f, const img_batch *b, int 
     return KDC_OK;
 }
 
-static kdc_status forward_batch(run *r, fill_state *f, img_batch *b, kdc_error *err)
+/* Valid samples of b: padding requests (index -1) only ever end a batch. */
+static int valid_samples(const img_batch *b)
 {
-    const int64_t V = r->h.views_per_image, ch = r->h.chunk_images, N = r->h.num_images;
-    const size_t C = (size_t)r->h.num_classes, D = (size_t)r->h.feature_dim;
-    const int S = r->o->image_size;
-    kdc_status st;
-    int n = 0; /* padding requests (index -1) only ever end a batch */
+    int n = 0;
     while (n < b->count && b->samples[n].index >= 0)
         n++;
-    if (n == 0)
-        return KDC_OK;
+    return n;
+}
+
+/* The chunk buffer that b's n rows go to: a fresh one when b starts a chunk. */
+static kdc_status take_buffer(run *r, fill_state *f, const img_batch *b, int n, kdc_error *err)
+{
+    const int64_t V = r->h.views_per_image, ch = r->h.chunk_images, N = r->h.num_images;
+    kdc_status st;
     if (!f->buf) {
         if ((st = kd_chunk_writer_acquire(r->cw, &f->buf, err)))
             return st;
@@ -245,16 +258,41 @@ static kdc_status forward_batch(run *r, fill_state *f, img_batch *b, kdc_error *
     }
     if (f->rows + n > f->rows_total)
         return kdc_fail(err, KDC_EINVAL, "internal: batch crosses a chunk boundary");
+    return KDC_OK;
+}
+
+/* A chunk whose every row is in buf: to the writer. */
+static void chunk_filled(run *r, fill_state *f, kd_chunk_buf *buf)
+{
+    for (int64_t i = 0; i < buf->count; i++)
+        r->s->images_skipped += buf->skipped[i];
+    f->images_done += buf->count;
+    kd_chunk_writer_submit(r->cw, buf);
+}
+
+static void report_progress(const run *r, const fill_state *f)
+{
+    if (r->hk && r->hk->progress)
+        kdc_progress_update(r->hk->progress,
+                            (uint64_t)(f->images_done +
+                                       (f->buf ? f->rows / r->h.views_per_image : 0)));
+}
+
+/* The CPU teacher: float32 outputs into the chunk buffer, converted by the
+ * cache writer. */
+static kdc_status forward_batch(run *r, fill_state *f, img_batch *b, kdc_error *err)
+{
+    const size_t C = (size_t)r->h.num_classes, D = (size_t)r->h.feature_dim;
+    const int S = r->o->image_size;
+    kdc_status st;
+    int n = valid_samples(b);
+    if (n == 0)
+        return KDC_OK;
+    if ((st = take_buffer(r, f, b, n, err)))
+        return st;
     double t0 = kdc_now_seconds();
-    const float *x = b->pixels.data;
-    if (r->dev_x) {
-        size_t bytes = (size_t)n * 3 * S * S * sizeof(float);
-        if ((st = r->be->copy_h2d(r->be, r->dev_x, x, bytes, err)))
-            return st;
-        x = r->dev_x;
-    }
     const float *logits, *feats;
-    if ((st = kdc_model_infer(r->teacher.model, x, n, S, S, &logits, &feats, err)))
+    if ((st = kdc_model_infer(r->teacher.model, b->pixels.data, n, S, S, &logits, &feats, err)))
         return st;
     if ((st = r->be->copy_d2h(r->be, f->buf->logits + (size_t)f->rows * C, logits,
                               (size_t)n * C * sizeof(float), err)))
@@ -267,15 +305,58 @@ static kdc_status forward_batch(run *r, fill_state *f, img_batch *b, kdc_error *
     r->s->forward_s += kdc_now_seconds() - t0;
     f->rows += n;
     if (f->rows == f->rows_total) {
-        for (int64_t i = 0; i < f->buf->count; i++)
-            r->s->images_skipped += f->buf->skipped[i];
-        f->images_done += f->buf->count;
-        kd_chunk_writer_submit(r->cw, f->buf);
+        chunk_filled(r, f, f->buf);
         f->buf = NULL;
     }
-    if (r->hk && r->hk->progress)
-        kdc_progress_update(r->hk->progress,
-                            (uint64_t)(f->images_done + (f->buf ? f->rows / V : 0)));
+    report_progress(r, f);
+    return KDC_OK;
+}
+
+/* Brings the GPU's batch in flight home: its stored rows into its chunk
+ * buffer, and the chunk to the writer when that batch was the chunk's last. */
+static kdc_status finish_device_batch(run *r, fill_state *f, kdc_error *err)
+{
+    if (!r->dev || !kd_device_forward_pending(r->dev))
+        return KDC_OK;
+    device_batch *p = &r->in_flight;
+    kdc_status st = kd_device_forward_download(r->dev, &p->buf->stored, p->row, err);
+    if (st)
+        return st;
+    if (p->completes)
+        chunk_filled(r, f, p->buf);
+    *p = (device_batch){0};
+    report_progress(r, f);
+    return KDC_OK;
+}
+
+/* The GPU teacher (device_forward.h): b's pixels go up through the pinned
+ * double buffer while the previous batch still runs, then that batch comes
+ * back in stored form and b's forward is enqueued. */
+static kdc_status forward_batch_device(run *r, fill_state *f, img_batch *b, kdc_error *err)
+{
+    const int S = r->o->image_size;
+    kdc_status st;
+    int n = valid_samples(b);
+    if (n == 0)
+        return KDC_OK;
+    if ((st = take_buffer(r, f, b, n, err)))
+        return st;
+    double t0 = kdc_now_seconds();
+    if ((st = record_samples(r, f, b, n, err)))
+        return st;
+    float *px;
+    if ((st = kd_device_forward_host_slot(r->dev, &px, err)))
+        return st;
+    memcpy(px, b->pixels.data, (size_t)n * 3 * (size_t)S * (size_t)S * sizeof(float));
+    if ((st = kd_device_forward_submit(r->dev, n, err)) ||
+        (st = finish_device_batch(r, f, err)) || (st = kd_device_forward_run(r->dev, err)))
+        return st;
+    r->in_flight = (device_batch){
+        .buf = f->buf, .row = f->rows, .completes = f->rows + n == f->rows_total};
+    f->rows += n;
+    if (f->rows == f->rows_total)
+        f->buf = NULL; /* handed to the writer by finish_device_batch */
+    r->s->forward_s += kdc_now_seconds() - t0;
     return KDC_OK;
 }
 
@@ -299,7 +380,8 @@ static kdc_status run_pipeline(run *r, kdc_error *err)
         r->hk->progress->total = (uint64_t)remaining;
         r->hk->progress->t_start = r->hk->progress->t_last_draw = kdc_now_seconds();
     }
-    if ((st = kd_chunk_writer_start(r->w, CHUNK_BUFFERS, &r->cw, err)))
+    if ((st = kd_chunk_writer_start(r->w, CHUNK_BUFFERS,
+                                    r->dev ? KD_CHUNK_STORED : KD_CHUNK_F32, &r->cw, err)))
         return st;
     fill_state f = {0};
     int64_t c = first;
@@ -314,7 +396,7 @@ static kdc_status run_pipeline(run *r, kdc_error *err)
         double wait0 = img_loader_wait_seconds(r->loader);
         img_batch *b;
         while ((st = img_loader_next(r->loader, &b, err)) == KDC_OK && b) {
-            st = forward_batch(r, &f, b, err);
+            st = r->dev ? forward_batch_device(r, &f, b, err) : forward_batch(r, &f, b, err);
             img_loader_release(r->loader, b);
             if (st)
                 break;
@@ -323,6 +405,14 @@ static kdc_status run_pipeline(run *r, kdc_error *err)
         if (st)
             break;
     }
+    /* The GPU's last batch; also after a failure, so that a chunk it
+     * completed is written (a resume keeps it), as on the CPU. */
+    double t1 = kdc_now_seconds();
+    kdc_error ferr;
+    kdc_status fst = finish_device_batch(r, &f, st ? &ferr : err);
+    if (st == KDC_OK)
+        st = fst;
+    r->s->forward_s += kdc_now_seconds() - t1;
     if (st == KDC_OK && f.buf)
         st = kdc_fail(err, KDC_EINVAL, "internal: chunk %lld left incomplete",
                       (long long)f.buf->chunk);
@@ -350,8 +440,7 @@ static void run_free(run *r)
     if (r->w)
         cache_writer_abort(r->w); /* keeps PATH.partial for --resume */
     img_loader_destroy(r->loader);
-    if (r->dev_x)
-        r->be->free(r->be, r->dev_x);
+    kd_device_forward_free(r->dev);
     kd_teacher_free(&r->teacher);
     kdc_backend_destroy(r->be);
     kd_precompute_image_table_free(&r->table);
@@ -372,7 +461,8 @@ static kdc_status setup(run *r, out_mode *mode, kdc_error *err)
         return kdc_fail(err, KDC_EINVAL, "%s: no JPEG images found", o->data ? o->data : o->list);
     int threads = o->threads > 0 ? o->threads : kdc_cpu_count();
     r->s->compute_threads = threads;
-    if ((st = kdc_backend_create(o->device, threads, &r->be, err)))
+    if ((st = kdc_backend_create(o->device, threads, &r->be, err)) ||
+        (st = kdc_backend_set_precision(r->be, o->precision, err)))
         return st;
     /* The teacher before the checksums: bad weights fail in a second, not
      * after reading the whole dataset. */
@@ -435,10 +525,12 @@ static kdc_status setup(run *r, out_mode *mode, kdc_error *err)
     r->s->decode_threads = lc.threads;
     if ((st = img_loader_create(&r->loader, r->ds, &lc, err)))
         return st;
-    if (r->be->device.type != KDC_DEVICE_CPU &&
-        (st = r->be->alloc(r->be, (size_t)o->batch * 3 * o->image_size * o->image_size *
-                                      sizeof(float), (void **)&r->dev_x, err)))
-        return st;
+    if (r->be->device.type != KDC_DEVICE_CPU) {
+        note(r, "teacher on %s, %s arithmetic", r->be->name, kdc_precision_name(o->precision));
+        if ((st = kd_device_forward_create(r->be, r->teacher.model, cache_writer_header(r->w),
+                                           o->batch, o->image_size, &r->dev, err)))
+            return st;
+    }
     return KDC_OK;
 }
 
