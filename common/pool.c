@@ -36,11 +36,62 @@ static long window_argmax(const kdc_pool2d_desc *d, const float *xp, int ho, int
     return best;
 }
 
+#define ROW_MAX 2048
+
+/* (v > m || v != v) ? v : m below is window_argmax's rule: a NaN wins. The
+ * elementwise pass needs GCC's "cheap" vectoriser model at -O2 (activation.c).
+ * Forward values only, separably: per output row, the column maxima of its
+ * (clipped) input rows (a contiguous, vectorisable pass), then each output's
+ * max over its clipped columns. Same value as window_argmax: the maximum, NaN
+ * if the window holds one (only the sign of a zero maximum can differ, where a
+ * window ties -0 and +0). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define POOL_VECTORISE __attribute__((optimize("vect-cost-model=cheap")))
+#define POOL_IVDEP _Pragma("GCC ivdep")
+#else
+#define POOL_VECTORISE
+#define POOL_IVDEP
+#endif
+
+POOL_VECTORISE static void max_fwd_plane(const kdc_pool2d_desc *d, const float *xp, float *yp)
+{
+    float col[ROW_MAX];
+    const int w = d->w_in;
+    for (int ho = 0; ho < d->h_out; ho++) {
+        int h0 = ho * d->stride - d->pad;
+        int i0 = h0 < 0 ? 0 : h0, i1 = h0 + d->k < d->h_in ? h0 + d->k : d->h_in;
+        memcpy(col, xp + (size_t)i0 * w, (size_t)w * sizeof(float));
+        for (int i = i0 + 1; i < i1; i++) {
+            const float *row = xp + (size_t)i * w;
+            POOL_IVDEP
+            for (int j = 0; j < w; j++) {
+                float v = row[j], m = col[j]; /* unconditional loads: the select vectorises */
+                col[j] = (v > m || v != v) ? v : m;
+            }
+        }
+        float *yr = yp + (size_t)ho * d->w_out;
+        for (int wo = 0; wo < d->w_out; wo++) {
+            int w0 = wo * d->stride - d->pad;
+            int j0 = w0 < 0 ? 0 : w0, j1 = w0 + d->k < w ? w0 + d->k : w;
+            float m = col[j0];
+            for (int j = j0 + 1; j < j1; j++)
+                m = (col[j] > m || col[j] != col[j]) ? col[j] : m;
+            yr[wo] = m;
+        }
+    }
+}
+
 static void max_fwd_task(void *vctx, size_t begin, size_t end)
 {
     const pool_ctx *c = vctx;
     const kdc_pool2d_desc *d = c->d;
     size_t pin = (size_t)d->h_in * d->w_in, pout = (size_t)d->h_out * d->w_out;
+    /* every window must meet the plane (pad < k, as PyTorch requires) */
+    if (d->w_in <= ROW_MAX && d->pad < d->k) {
+        for (size_t t = begin; t < end; t++)
+            max_fwd_plane(d, c->x + t * pin, c->y + t * pout);
+        return;
+    }
     for (size_t t = begin; t < end; t++) {
         const float *xp = c->x + t * pin;
         float *yp = c->y + t * pout;
