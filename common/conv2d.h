@@ -11,6 +11,9 @@
  * The caller provides a workspace of kdc_conv2d_workspace_floats(d) floats,
  * allocated once and reused. pool may be NULL (single-threaded loops). GEMMs are
  * called from the caller thread and use OpenBLAS's threads (kdc_gemm_set_threads).
+ * This is the reference implementation (STYLE.md: the plain CPU function is the
+ * specification): the CPU backend runs oneDNN (conv2d_dnnl.h) unless KDC_CONV=ref,
+ * and tests/test_layers.c checks both against PyTorch.
  * Not here: dilation, non-square kernels, the backend table (backend_cpu.c). */
 #ifndef KDC_CONV2D_H
 #define KDC_CONV2D_H
