@@ -13,7 +13,9 @@
 #
 #   scripts/bench_gpu.sh [N_IMAGES (2048)] [BATCH (64)]
 #   env: DEVICE (cuda:0), BIN (build/bin), PYTHON (/usr/bin/python3),
-#        PRECISION (unset: the tool's default; else passed as --precision)
+#        PRECISION (unset: the tool's default; else kd-precompute's --precision
+#        fp32|tf32|fp16), DECODE_THREADS (kd-precompute's --decode-threads;
+#        default all cores: on a GPU, JPEG decoding is usually the bottleneck)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -105,12 +107,17 @@ read -r s_flops s_act s_w < "$work/resnet18.cost"
 
 prec_args=()
 [ -n "${PRECISION:-}" ] && prec_args=(--precision "$PRECISION")
+DECODE_THREADS=${DECODE_THREADS:-$(nproc)}
 
 # ---- kd-precompute ----
+# Not --quiet: its closing report splits the time by stage (how long the
+# teacher waited for decoded images, forward and writer rates); progress lines
+# go to the same log and are dropped below.
 start=$(date +%s.%N)
 "$BIN/kd-precompute" --data "$work/data" --teacher resnet50 --weights "$work/resnet50.safetensors" \
     --out "$work/cache.h5" --view-policy center --image-size 224 --resize-size 256 \
-    --logits float16 --batch "$BATCH" --device "$DEVICE" --quiet "${prec_args[@]}"
+    --logits float16 --batch "$BATCH" --device "$DEVICE" --decode-threads "$DECODE_THREADS" \
+    "${prec_args[@]}" 2> "$work/precompute.log" || { cat "$work/precompute.log" >&2; exit 1; }
 end=$(date +%s.%N)
 pre_s=$(calc "$end - $start")
 
@@ -124,13 +131,19 @@ train_s=$(calc "$end - $start")
 steps=$(( (N + BATCH - 1) / BATCH ))
 
 echo "bench_gpu: $gpu_name, $N images, batch $BATCH, precision ${PRECISION:-default}"
-printf 'kd-precompute resnet50 224px: %.1f images/s (%.2f s wall)\n' "$(calc "$N / $pre_s")" "$pre_s"
+printf 'kd-precompute resnet50 224px: %.1f images/s (%.2f s wall, %d decode threads)\n' \
+    "$(calc "$N / $pre_s")" "$pre_s" "$DECODE_THREADS"
+grep -e ': wrote ' -e ': stages: ' "$work/precompute.log" | sed 's/^/  /' || true
 printf 'kd-train resnet18 224px KD+DOT: %.2f steps/s, %.1f images/s (%.2f s wall)\n' \
     "$(calc "$steps / $train_s")" "$(calc "$N / $train_s")" "$train_s"
 printf 'per image, resnet50 forward: %.2f GFLOP, activations >= %.1f MB, weights %.1f MB per batch (%.2f MB/image at B=%d), input %.2f MB H2D, JPEG %.1f KB read\n' \
     "$(calc "$t_flops / 1e9")" "$(calc "$t_act / 1e6")" "$(calc "$t_w / 1e6")" \
     "$(calc "$t_w / 1e6 / $BATCH")" "$BATCH" "$(calc "3 * 224 * 224 * 4 / 1e6")" \
     "$(calc "$jpeg_bytes / $N / 1e3")"
+# kd-precompute converts on the GPU and downloads only the stored form:
+# float16 logits (1000 classes) and float16 pooled features (2048).
+printf 'per image, kd-precompute D2H: %d bytes (float16 logits + features; float32 would be %d)\n' \
+    $(( (1000 + 2048) * 2 )) $(( (1000 + 2048) * 4 ))
 printf 'per image, resnet18 train step: ~%.2f GFLOP with one backward (3x forward), ~%.2f with DOT'"'"'s two (5x), activations >= %.1f MB, weights %.1f MB per batch\n' \
     "$(calc "3 * $s_flops / 1e9")" "$(calc "5 * $s_flops / 1e9")" "$(calc "$s_act / 1e6")" "$(calc "$s_w / 1e6")"
 [ -f "$work/run/metrics.csv" ] && { echo "kd-train metrics.csv:"; cat "$work/run/metrics.csv"; }
