@@ -29,6 +29,9 @@
  * file must match the GPU's own float32 logit at that index (the fp32 run)
  * within the same bound, so a misplaced row or index buffer fails.
  * Refusals: --resume of the GPU's file with another --precision or --device.
+ * And on the host alone: the chunk writer's stored form (what the GPU path
+ * hands over) writes the same file as its float32 form (what the CPU path
+ * hands over), for every storage mode, skipped images included.
  *
  * Without a GPU (or in a build without CUDA) the program prints one line
  * saying the checks did not run and exits 0. KDC_GPU_TEST_DEVICE=cpu runs the
@@ -47,6 +50,7 @@
 #include "common/model.h"
 #include "formats/cache_reader.h"
 #include "formats/checkpoint.h"
+#include "precompute/chunk_writer.h"
 #include "tests/testutil.h"
 
 #define NCLS_DATA 2
@@ -503,6 +507,137 @@ START_TEST(test_resume_refusals)
 }
 END_TEST
 
+/* ---- the chunk writer's two forms, on the host ---- */
+
+#define SW_N 11
+#define SW_V 2
+#define SW_C 7
+#define SW_D 5
+
+/* Writes a cache of made-up rows (images 2 and 9 skipped, with garbage in
+ * their rows) through kd_chunk_writer in `form`; in stored form the rows are
+ * converted as the GPU does (float16 by round-to-nearest-even, top-k by the
+ * CPU twin of the device kernel). */
+static void write_form(const char *path, const char *mode, kd_chunk_form form, const float *lg,
+                       const float *ft)
+{
+    kdc_error err = {0};
+    cache_header h;
+    memset(&h, 0, sizeof h);
+    snprintf(h.teacher_arch, sizeof h.teacher_arch, "synthetic");
+    snprintf(h.teacher_weights_sha256, sizeof h.teacher_weights_sha256, "%064d", 0);
+    snprintf(h.created_by, sizeof h.created_by, "test_gpu_precompute");
+    h.num_images = SW_N;
+    h.views_per_image = SW_V;
+    h.num_classes = SW_C;
+    h.feature_dim = SW_D;
+    snprintf(h.view_policy, sizeof h.view_policy, "rrc");
+    h.image_size = h.resize_size = 32;
+    for (int c = 0; c < 3; c++)
+        h.mean[c] = h.std[c] = 0.5;
+    h.scale_range[0] = 0.08;
+    h.scale_range[1] = 1;
+    h.ratio_range[0] = 0.75;
+    h.ratio_range[1] = 4.0 / 3.0;
+    h.pad = 4;
+    h.chunk_images = 4;
+    ck_assert(cache_parse_logit_storage(mode, &h.logit_storage, &h.topk, &err) == KDC_OK);
+    cache_image_table t;
+    ck_assert(cache_image_table_alloc(&t, SW_N, &err) == KDC_OK);
+    for (int i = 0; i < SW_N; i++) {
+        char p[32];
+        snprintf(p, sizeof p, "c/%02d.jpg", i);
+        t.path[i] = strdup(p);
+        t.label[i] = i % 3;
+        t.size[i] = 100 + (uint64_t)i;
+        t.crc32[i] = 7u * (uint32_t)i;
+    }
+    cache_writer *w = NULL;
+    ck_assert_msg(cache_writer_create(path, &h, &t, NULL, &w, &err) == KDC_OK, "%s", err.msg);
+    const cache_header *wh = cache_writer_header(w);
+    kd_chunk_writer *cw = NULL;
+    ck_assert_msg(kd_chunk_writer_start(w, 2, form, &cw, &err) == KDC_OK, "%s", err.msg);
+    for (int64_t c = 0; c < cache_writer_num_chunks(w); c++) {
+        kd_chunk_buf *b;
+        ck_assert(kd_chunk_writer_acquire(cw, &b, &err) == KDC_OK);
+        int64_t first, count;
+        cache_writer_chunk_images(w, c, &first, &count);
+        b->chunk = c;
+        b->first_image = first;
+        b->count = count;
+        for (int64_t i = 0; i < count; i++) {
+            int64_t g = first + i;
+            b->height[i] = 30 + (int32_t)g;
+            b->width[i] = 40 + (int32_t)g;
+            b->skipped[i] = g == 2 || g == 9;
+            for (int v = 0; v < SW_V; v++) {
+                for (int k = 0; k < 4; k++)
+                    b->box[(i * SW_V + v) * 4 + k] = (int32_t)(g * 10 + v + k + 1);
+                b->flip[i * SW_V + v] = (uint8_t)((g + v) & 1);
+            }
+        }
+        size_t r0 = (size_t)first * SW_V, rows = (size_t)count * SW_V;
+        if (form == KD_CHUNK_F32) {
+            memcpy(b->logits, lg + r0 * SW_C, rows * SW_C * 4);
+            memcpy(b->features, ft + r0 * SW_D, rows * SW_D * 4);
+        } else {
+            if (wh->logit_storage == CACHE_LOGITS_F32)
+                memcpy(b->stored.logits, lg + r0 * SW_C, rows * SW_C * 4);
+            else if (wh->logit_storage == CACHE_LOGITS_F16)
+                kdc_f32_to_f16_array(lg + r0 * SW_C, b->stored.logits, rows * SW_C);
+            else
+                cache_topk_rows(lg + r0 * SW_C, rows, SW_C, (size_t)wh->topk,
+                                b->stored.topk_index, cache_topk_index_size(wh),
+                                b->stored.topk_value);
+            kdc_f32_to_f16_array(ft + r0 * SW_D, b->stored.features, rows * SW_D);
+        }
+        kd_chunk_writer_submit(cw, b);
+    }
+    ck_assert_msg(kd_chunk_writer_stop(cw, 0, &err) == KDC_OK, "%s", err.msg);
+    kd_chunk_writer_free(cw);
+    ck_assert_msg(cache_writer_finish(w, &err) == KDC_OK, "%s", err.msg);
+    cache_image_table_free(&t);
+}
+
+START_TEST(test_stored_form_writer)
+{
+    setup_once();
+    float lg[SW_N * SW_V * SW_C], ft[SW_N * SW_V * SW_D];
+    kdc_test_fill_uniform(lg, sizeof lg / sizeof *lg, 41, -6.0f, 6.0f);
+    kdc_test_fill_uniform(ft, sizeof ft / sizeof *ft, 42, 0.0f, 3.0f);
+    lg[5] = lg[6]; /* a tie for top-k */
+    const char *modes[] = {"float32", "float16", "topk:3"};
+    for (int m = 0; m < 3; m++) {
+        char a[64], b[64];
+        snprintf(a, sizeof a, "sw_f32_%d", m);
+        snprintf(b, sizeof b, "sw_stored_%d", m);
+        char pa[2200], pb[2200];
+        snprintf(pa, sizeof pa, "%s/%s.h5", g_tmp, a);
+        snprintf(pb, sizeof pb, "%s/%s.h5", g_tmp, b);
+        write_form(pa, modes[m], KD_CHUNK_F32, lg, ft);
+        write_form(pb, modes[m], KD_CHUNK_STORED, lg, ft);
+        loaded la, lb;
+        load(a, &la);
+        load(b, &lb);
+        ck_assert(cache_header_diff(&la.h, &lb.h, 0) == NULL);
+        size_t N = SW_N, R = SW_N * SW_V, K = (size_t)la.h.topk;
+        ck_assert(!memcmp(la.height, lb.height, N * 4) && !memcmp(la.width, lb.width, N * 4));
+        ck_assert(!memcmp(la.skipped, lb.skipped, N));
+        ck_assert(la.skipped[2] && la.height[2] == 0 && !la.skipped[3] && la.height[3] == 33);
+        ck_assert(!memcmp(la.box, lb.box, R * 16) && !memcmp(la.flip, lb.flip, R));
+        if (la.logits)
+            ck_assert_msg(!memcmp(la.logits, lb.logits, R * SW_C * 4), "%s logits", modes[m]);
+        else
+            ck_assert_msg(!memcmp(la.topk_index, lb.topk_index, R * K * 4) &&
+                              !memcmp(la.topk_value, lb.topk_value, R * K * 4),
+                          "%s", modes[m]);
+        ck_assert_msg(!memcmp(la.features, lb.features, R * SW_D * 4), "%s features", modes[m]);
+        unload(&la);
+        unload(&lb);
+    }
+}
+END_TEST
+
 static Suite *gpu_precompute_suite(void)
 {
     Suite *s = suite_create("gpu_precompute");
@@ -515,6 +650,9 @@ static Suite *gpu_precompute_suite(void)
     tcase_add_test(t, test_topk_storage);
     tcase_add_test(t, test_resume_refusals);
     suite_add_tcase(s, t);
+    TCase *h = tcase_create("host");
+    tcase_add_test(h, test_stored_form_writer);
+    suite_add_tcase(s, h);
     return s;
 }
 
