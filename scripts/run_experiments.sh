@@ -33,6 +33,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$OUT" ] || OUT="runs/$PROFILE"
 
+# S_LR (environment, default 0.05): the students' learning rate, for investigations.
 # Sizes. Measured on the shared 2-core machine (docs/RESULTS.md, "Throughput"):
 # resnet18 trains at ~120 img/s and mobilenet_v1 at ~130 img/s per thread at 32 px,
 # kd-precompute runs resnet18 at ~570 views/s. The teacher sees far more data than
@@ -52,6 +53,7 @@ else
   VIEWS=4; SEEDS="1"
 fi
 TEACHER=resnet18
+S_LR=${S_LR:-0.05}
 STUDENT=mobilenet_v1
 TOPK=5
 CONFIGS="ce kd_sgd kd_dot kd_proj_dot kd_dot_topk"
@@ -68,19 +70,30 @@ done
 # 32 --image-size 32); pad-crop is the CIFAR recipe (pad 4, random 32 crop, flip).
 NORM="--mean 0.286,0.286,0.286 --std 0.353,0.353,0.353"
 PIX="--image-size 32 --resize-size 32 $NORM"
-OPT="--batch 64 --lr 0.05 --wd 5e-4 --momentum 0.9 --schedule cosine"
+T_OPT="--batch 64 --lr 0.05 --wd 5e-4 --momentum 0.9 --schedule cosine"
+S_OPT="--batch 64 --lr $S_LR --wd 5e-4 --momentum 0.9 --schedule cosine"
 KD="--ce-weight 0.1 --kd-weight 0.9 --temperature 4"   # mdistiller's CIFAR KD recipe
 
-PARAMS="profile=$PROFILE teacher=$TEACHER t_per_class=$T_PER_CLASS t_epochs=$T_EPOCHS
-student=$STUDENT s_per_class=$S_PER_CLASS s_epochs=$S_EPOCHS val_per_class=$VAL_PER_CLASS
-views=$VIEWS seeds=$SEEDS topk=$TOPK configs=$CONFIGS
+# What the data, teacher and caches depend on, then what only the students do: a
+# change in the second part keeps the teacher and caches and redoes the students.
+BASE_PARAMS="profile=$PROFILE teacher=$TEACHER t_per_class=$T_PER_CLASS t_epochs=$T_EPOCHS
+s_per_class=$S_PER_CLASS val_per_class=$VAL_PER_CLASS views=$VIEWS topk=$TOPK
 pix=$PIX
-opt=$OPT
+t_opt=$T_OPT"
+STUDENT_PARAMS="student=$STUDENT s_epochs=$S_EPOCHS seeds=$SEEDS configs=$CONFIGS
+s_opt=$S_OPT
 kd=$KD
 command=scripts/run_experiments.sh --$PROFILE --out $OUT"
+PARAMS="$BASE_PARAMS
+$STUDENT_PARAMS"
 if [ -f "$OUT/params.txt" ] && [ "$(cat "$OUT/params.txt")" != "$PARAMS" ]; then
-  echo "run_experiments: $OUT holds a run with other parameters; starting afresh"
-  rm -rf "$OUT"
+  if [ "$(head -n "$(printf '%s\n' "$BASE_PARAMS" | wc -l)" "$OUT/params.txt")" = "$BASE_PARAMS" ]; then
+    echo "run_experiments: student parameters changed; keeping data, teacher and caches"
+    rm -rf "$OUT/students" "$OUT/done/students"
+  else
+    echo "run_experiments: $OUT holds a run with other parameters; starting afresh"
+    rm -rf "$OUT"
+  fi
 fi
 mkdir -p "$OUT/logs" "$OUT/done" "$OUT/caches" "$OUT/students"
 printf '%s\n' "$PARAMS" > "$OUT/params.txt"
@@ -134,7 +147,7 @@ VAL=$SDATA/val
 train_teacher() {
   rm -rf "$OUT/teacher"
   $BIN/kd-train --data "$TDATA/train" --student $TEACHER --out "$OUT/teacher" \
-    --epochs $T_EPOCHS $OPT $PIX --view-policy pad-crop --pad 4 \
+    --epochs $T_EPOCHS $T_OPT $PIX --view-policy pad-crop --pad 4 \
     --ce-weight 1 --kd-weight 0 --seed 0 --threads "$JOBS" --quiet --val "$VAL"
   $BIN/kd-train --eval-only --weights "$OUT/teacher/student.safetensors" --val "$VAL" \
     --student $TEACHER $PIX --threads "$JOBS" > "$OUT/teacher/eval.txt"
@@ -176,7 +189,7 @@ student() {
   {
     rm -rf "$dir" && mkdir -p "$dir" &&
     $BIN/kd-train --data "$SDATA/train" --student $STUDENT --out "$dir" \
-      --epochs $S_EPOCHS $OPT $PIX $(config_args "$cfg") --seed "$seed" --threads 1 --quiet &&
+      --epochs $S_EPOCHS $S_OPT $PIX $(config_args "$cfg") --seed "$seed" --threads 1 --quiet &&
     $BIN/kd-train --eval-only --weights "$dir/student.safetensors" --val "$VAL" \
       --student $STUDENT $PIX --threads 1 > "$dir/eval.txt"
   } > "$OUT/logs/student-$cfg-s$seed.log" 2>&1 || rc=$?
