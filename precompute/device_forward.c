@@ -17,18 +17,17 @@ struct kd_device_forward {
     size_t C, K, D, index_size;
     int64_t V; /* rows per image in a chunk */
     /* device buffers of the stored form, batch rows each */
-    uint16_t *logits16;  /* float16 logits (CACHE_LOGITS_F16) */
-    void *topk_index;    /* top-k (CACHE_LOGITS_TOPK) */
+    uint16_t *logits16; /* float16 logits (CACHE_LOGITS_F16) */
+    void *topk_index;   /* top-k (CACHE_LOGITS_TOPK) */
     uint16_t *topk_value;
     uint16_t *features16; /* D > 0 */
     /* the batch between submit and run / run and download */
-    const float *x;       /* submitted pixels on the device */
+    const float *x; /* submitted pixels on the device */
     int n_submitted, n_run;
     const float *logits32; /* the teacher's float32 logits (CACHE_LOGITS_F32) */
 };
 
-static kdc_status topk_rows(kd_device_forward *d, const float *logits, size_t rows,
-                            kdc_error *err)
+static kdc_status topk_rows(kd_device_forward *d, const float *logits, size_t rows, kdc_error *err)
 {
 #ifdef KDC_HAVE_CUDA
     return kdc_cuda_topk_rows(d->be, logits, rows, d->C, d->K, d->topk_index, d->index_size,
@@ -49,9 +48,8 @@ static kdc_status dev_alloc(kdc_backend *be, size_t n, size_t elem, void **out, 
     return be->alloc(be, bytes, out, err);
 }
 
-kdc_status kd_device_forward_create(kdc_backend *be, kdc_model *m, const cache_header *h,
-                                    int batch, int size, kd_device_forward **out,
-                                    kdc_error *err)
+kdc_status kd_device_forward_create(kdc_backend *be, kdc_model *m, const cache_header *h, int batch,
+                                    int size, kd_device_forward **out, kdc_error *err)
 {
     *out = NULL;
     if (be->device.type != KDC_DEVICE_CUDA)
@@ -74,8 +72,8 @@ kdc_status kd_device_forward_create(kdc_backend *be, kdc_model *m, const cache_h
     kdc_status st = KDC_OK;
     if (!kdc_size_mul(B * 3, (size_t)size * (size_t)size, &px) ||
         !kdc_size_mul(px, sizeof(float), &px))
-        st = kdc_fail(err, KDC_ENOMEM, "device forward: batch of %d x %d px too large", batch,
-                      size);
+        st =
+            kdc_fail(err, KDC_ENOMEM, "device forward: batch of %d x %d px too large", batch, size);
     if (!st)
         st = kdc_cuda_uploader_create(be, px, &d->up, err);
     if (!st && d->storage == CACHE_LOGITS_F16)
@@ -106,8 +104,7 @@ kdc_status kd_device_forward_host_slot(kd_device_forward *d, float **pixels, kdc
 kdc_status kd_device_forward_submit(kd_device_forward *d, int n, kdc_error *err)
 {
     if (n < 0 || n > d->batch)
-        return kdc_fail(err, KDC_EINVAL, "device forward: %d images in a batch of %d", n,
-                        d->batch);
+        return kdc_fail(err, KDC_EINVAL, "device forward: %d images in a batch of %d", n, d->batch);
     size_t bytes = (size_t)n * 3 * (size_t)d->size * (size_t)d->size * sizeof(float);
     void *x;
     kdc_status st = kdc_cuda_uploader_submit(d->up, bytes, &x, err);
@@ -132,7 +129,9 @@ kdc_status kd_device_forward_run(kd_device_forward *d, kdc_error *err)
     size_t rows = (size_t)n;
     switch (d->storage) {
     case CACHE_LOGITS_F32: d->logits32 = logits; break;
-    case CACHE_LOGITS_F16: st = d->be->f32_to_f16(d->be, rows * d->C, logits, d->logits16, err); break;
+    case CACHE_LOGITS_F16:
+        st = d->be->f32_to_f16(d->be, rows * d->C, logits, d->logits16, err);
+        break;
     case CACHE_LOGITS_TOPK: st = topk_rows(d, logits, rows, err); break;
     }
     if (!st && d->D)

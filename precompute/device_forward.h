@@ -35,9 +35,8 @@ typedef struct kd_device_forward kd_device_forward;
 /* For batches of up to `batch` images of 3 x size x size floats, outputs in
  * h's storage (logit_storage, topk, feature_dim; feature_dim 0 = none). be
  * must be a CUDA backend holding the teacher m; m outlives d. */
-kdc_status kd_device_forward_create(kdc_backend *be, kdc_model *m, const cache_header *h,
-                                    int batch, int size, kd_device_forward **out,
-                                    kdc_error *err);
+kdc_status kd_device_forward_create(kdc_backend *be, kdc_model *m, const cache_header *h, int batch,
+                                    int size, kd_device_forward **out, kdc_error *err);
 
 /* The pinned buffer for the next batch's pixels (batch x 3 x size x size). */
 kdc_status kd_device_forward_host_slot(kd_device_forward *d, float **pixels, kdc_error *err);

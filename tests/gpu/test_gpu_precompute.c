@@ -91,7 +91,8 @@ static void write_jpeg(const char *path, int cls, uint64_t seed)
     ck_assert_ptr_nonnull(tj);
     unsigned char *jpg = NULL;
     unsigned long len = 0;
-    ck_assert_msg(tjCompress2(tj, px, IMG_W, 0, IMG_H, TJPF_RGB, &jpg, &len, TJSAMP_420, 92, 0) == 0,
+    ck_assert_msg(tjCompress2(tj, px, IMG_W, 0, IMG_H, TJPF_RGB, &jpg, &len, TJSAMP_420, 92, 0) ==
+                      0,
                   "tjCompress2: %s", tjGetErrorStr2(tj));
     FILE *f = fopen(path, "wb");
     ck_assert_msg(f != NULL, "%s", path);
@@ -205,15 +206,15 @@ static void gpu_flags(char *buf, size_t len, const char *extra, const char *prec
 
 typedef struct loaded {
     cache_header h;
-    int64_t rows;                /* N x V */
-    int32_t *height, *width;     /* N */
-    uint8_t *skipped;            /* N */
-    int32_t *box;                /* rows x 4 */
-    uint8_t *flip;               /* rows */
-    float *logits;               /* rows x C (float32 / float16 storage) */
-    int32_t *topk_index;         /* rows x K (top-k storage) */
+    int64_t rows;            /* N x V */
+    int32_t *height, *width; /* N */
+    uint8_t *skipped;        /* N */
+    int32_t *box;            /* rows x 4 */
+    uint8_t *flip;           /* rows */
+    float *logits;           /* rows x C (float32 / float16 storage) */
+    int32_t *topk_index;     /* rows x K (top-k storage) */
     float *topk_value;
-    float *features;             /* rows x D, or NULL */
+    float *features; /* rows x D, or NULL */
 } loaded;
 
 static void load(const char *name, loaded *L)
@@ -586,9 +587,8 @@ static void write_form(const char *path, const char *mode, kd_chunk_form form, c
             else if (wh->logit_storage == CACHE_LOGITS_F16)
                 kdc_f32_to_f16_array(lg + r0 * SW_C, b->stored.logits, rows * SW_C);
             else
-                cache_topk_rows(lg + r0 * SW_C, rows, SW_C, (size_t)wh->topk,
-                                b->stored.topk_index, cache_topk_index_size(wh),
-                                b->stored.topk_value);
+                cache_topk_rows(lg + r0 * SW_C, rows, SW_C, (size_t)wh->topk, b->stored.topk_index,
+                                cache_topk_index_size(wh), b->stored.topk_value);
             kdc_f32_to_f16_array(ft + r0 * SW_D, b->stored.features, rows * SW_D);
         }
         kd_chunk_writer_submit(cw, b);
@@ -662,7 +662,8 @@ int main(void)
     if (dev && !strcmp(dev, "cpu")) {
         g_dev = "cpu";
         g_dry = 1;
-        printf("check-gpu: kd-precompute dry run: a CPU run in the GPU's place (not a GPU check)\n");
+        printf(
+            "check-gpu: kd-precompute dry run: a CPU run in the GPU's place (not a GPU check)\n");
     } else {
         kdc_error err = {0};
         kdc_backend *gpu = NULL;
