@@ -3,6 +3,11 @@
 # -> student sweeps (kd-train, five configurations x seeds) -> final evaluation.
 #
 #   scripts/run_experiments.sh [--full] [--out DIR] [--jobs N]
+#                              [--lr LR] [--configs "ce kd_sgd ..."] [--reuse DIR]
+#
+# --lr and --configs change the student sweep (default 0.05, all five configurations);
+# --reuse DIR starts OUT from DIR's data, teacher and caches (same profile required),
+# so a second sweep does not retrain the teacher.
 #
 # It runs the built tools (build/bin) and writes everything under OUT (runs/quick or
 # runs/full): params.txt, times.tsv (wall seconds per stage), logs/, teacher/,
@@ -18,6 +23,9 @@ cd "$(dirname "$0")/.."
 
 PROFILE=quick
 OUT=""
+REUSE=""
+S_LR=0.05
+CONFIGS="ce kd_sgd kd_dot kd_proj_dot kd_dot_topk"
 JOBS=$(nproc)
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -26,14 +34,16 @@ while [ $# -gt 0 ]; do
     --quick) PROFILE=quick ;;
     --out) OUT="$2"; shift ;;
     --jobs) JOBS="$2"; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --lr) S_LR="$2"; shift ;;
+    --configs) CONFIGS="$2"; shift ;;
+    --reuse) REUSE="$2"; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "run_experiments: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
   shift
 done
 [ -n "$OUT" ] || OUT="runs/$PROFILE"
 
-# S_LR (environment, default 0.05): the students' learning rate, for investigations.
 # Sizes. Measured on the shared 2-core machine (docs/RESULTS.md, "Throughput"):
 # resnet18 trains at ~120 img/s and mobilenet_v1 at ~130 img/s per thread at 32 px,
 # kd-precompute runs resnet18 at ~570 views/s. The teacher sees far more data than
@@ -53,10 +63,8 @@ else
   VIEWS=4; SEEDS="1"
 fi
 TEACHER=resnet18
-S_LR=${S_LR:-0.05}
 STUDENT=mobilenet_v1
 TOPK=5
-CONFIGS="ce kd_sgd kd_dot kd_proj_dot kd_dot_topk"
 
 echo "run_experiments: $PROFILE version: teacher $TEACHER on $T_PER_CLASS images/class x" \
      "$T_EPOCHS epochs; caches of $VIEWS pad-crop views; student $STUDENT on $S_PER_CLASS" \
@@ -83,11 +91,27 @@ t_opt=$T_OPT"
 STUDENT_PARAMS="student=$STUDENT s_epochs=$S_EPOCHS seeds=$SEEDS configs=$CONFIGS
 s_opt=$S_OPT
 kd=$KD
-command=scripts/run_experiments.sh --$PROFILE --out $OUT"
+command=scripts/run_experiments.sh --$PROFILE --out $OUT --lr $S_LR --configs \"$CONFIGS\""
 PARAMS="$BASE_PARAMS
 $STUDENT_PARAMS"
+NBASE=$(printf '%s\n' "$BASE_PARAMS" | wc -l)
+if [ -n "$REUSE" ] && [ ! -f "$OUT/params.txt" ]; then
+  [ -f "$REUSE/params.txt" ] && [ "$(head -n "$NBASE" "$REUSE/params.txt")" = "$BASE_PARAMS" ] ||
+    { echo "run_experiments: --reuse $REUSE: not a run with these data/teacher/cache parameters" >&2; exit 1; }
+  for st in data teacher cache_f16_feat cache_topk$TOPK cache_f16 cache_f32; do
+    [ -f "$REUSE/done/$st" ] || { echo "run_experiments: --reuse $REUSE: stage $st not done there" >&2; exit 1; }
+  done
+  echo "run_experiments: starting $OUT from $REUSE's data, teacher and caches"
+  mkdir -p "$OUT/done" "$OUT/logs"
+  cp -r "$REUSE/teacher" "$REUSE/caches" "$OUT/"
+  for st in data teacher cache_f16_feat cache_topk$TOPK cache_f16 cache_f32; do
+    touch "$OUT/done/$st"; cp "$REUSE/logs/$st.log" "$OUT/logs/" 2>/dev/null || true
+  done
+  grep -v '^students' "$REUSE/times.tsv" > "$OUT/times.tsv" || true
+  printf '%s\n' "$BASE_PARAMS" > "$OUT/params.txt"
+fi
 if [ -f "$OUT/params.txt" ] && [ "$(cat "$OUT/params.txt")" != "$PARAMS" ]; then
-  if [ "$(head -n "$(printf '%s\n' "$BASE_PARAMS" | wc -l)" "$OUT/params.txt")" = "$BASE_PARAMS" ]; then
+  if [ "$(head -n "$NBASE" "$OUT/params.txt")" = "$BASE_PARAMS" ]; then
     echo "run_experiments: student parameters changed; keeping data, teacher and caches"
     rm -rf "$OUT/students" "$OUT/done/students"
   else
