@@ -65,6 +65,12 @@ fi
 TEACHER=resnet18
 STUDENT=mobilenet_v1
 TOPK=5
+# kd-precompute writes images in ImageFolder order (sorted by class) and kd-train's
+# cache stream shuffles only within windows of 8 chunks, so with more than 8 chunks a
+# window holds a few classes and batches are class-skewed (measured: 16 chunks of 128
+# images each held one or two classes). Chunks of at least 1/8 of the images make one
+# window the whole subset, i.e. a full shuffle every epoch.
+CHUNK=$(( ( (S_PER_CLASS * 10 + 7) / 8 + 63) / 64 * 64 ))
 
 echo "run_experiments: $PROFILE version: teacher $TEACHER on $T_PER_CLASS images/class x" \
      "$T_EPOCHS epochs; caches of $VIEWS pad-crop views; student $STUDENT on $S_PER_CLASS" \
@@ -85,7 +91,7 @@ KD="--ce-weight 0.1 --kd-weight 0.9 --temperature 4"   # mdistiller's CIFAR KD r
 # What the data, teacher and caches depend on, then what only the students do: a
 # change in the second part keeps the teacher and caches and redoes the students.
 BASE_PARAMS="profile=$PROFILE teacher=$TEACHER t_per_class=$T_PER_CLASS t_epochs=$T_EPOCHS
-s_per_class=$S_PER_CLASS val_per_class=$VAL_PER_CLASS views=$VIEWS topk=$TOPK
+s_per_class=$S_PER_CLASS val_per_class=$VAL_PER_CLASS views=$VIEWS topk=$TOPK chunk_images=$CHUNK
 pix=$PIX
 t_opt=$T_OPT"
 STUDENT_PARAMS="student=$STUDENT s_epochs=$S_EPOCHS seeds=$SEEDS configs=$CONFIGS
@@ -187,7 +193,8 @@ precompute() {
   rm -f "$OUT/caches/$name.h5" "$OUT/caches/$name.h5.partial"
   $BIN/kd-precompute --data "$SDATA/train" --teacher $TEACHER \
     --weights "$OUT/teacher/student.safetensors" --out "$OUT/caches/$name.h5" \
-    --view-policy pad-crop --pad 4 --views $VIEWS $PIX --seed 0 --threads "$JOBS" --quiet "$@"
+    --view-policy pad-crop --pad 4 --views $VIEWS $PIX --seed 0 --threads "$JOBS" --quiet \
+    --chunk-images $CHUNK "$@"
   $BIN/kd-cache info "$OUT/caches/$name.h5" > "$OUT/caches/$name.info"
   $BIN/kd-cache verify "$OUT/caches/$name.h5" --data "$SDATA/train"
 }
