@@ -118,6 +118,8 @@ def load(run):
         if not m or not os.path.exists(os.path.join(d, "metrics.csv")):
             continue
         ev = read_eval(os.path.join(d, "eval.txt"))
+        if ev is None:
+            continue  # still training, or failed: run_experiments.sh reported it
         wall = os.path.join(d, "wall_s")
         students.setdefault(m.group(1), []).append(dict(
             seed=int(m.group(2)), eval=ev, metrics=read_metrics(os.path.join(d, "metrics.csv")),
@@ -311,7 +313,8 @@ def main():
     head = (f"Fashion-MNIST, teacher {params.get('teacher')} on {params.get('t_per_class')} "
             f"images/class x {params.get('t_epochs')} epochs; student {params.get('student')} on "
             f"{params.get('s_per_class')} images/class x {params.get('s_epochs')} epochs; "
-            f"{params.get('views')} pad-crop views per image in the caches; val: "
+            f"{params.get('views')} pad-crop views per image in the caches"
+            f"{' (' + params['chunk_images'] + ' images per chunk)' if 'chunk_images' in params else ''}; val: "
             f"{'the 10000-image test set' if params.get('val_per_class') == 'all' else str(params.get('val_per_class')) + ' test images/class'}; "
             f"seeds {params.get('seeds')}")
     print(f"== results ({params.get('profile')} profile) ==")
@@ -382,6 +385,8 @@ def write_md(a, params, times, teacher, tmetrics, caches, students, head, extras
         L.append(f"![task and distillation loss per epoch, SGD vs DOT]({os.path.basename(a.plot)})\n")
     L += final_loss_table(students)
     L.append("")
+    L.append("(5)'s distillation loss is measured against the renormalised top-5 teacher "
+             "distribution (docs/TRAINING_MATH.md), so it is not comparable with the rows above.\n")
     L.append("Observed: " + dot_claim(students) + ".\n")
     for d, p, st, png in extras:
         L.append(f"## Second sweep: student lr {student_lr(p)}, same teacher and caches\n")
