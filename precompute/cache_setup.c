@@ -5,6 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/rng.h"
+
+/* The row-order stream: (seed, ROW_ORDER_TAG, ROW_ORDER_VIEW). Views use
+ * (seed, image index, view index < 4096), so view index UINT32_MAX keeps the
+ * two apart for every image. */
+#define ROW_ORDER_TAG 0x524f574f52444552ull /* "ROWORDER" */
+#define ROW_ORDER_VIEW 0xffffffffu
+
 kdc_status kd_precompute_view_params(const kd_precompute_options *o, img_view_params *vp,
                                      kdc_error *err)
 {
@@ -29,8 +37,38 @@ void kd_precompute_norm(const kd_precompute_options *o, img_norm *n)
     }
 }
 
-kdc_status kd_precompute_image_table(const img_dataset *ds, cache_image_table *t,
-                                     kdc_error *err)
+/* Uniform in [0, bound] without modulo bias: 64-bit draws, rejection of the
+ * incomplete top interval (integers only, so the same on every machine). */
+static uint64_t uniform_upto(kdc_philox_stream *r, uint64_t bound)
+{
+    uint64_t span = bound + 1;
+    uint64_t limit = UINT64_MAX - UINT64_MAX % span; /* draws >= limit are rejected */
+    for (;;) {
+        uint64_t x = (uint64_t)kdc_philox_u32(r) << 32;
+        x |= kdc_philox_u32(r);
+        if (x < limit)
+            return x % span;
+    }
+}
+
+void kd_precompute_row_order(const kd_precompute_options *o, size_t n, int64_t *perm)
+{
+    for (size_t i = 0; i < n; i++)
+        perm[i] = (int64_t)i;
+    if (o->order_dataset || n < 2)
+        return;
+    kdc_philox_stream r;
+    kdc_philox_init(&r, (uint64_t)o->seed, ROW_ORDER_TAG, ROW_ORDER_VIEW);
+    for (size_t i = n - 1; i > 0; i--) {
+        size_t j = (size_t)uniform_upto(&r, i);
+        int64_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+kdc_status kd_precompute_image_table(const img_dataset *ds, const int64_t *perm,
+                                     cache_image_table *t, kdc_error *err)
 {
     if (!ds->checksummed)
         return kdc_fail(err, KDC_EINVAL, "dataset not checksummed");
@@ -40,10 +78,11 @@ kdc_status kd_precompute_image_table(const img_dataset *ds, cache_image_table *t
     if (st)
         return st;
     for (size_t i = 0; i < ds->count; i++) {
-        t->path[i] = ds->items[i].path;
-        t->label[i] = ds->items[i].label;
-        t->size[i] = ds->items[i].size;
-        t->crc32[i] = ds->items[i].crc32;
+        const img_entry *e = &ds->items[perm ? (size_t)perm[i] : i];
+        t->path[i] = e->path;
+        t->label[i] = e->label;
+        t->size[i] = e->size;
+        t->crc32[i] = e->crc32;
     }
     return KDC_OK;
 }
@@ -92,9 +131,9 @@ kdc_status kd_precompute_header(const kd_precompute_options *o, const char *arch
      * batch size and the device, and on the arithmetic (--precision): all are
      * recorded so that a resume can insist on them (bit-identical results on
      * the CPU; on a GPU, no mixing of tf32 or fp16 chunks into an fp32 file). */
-    snprintf(h->created_by, sizeof h->created_by, "%s batch=%d device=%s precision=%s",
+    snprintf(h->created_by, sizeof h->created_by, "%s batch=%d device=%s precision=%s order=%s",
              KD_PRECOMPUTE_CREATED_BY, o->batch, strncmp(o->device, "cuda", 4) ? "cpu" : "cuda",
-             kdc_precision_name(o->precision));
+             kdc_precision_name(o->precision), o->order_dataset ? "dataset" : "shuffled");
     h->shard_index = o->shard_index;
     h->shard_count = o->shard_count;
     if (o->chunk_images > 0) {
@@ -141,8 +180,9 @@ static int created_by_field(const char *s, const char *key, char *out, size_t le
 const char *kd_precompute_run_diff(const cache_header *file, const cache_header *run)
 {
     /* {key, flag, value when the key is absent}: files written before
-     * --precision existed were all fp32. */
-    static const char *const KEYS[][3] = {{" batch=", "--batch", NULL},
+     * --precision existed were all fp32, before --order in dataset order. */
+    static const char *const KEYS[][3] = {{" order=", "--order", "dataset"},
+                                          {" batch=", "--batch", NULL},
                                           {" device=", "--device", NULL},
                                           {" precision=", "--precision", "fp32"}};
     for (size_t i = 0; i < sizeof KEYS / sizeof *KEYS; i++) {

@@ -25,10 +25,19 @@ kdc_status kd_precompute_view_params(const kd_precompute_options *o, img_view_pa
                                      kdc_error *err);
 void kd_precompute_norm(const kd_precompute_options *o, img_norm *n);
 
-/* The image table (path, label, size, crc32) of a checksummed dataset; the
- * paths point into ds (do not free them: cache_setup_table_free). */
-kdc_status kd_precompute_image_table(const img_dataset *ds, cache_image_table *t,
-                                     kdc_error *err);
+/* The cache's row order (--order): perm[r] = the dataset index of the image
+ * in cache row r, for r < n. shuffled: a Fisher-Yates permutation driven by
+ * Philox keyed by --seed and a stream no view uses (common/rng.h), the same on
+ * every machine; dataset: the identity. Rows in a random order make every
+ * chunk a random mix of classes, so kd-train's chunk-level shuffle gives
+ * near-iid batches at any dataset size (the FFCV / WebDataset approach). */
+void kd_precompute_row_order(const kd_precompute_options *o, size_t n, int64_t *perm);
+
+/* The image table (path, label, size, crc32) of a checksummed dataset in row
+ * order: row r describes ds image perm[r] (perm NULL: the identity). The
+ * paths point into ds (do not free them: kd_precompute_image_table_free). */
+kdc_status kd_precompute_image_table(const img_dataset *ds, const int64_t *perm,
+                                     cache_image_table *t, kdc_error *err);
 void kd_precompute_image_table_free(cache_image_table *t);
 
 /* Every root attribute, including chunk_images, shard and the fingerprint of t,
@@ -39,9 +48,10 @@ kdc_status kd_precompute_header(const kd_precompute_options *o, const char *arch
 
 /* created_by records the batch size, the device type and the precision (the
  * teacher's results depend on all three: "... batch=32 device=cuda
- * precision=tf32"); returns the flag that differs between a file made by
- * kd-precompute and this run, or NULL. A file without precision= (made
- * before the flag existed) counts as fp32. */
+ * precision=tf32") and the row order (order=shuffled|dataset); returns the
+ * flag that differs between a file made by kd-precompute and this run, or
+ * NULL. A file without precision= (made before the flag existed) counts as
+ * fp32, one without order= as dataset order. */
 const char *kd_precompute_run_diff(const cache_header *file, const cache_header *run);
 
 /* A one-line reason for resuming refusals: the human name of a header

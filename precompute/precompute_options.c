@@ -30,6 +30,9 @@ static const char USAGE[] =
     "  --batch B (32)  --threads T (all cores)  --device cpu|cuda[:i] (cpu)\n"
     "  --precision fp32|tf32|fp16 (fp32)  the teacher's convolution/linear arithmetic;\n"
     "                 tf32 and fp16 need --device cuda (docs/GPU.md: logit differences)\n"
+    "  --order shuffled|dataset (shuffled)  cache row order: a --seed permutation of\n"
+    "                 the images, so every chunk mixes classes (kd-train's chunk shuffle\n"
+    "                 then gives near-iid batches); dataset: the listing's (class-sorted) order\n"
     "  --shard i/n     process the i-th of n contiguous, chunk-aligned image ranges\n"
     "  --resume        complete an interrupted run (same arguments required)\n"
     "  --strict        stop at the first unreadable image (default: record and skip it)\n"
@@ -47,7 +50,7 @@ enum {
     O_DATA = 256, O_LIST, O_TEACHER, O_WEIGHTS, O_OUT, O_VIEWS, O_VIEW_POLICY, O_SCALE,
     O_RATIO, O_PAD, O_IMAGE_SIZE, O_RESIZE_SIZE, O_LOGITS, O_NO_FEATURES, O_BATCH, O_THREADS,
     O_DEVICE, O_SHARD, O_RESUME, O_SEED, O_QUIET, O_STRICT, O_MEAN, O_STD, O_HELP,
-    O_CHUNK_IMAGES, O_DECODE_THREADS, O_PRECISION
+    O_CHUNK_IMAGES, O_DECODE_THREADS, O_PRECISION, O_ORDER
 };
 
 static const struct option LONGOPTS[] = {
@@ -79,6 +82,7 @@ static const struct option LONGOPTS[] = {
     {"chunk-images", required_argument, 0, O_CHUNK_IMAGES},
     {"decode-threads", required_argument, 0, O_DECODE_THREADS},
     {"precision", required_argument, 0, O_PRECISION},
+    {"order", required_argument, 0, O_ORDER},
     {0, 0, 0, 0},
 };
 
@@ -212,6 +216,14 @@ kdc_status kd_precompute_parse_options(int argc, char **argv, kd_precompute_opti
             if (kdc_precision_parse(a, &o->precision, err))
                 return kdc_fail(err, KDC_EINVAL, "--precision: '%s' is not fp32, tf32 or fp16",
                                 a);
+            break;
+        case O_ORDER:
+            if (!strcmp(a, "shuffled"))
+                o->order_dataset = 0;
+            else if (!strcmp(a, "dataset"))
+                o->order_dataset = 1;
+            else
+                return kdc_fail(err, KDC_EINVAL, "--order: '%s' is not shuffled or dataset", a);
             break;
         case O_HELP: *help = 1; return KDC_OK;
         default:

@@ -20,6 +20,7 @@ typedef struct kd_precompute_options {
     int chunk_images;   /* --chunk-images: images per HDF5 chunk; 0 = chosen by size */
     int decode_threads; /* --decode-threads: JPEG decoding threads; 0 = --threads */
     kdc_precision precision; /* --precision: the teacher's conv/linear arithmetic (cuda) */
+    int order_dataset; /* --order dataset: cache rows in dataset order (default: shuffled) */
 } kd_precompute_options;
 
 kdc_status kd_precompute_parse_options(int argc, char **argv, kd_precompute_options *o,

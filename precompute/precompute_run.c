@@ -48,6 +48,8 @@ typedef struct run {
     img_dataset *ds;
     kdc_backend *be;
     kd_teacher teacher;
+    int64_t *perm;   /* cache row -> dataset index (--order) */
+    int64_t *row_of; /* dataset index -> cache row */
     cache_image_table table;
     cache_header h;
     cache_writer *w;
@@ -127,7 +129,9 @@ static kdc_status compare_with_file(run *r, const char *path, kdc_error *err)
         return KDC_EIO;
     const cache_header *fh = cache_reader_header(rd);
     const char *diff = cache_header_diff(fh, &r->h, 0), *flag = kd_precompute_run_diff(fh, &r->h);
-    if (!diff && flag)
+    /* Another --order also changes the image table (dataset_fingerprint):
+     * name the flag, not the dataset. */
+    if (flag && (!diff || !strcmp(flag, "--order")))
         st = kdc_fail(err, KDC_EMISMATCH,
                       "cannot resume: %s was made with a different %s (%s); the teacher's "
                       "float32 results depend on it, so use the same value or remove the file",
@@ -173,7 +177,10 @@ static kdc_status plan_segment(run *r, int64_t *c, int64_t end, size_t *n, kdc_e
         int64_t first = *c * ch, count = N - first < ch ? N - first : ch;
         for (int64_t i = first; i < first + count; i++)
             for (uint32_t v = 0; v < V; v++)
-                if ((st = plan_push(r, n, (img_request){.index = i, .view_index = v}, err)))
+                /* The dataset index: the loader decodes that image and draws
+                 * its views from (seed, image, view), whatever its row. */
+                if ((st = plan_push(r, n, (img_request){.index = r->perm[i], .view_index = v},
+                                    err)))
                     return st;
         while (*n % B)
             if ((st = plan_push(r, n, (img_request){.index = -1}, err)))
@@ -198,7 +205,7 @@ static kdc_status record_samples(run *r, fill_state *f, const img_batch *b, int 
     for (int j = 0; j < n; j++) {
         const img_sample *sm = &b->samples[j];
         int64_t row = f->rows + j, img = row / V, v = row % V;
-        if (sm->index != cb->first_image + img || (int64_t)sm->view_index != v)
+        if (sm->index != r->perm[cb->first_image + img] || (int64_t)sm->view_index != v)
             return kdc_fail(err, KDC_EINVAL, "internal: sample %lld/%u arrived as row %lld",
                             (long long)sm->index, sm->view_index, (long long)row);
         const img_entry *e = &r->ds->items[sm->index];
@@ -249,7 +256,7 @@ static kdc_status take_buffer(run *r, fill_state *f, const img_batch *b, int n, 
     if (!f->buf) {
         if ((st = kd_chunk_writer_acquire(r->cw, &f->buf, err)))
             return st;
-        int64_t first_img = b->samples[0].index;
+        int64_t first_img = r->row_of[b->samples[0].index];
         f->buf->chunk = first_img / ch;
         f->buf->first_image = f->buf->chunk * ch;
         f->buf->count = N - f->buf->first_image < ch ? N - f->buf->first_image : ch;
@@ -444,6 +451,8 @@ static void run_free(run *r)
     kd_teacher_free(&r->teacher);
     kdc_backend_destroy(r->be);
     kd_precompute_image_table_free(&r->table);
+    free(r->perm);
+    free(r->row_of);
     img_dataset_free(r->ds);
     free(r->plan);
 }
@@ -483,7 +492,14 @@ static kdc_status setup(run *r, out_mode *mode, kdc_error *err)
     note(r, "checksumming %zu images (%d threads)", r->ds->count, threads);
     if ((st = img_dataset_checksum(r->ds, threads, err)))
         return st;
-    if ((st = kd_precompute_image_table(r->ds, &r->table, err)) ||
+    r->perm = malloc(r->ds->count * sizeof *r->perm);
+    r->row_of = malloc(r->ds->count * sizeof *r->row_of);
+    if (!r->perm || !r->row_of)
+        return kdc_fail(err, KDC_ENOMEM, "row order of %zu images: out of memory", r->ds->count);
+    kd_precompute_row_order(o, r->ds->count, r->perm);
+    for (size_t i = 0; i < r->ds->count; i++)
+        r->row_of[r->perm[i]] = (int64_t)i;
+    if ((st = kd_precompute_image_table(r->ds, r->perm, &r->table, err)) ||
         (st = kd_precompute_header(o, o->teacher, &r->teacher, &r->table, &r->h, err)))
         return st;
     r->s->num_images = r->h.num_images;

@@ -202,7 +202,7 @@ static const char *photo_args(char *buf, size_t len, const char *arch, const cha
 {
     snprintf(buf, len,
              "--data %s/photos --teacher %s --weights %s/%s --out %s --view-policy center "
-             "--resize-size 224 --image-size 224 --logits %s --threads 2 --batch 4",
+             "--resize-size 224 --image-size 224 --logits %s --threads 2 --batch 4 --order dataset",
              fx, arch, fx, weights, out, logits);
     return buf;
 }
@@ -375,7 +375,7 @@ static void check_views_policy(const char *key, const char *policy, const char *
     fclose(f);
     snprintf(args, sizeof args,
              "--list %s --teacher resnet18 --weights %s/resnet18_c10.safetensors --out %s "
-             "--view-policy %s --views %d --seed 1234 --threads 2 --batch 4 %s",
+             "--view-policy %s --views %d --seed 1234 --threads 2 --batch 4 --order dataset %s",
              list, fx, out, policy, V, extra);
     ck_assert_msg(run_tool(err, args) == 0, "%s", slurp(err));
     loaded L;
@@ -548,13 +548,14 @@ START_TEST(test_resume_refuses_other_settings)
                                      weights, weights2, weights2, weights2),
                      0);
 
-    small_args(args, sizeof args, data, weights, out, "--strict");
+    /* --order dataset: the zero-byte c2/zzz.jpg is the last row */
+    small_args(args, sizeof args, data, weights, out, "--order dataset --strict");
     ck_assert_int_ne(run_tool(err, args), 0);
     ck_assert_ptr_nonnull(strstr(slurp(err), "zzz.jpg"));
     ck_assert(exists("%s.partial", out) && !exists("%s", out));
 
     /* without --resume: refused, the partial is kept */
-    small_args(args, sizeof args, data, weights, out, "");
+    small_args(args, sizeof args, data, weights, out, "--order dataset");
     ck_assert_int_ne(run_tool(err, args), 0);
     ck_assert_ptr_nonnull(strstr(slurp(err), "--resume"));
 
@@ -569,9 +570,12 @@ START_TEST(test_resume_refuses_other_settings)
         {data3, weights, "--resume", "dataset"},
         {data, weights, "--resume --batch 4", "--batch"},
         {data, weights, "--resume --chunk-images 16", "--chunk-images"},
+        {data, weights, "--resume --order shuffled", "--order"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        small_args(args, sizeof args, cases[i].data, cases[i].weights, out, cases[i].extra);
+        char extra[256];
+        snprintf(extra, sizeof extra, "--order dataset %s", cases[i].extra);
+        small_args(args, sizeof args, cases[i].data, cases[i].weights, out, extra);
         ck_assert_int_ne(run_tool(err, args), 0);
         const char *msg = slurp(err);
         ck_assert_msg(strstr(msg, cases[i].expect) != NULL, "case %zu: '%s' does not name %s",
@@ -581,7 +585,7 @@ START_TEST(test_resume_refuses_other_settings)
     }
 
     /* the right settings complete it; the zero-byte image is recorded as skipped */
-    small_args(args, sizeof args, data, weights, out, "--resume");
+    small_args(args, sizeof args, data, weights, out, "--order dataset --resume");
     ck_assert_msg(run_tool(err, args) == 0, "%s", slurp(err));
     loaded L;
     load_cache(out, &L);
@@ -619,6 +623,109 @@ START_TEST(test_shards_merge_to_the_same_cache)
     ck_assert_msg(rc == 0, "kd-cache merge: %s", slurp(err));
     /* also shows that --threads / --decode-threads do not change a bit */
     assert_same_cache(ref, merged);
+    kdc_test_system("rm -rf %s", dir);
+    free(dir);
+}
+END_TEST
+
+/* ---- row order ---- */
+
+/* The row of `path` in L, or -1. */
+static int64_t row_of_path(const loaded *L, const char *path)
+{
+    for (int64_t i = 0; i < L->n; i++)
+        if (!strcmp(L->path[i], path))
+            return i;
+    return -1;
+}
+
+/* --order shuffled (the default) stores the same per-image values as --order
+ * dataset, only in other rows: a permutation that depends on --seed, mixes
+ * classes within every chunk, and is the same in every run. */
+START_TEST(test_shuffled_order_is_a_permutation_of_dataset_order)
+{
+    char *dir = kdc_test_tmpdir("pc-order"), err[4096], args[8192], data[4096], weights[4096];
+    char ds[4096], sh[4096], sh2[4096], sh4[4096];
+    snprintf(data, sizeof data, "%s/small", fx);
+    snprintf(weights, sizeof weights, "%s/resnet18_c10.safetensors", fx);
+    snprintf(err, sizeof err, "%s/err", dir);
+    snprintf(ds, sizeof ds, "%s/dataset.h5", dir);
+    snprintf(sh, sizeof sh, "%s/shuffled.h5", dir);
+    snprintf(sh2, sizeof sh2, "%s/shuffled2.h5", dir);
+    snprintf(sh4, sizeof sh4, "%s/shuffled4.h5", dir);
+    small_args(args, sizeof args, data, weights, ds, "--order dataset");
+    ck_assert_msg(run_tool(err, args) == 0, "%s", slurp(err));
+    small_args(args, sizeof args, data, weights, sh, ""); /* default: shuffled */
+    ck_assert_msg(run_tool(err, args) == 0, "%s", slurp(err));
+    small_args(args, sizeof args, data, weights, sh2, "--order shuffled --threads 1");
+    ck_assert_msg(run_tool(err, args) == 0, "%s", slurp(err));
+    small_args(args, sizeof args, data, weights, sh4, "--seed 4");
+    ck_assert_msg(run_tool(err, args) == 0, "%s", slurp(err));
+    /* deterministic: the same file again, bit for bit */
+    assert_same_cache(sh, sh2);
+
+    loaded A, B, S4;
+    load_cache(ds, &A);
+    load_cache(sh, &B);
+    load_cache(sh4, &S4);
+    ck_assert_ptr_nonnull(strstr(A.h.created_by, "order=dataset"));
+    ck_assert_ptr_nonnull(strstr(B.h.created_by, "order=shuffled"));
+    const int64_t n = A.n, V = A.h.views_per_image, C = A.h.num_classes, D = A.h.feature_dim;
+    ck_assert_int_eq(n, 192);
+    ck_assert_int_eq(B.n, n);
+    ck_assert(cache_header_diff(&A.h, &B.h, 0) != NULL); /* the fingerprint: row order */
+    int64_t moved = 0, moved4 = 0, differ4 = 0;
+    char *seen = calloc((size_t)n, 1);
+    for (int64_t r = 0; r < n; r++) {
+        int64_t i = row_of_path(&A, B.path[r]);
+        ck_assert_msg(i >= 0, "shuffled row %lld: '%s' not in the dataset-order cache",
+                      (long long)r, B.path[r]);
+        ck_assert_int_eq(seen[i], 0);
+        seen[i] = 1;
+        moved += i != r;
+        int64_t i4 = row_of_path(&A, S4.path[r]);
+        ck_assert_int_ge(i4, 0);
+        moved4 += i4 != r;
+        differ4 += i4 != i;
+        ck_assert_int_eq(B.skipped[r], A.skipped[i]);
+        ck_assert_int_eq(B.height[r], A.height[i]);
+        /* views are drawn by image, not by row: the same boxes and flips */
+        ck_assert(!memcmp(B.box + r * V * 4, A.box + i * V * 4, (size_t)(V * 4) * 4));
+        ck_assert(!memcmp(B.flip + r * V, A.flip + i * V, (size_t)V));
+        /* the teacher's outputs for the same pixels, in a batch of other images */
+        double el = kdc_test_rel_err_f32(B.logits + r * V * C, A.logits + i * V * C,
+                                         (size_t)(V * C));
+        ck_assert_msg(el < 1e-5, "%s: logits differ by %.3g between the orders", B.path[r], el);
+        if (D) {
+            double ef = kdc_test_rel_err_f32(B.features + r * V * D, A.features + i * V * D,
+                                             (size_t)(V * D));
+            ck_assert_msg(ef < 1e-3, "%s: features differ by %.3g", B.path[r], ef);
+        }
+    }
+    free(seen);
+    /* not the identity, and another --seed gives another order */
+    ck_assert_int_gt(moved, n / 2);
+    ck_assert_int_gt(moved4, n / 2);
+    ck_assert_int_gt(differ4, n / 2);
+    /* every chunk (8 images) mixes the classes c0/c1/c2 (sorted: one class
+     * per chunk) */
+    const int64_t ch = A.h.chunk_images;
+    for (int64_t c = 0; c * ch < n; c++) {
+        int classes = 0;
+        for (int k = 0; k < 3; k++) {
+            char pre[8];
+            snprintf(pre, sizeof pre, "c%d/", k);
+            for (int64_t r = c * ch; r < (c + 1) * ch && r < n; r++)
+                if (!strncmp(B.path[r], pre, 3)) {
+                    classes++;
+                    break;
+                }
+        }
+        ck_assert_msg(classes >= 2, "chunk %lld holds one class", (long long)c);
+    }
+    free_loaded(&A);
+    free_loaded(&B);
+    free_loaded(&S4);
     kdc_test_system("rm -rf %s", dir);
     free(dir);
 }
@@ -748,7 +855,8 @@ START_TEST(test_unreadable_images_skipped_or_strict)
     int rc = run_tool(err, args);
     ck_assert_int_eq(rc, 1);
     msg = slurp(err);
-    ck_assert_ptr_nonnull(strstr(msg, "empty.jpg"));
+    /* the first unreadable one in row order (shuffled): either */
+    ck_assert_msg(strstr(msg, "empty.jpg") || strstr(msg, "truncated.jpg"), "%s", msg);
     ck_assert_int_eq(count_lines(msg), 1);
     ck_assert(!exists("%s", out));
     kdc_test_system("rm -rf %s", dir);
@@ -771,6 +879,7 @@ int main(void)
     tcase_add_test(tc, test_resume_refuses_other_settings);
     tcase_add_test(tc, test_kill_and_resume);
     tcase_add_test(tc, test_shards_merge_to_the_same_cache);
+    tcase_add_test(tc, test_shuffled_order_is_a_permutation_of_dataset_order);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -16,6 +16,7 @@
 #include "formats/cache_writer.h"
 #include "formats/safetensors.h"
 #include "testutil.h"
+#include "train/train_data.h"
 
 #define SUITE "train"
 #define NCLS 4
@@ -36,8 +37,11 @@ static const char *fx(void)
     return kdc_test_fixture_root();
 }
 
-/* Writes a cache for fixtures' data/ in `mode` (float32, float16, topk:K). */
-static void make_cache(const char *path, const char *data_dir, const char *mode)
+/* Writes a cache for fixtures' data/ in `mode` (float32, float16, topk:K);
+ * row r holds dataset image perm[r] (NULL: dataset order), as kd-precompute
+ * --order shuffled writes it. */
+static void make_cache(const char *path, const char *data_dir, const char *mode,
+                       const int64_t *perm)
 {
     kdc_error err = {0};
     img_dataset *ds = NULL;
@@ -72,14 +76,21 @@ static void make_cache(const char *path, const char *data_dir, const char *mode)
 
     cache_image_table t;
     ck_assert(cache_image_table_alloc(&t, n, &err) == KDC_OK);
-    for (int64_t i = 0; i < n; i++) {
-        t.path[i] = strdup(ds->items[i].path);
-        t.label[i] = ds->items[i].label;
-        t.size[i] = ds->items[i].size;
-        t.crc32[i] = ds->items[i].crc32;
+    float *logits0 = kdc_test_load_f32(SUITE, "teacher_logits", (size_t)n * NCLS, NULL);
+    float *feats0 = kdc_test_load_f32(SUITE, "teacher_features", (size_t)n * DT, NULL);
+    float *logits = malloc((size_t)n * NCLS * sizeof *logits);
+    float *feats = malloc((size_t)n * DT * sizeof *feats);
+    for (int64_t r = 0; r < n; r++) {
+        int64_t i = perm ? perm[r] : r;
+        t.path[r] = strdup(ds->items[i].path);
+        t.label[r] = ds->items[i].label;
+        t.size[r] = ds->items[i].size;
+        t.crc32[r] = ds->items[i].crc32;
+        memcpy(logits + r * NCLS, logits0 + i * NCLS, NCLS * sizeof *logits);
+        memcpy(feats + r * DT, feats0 + i * DT, DT * sizeof *feats);
     }
-    float *logits = kdc_test_load_f32(SUITE, "teacher_logits", (size_t)n * NCLS, NULL);
-    float *feats = kdc_test_load_f32(SUITE, "teacher_features", (size_t)n * DT, NULL);
+    free(logits0);
+    free(feats0);
     int32_t *hh = malloc((size_t)n * sizeof *hh), *ww = malloc((size_t)n * sizeof *ww);
     int32_t *box = malloc((size_t)n * 4 * sizeof *box);
     uint8_t *flip = calloc((size_t)n, 1);
@@ -126,7 +137,7 @@ static const char *cache_path(const char *mode)
     }
     char data[1024];
     snprintf(data, sizeof data, "%s/" SUITE "/data", fx());
-    make_cache(p[k], data, mode);
+    make_cache(p[k], data, mode, NULL);
     return p[k];
 }
 
@@ -474,6 +485,91 @@ START_TEST(test_mismatch_refused)
 }
 END_TEST
 
+/* A cache whose rows are a permutation of the dataset (kd-precompute's
+ * default --order shuffled) matches by path: kd_data_check_match maps every
+ * row to its image, and kd_data serves each image with its own label and
+ * teacher logits. A path outside the dataset, a repeated path or another
+ * label is refused, naming the image. */
+START_TEST(test_shuffled_cache_rows)
+{
+    char data[1024], path[1100];
+    snprintf(data, sizeof data, "%s/" SUITE "/data", fx());
+    snprintf(path, sizeof path, "%s/cache_perm.h5", g_tmp);
+    kdc_error err = {0};
+    img_dataset *ds = NULL;
+    ck_assert_msg(img_dataset_open_folder(&ds, data, &err) == KDC_OK, "%s", err.msg);
+    const int64_t n = (int64_t)ds->count;
+    int64_t *perm = malloc((size_t)n * sizeof *perm), *map = malloc((size_t)n * sizeof *map);
+    for (int64_t r = 0; r < n; r++)
+        perm[r] = (7 * r + 3) % n; /* n = 20: 7 is coprime, so a permutation */
+    ck_assert_int_eq(n % 7 != 0, 1);
+
+    cache_image_table t;
+    ck_assert(cache_image_table_alloc(&t, n, &err) == KDC_OK);
+    for (int64_t r = 0; r < n; r++) {
+        const img_entry *e = &ds->items[perm[r]];
+        t.path[r] = strdup(e->path);
+        t.label[r] = e->label;
+        t.size[r] = e->size;
+    }
+    ck_assert_msg(kd_data_check_match(ds, &t, "perm.h5", map, &err) == KDC_OK, "%s", err.msg);
+    for (int64_t r = 0; r < n; r++)
+        ck_assert_int_eq(map[r], perm[r]);
+    /* another label */
+    t.label[5] = (t.label[5] + 1) % NCLS;
+    ck_assert_int_eq(kd_data_check_match(ds, &t, "perm.h5", map, &err), KDC_EMISMATCH);
+    ck_assert_msg(strstr(err.msg, t.path[5]) && strstr(err.msg, "label"), "%s", err.msg);
+    t.label[5] = ds->items[perm[5]].label;
+    /* a path that is not in the dataset */
+    free(t.path[9]);
+    t.path[9] = strdup("class0/nosuch.jpg");
+    ck_assert_int_eq(kd_data_check_match(ds, &t, "perm.h5", map, &err), KDC_EMISMATCH);
+    ck_assert_msg(strstr(err.msg, "class0/nosuch.jpg") && strstr(err.msg, "not in the dataset"),
+                  "%s", err.msg);
+    /* the same image twice (and another one missing) */
+    free(t.path[9]);
+    t.path[9] = strdup(t.path[10]);
+    t.label[9] = t.label[10];
+    t.size[9] = t.size[10];
+    ck_assert_int_eq(kd_data_check_match(ds, &t, "perm.h5", map, &err), KDC_EMISMATCH);
+    ck_assert_msg(strstr(err.msg, t.path[10]) && strstr(err.msg, "twice"), "%s", err.msg);
+    cache_image_table_free(&t);
+
+    /* end to end: kd_data on a permuted cache file */
+    make_cache(path, data, "float32", perm);
+    float *ref = kdc_test_load_f32(SUITE, "teacher_logits", (size_t)n * NCLS, NULL);
+    kd_data_config cfg = {.data = data, .cache = path, .batch_size = 4, .threads = 1,
+                          .shuffle = 1, .seed = 5};
+    kd_data *d = NULL;
+    ck_assert_msg(kd_data_open(&cfg, &d, &err) == KDC_OK, "%s", err.msg);
+    ck_assert_msg(kd_data_start_epoch(d, 0, &err) == KDC_OK, "%s", err.msg);
+    char *seen = calloc((size_t)n, 1);
+    int64_t total = 0;
+    for (;;) {
+        kd_batch b;
+        ck_assert_msg(kd_data_next(d, &b, &err) == KDC_OK, "%s", err.msg);
+        if (b.count == 0)
+            break;
+        for (int j = 0; j < b.count; j++) {
+            int64_t i = b.image[j];
+            ck_assert(i >= 0 && i < n && !seen[i]);
+            seen[i] = 1;
+            ck_assert_int_eq(b.label[j], ds->items[i].label);
+            ck_assert(!memcmp(b.logits + (size_t)j * NCLS, ref + i * NCLS,
+                              NCLS * sizeof(float)));
+        }
+        total += b.count;
+    }
+    ck_assert_int_eq(total, n);
+    kd_data_close(d);
+    free(seen);
+    free(ref);
+    free(perm);
+    free(map);
+    img_dataset_free(ds);
+}
+END_TEST
+
 /* No cache: online pad-crop views, CE only (how a teacher or baseline is
  * trained), --val after the epoch; then --eval-only on the saved student, and
  * torchvision's resnet18 loads a saved student with load_state_dict. */
@@ -537,6 +633,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_resume_equality);
     tcase_add_test(tc, test_metrics_columns);
     tcase_add_test(tc, test_mismatch_refused);
+    tcase_add_test(tc, test_shuffled_cache_rows);
     tcase_add_test(tc, test_online_and_eval);
     suite_add_tcase(s, tc);
     return s;

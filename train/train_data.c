@@ -32,6 +32,7 @@ struct kd_data {
     cache_stream *stream;
     const cache_header *h;
     const cache_image_table *table;
+    int64_t *ds_of_row; /* cache row -> dataset index (rows may be shuffled) */
     img_view_params view;
     img_norm norm;
     int num_classes;
@@ -92,30 +93,93 @@ int64_t kd_data_epoch_batches(const kd_data *d)
     return (n + B - 1) / B;
 }
 
+/* A dataset image by path, for the sorted index that matches cache rows. */
+typedef struct path_index {
+    const char *path;
+    int64_t index;
+} path_index;
+
+static int by_path(const void *a, const void *b)
+{
+    return strcmp(((const path_index *)a)->path, ((const path_index *)b)->path);
+}
+
+/* Row r against dataset image i: label and size. */
+static kdc_status check_row(const img_dataset *ds, const cache_image_table *t, int64_t r,
+                            size_t i, const char *cache_path, kdc_error *err)
+{
+    const img_entry *e = &ds->items[i];
+    if (e->label != t->label[r])
+        return kdc_fail(err, KDC_EMISMATCH,
+                        "%s does not match %s: '%s' has label %d in the cache, %d on disk",
+                        cache_path, ds->root, e->path, (int)t->label[r], (int)e->label);
+    if (e->size != t->size[r])
+        return kdc_fail(err, KDC_EMISMATCH,
+                        "%s does not match %s: '%s' has %llu bytes, the cache expects %llu",
+                        cache_path, ds->root, e->path, (unsigned long long)e->size,
+                        (unsigned long long)t->size[r]);
+    return KDC_OK;
+}
+
 kdc_status kd_data_check_match(const img_dataset *ds, const cache_image_table *t,
-                               const char *cache_path, kdc_error *err)
+                               const char *cache_path, int64_t *ds_of_row, kdc_error *err)
 {
     if ((int64_t)ds->count != t->count)
         return kdc_fail(err, KDC_EMISMATCH,
                         "%s was made from %lld images but %s holds %zu: not the same dataset",
                         cache_path, (long long)t->count, ds->root, ds->count);
-    for (size_t i = 0; i < ds->count; i++) {
-        const img_entry *e = &ds->items[i];
-        if (strcmp(e->path, t->path[i]))
-            return kdc_fail(err, KDC_EMISMATCH,
-                            "%s does not match %s: image %zu is '%s' in the cache, '%s' on disk",
-                            cache_path, ds->root, i, t->path[i], e->path);
-        if (e->label != t->label[i])
-            return kdc_fail(err, KDC_EMISMATCH,
-                            "%s does not match %s: '%s' has label %d in the cache, %d on disk",
-                            cache_path, ds->root, e->path, (int)t->label[i], (int)e->label);
-        if (e->size != t->size[i])
-            return kdc_fail(err, KDC_EMISMATCH,
-                            "%s does not match %s: '%s' has %llu bytes, the cache expects %llu",
-                            cache_path, ds->root, e->path, (unsigned long long)e->size,
-                            (unsigned long long)t->size[i]);
+    const size_t n = ds->count;
+    kdc_status st = KDC_OK;
+    /* Fast path: rows in dataset order (--order dataset, older caches). */
+    size_t same = 0;
+    while (same < n && t->path[same] && !strcmp(t->path[same], ds->items[same].path))
+        same++;
+    if (same == n) {
+        for (size_t i = 0; i < n; i++) {
+            if ((st = check_row(ds, t, (int64_t)i, i, cache_path, err)))
+                return st;
+            if (ds_of_row)
+                ds_of_row[i] = (int64_t)i;
+        }
+        return KDC_OK;
     }
-    return KDC_OK;
+    path_index *sorted = malloc(n * sizeof *sorted);
+    unsigned char *used = calloc(n, 1);
+    if (!sorted || !used) {
+        free(sorted);
+        free(used);
+        return kdc_fail(err, KDC_ENOMEM, "matching %zu cache rows to %s: out of memory", n,
+                        ds->root);
+    }
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = (path_index){ds->items[i].path, (int64_t)i};
+    qsort(sorted, n, sizeof *sorted, by_path);
+    /* A list file could name an image twice: then "the same image set" is
+     * ambiguous, so refuse it. */
+    for (size_t k = 1; k < n && !st; k++)
+        if (!strcmp(sorted[k].path, sorted[k - 1].path))
+            st = kdc_fail(err, KDC_EMISMATCH, "%s lists '%s' twice", ds->root, sorted[k].path);
+    for (int64_t r = 0; r < t->count && !st; r++) {
+        const char *p = t->path[r] ? t->path[r] : "";
+        path_index key = {p, -1};
+        const path_index *hit = bsearch(&key, sorted, n, sizeof *sorted, by_path);
+        int64_t i = hit ? hit->index : -1;
+        if (i < 0)
+            st = kdc_fail(err, KDC_EMISMATCH,
+                          "%s does not match %s: '%s' (cache row %lld) is not in the dataset",
+                          cache_path, ds->root, p, (long long)r);
+        else if (used[i])
+            st = kdc_fail(err, KDC_EMISMATCH, "%s: '%s' appears twice in the image table",
+                          cache_path, p);
+        else if (!(st = check_row(ds, t, r, (size_t)i, cache_path, err))) {
+            used[i] = 1;
+            if (ds_of_row)
+                ds_of_row[r] = i;
+        }
+    }
+    free(sorted);
+    free(used);
+    return st;
 }
 
 static kdc_status view_params_from_cache(const cache_header *h, img_view_params *p, img_norm *n,
@@ -152,6 +216,7 @@ void kd_data_close(kd_data *d)
         free(d->seg[s].reqs);
     }
     free(d->perm);
+    free(d->ds_of_row);
     free(d->pixels);
     free(d->label);
     free(d->image);
@@ -187,7 +252,11 @@ kdc_status kd_data_open(const kd_data_config *cfg, kd_data **out, kdc_error *err
             goto fail;
         d->h = cache_stream_header(d->stream);
         d->table = cache_stream_images(d->stream);
-        if ((st = kd_data_check_match(d->ds, d->table, cfg->cache, err)))
+        if (!(d->ds_of_row = malloc(d->ds->count * sizeof *d->ds_of_row))) {
+            st = kdc_fail(err, KDC_ENOMEM, "out of memory");
+            goto fail;
+        }
+        if ((st = kd_data_check_match(d->ds, d->table, cfg->cache, d->ds_of_row, err)))
             goto fail;
         if ((st = view_params_from_cache(d->h, &d->view, &d->norm, err)))
             goto fail;
@@ -270,7 +339,7 @@ static kdc_status fill_segment(kd_data *d, int s, kdc_error *err)
             n = rb->count;
             for (int i = 0; i < n; i++) {
                 img_request *q = &g->reqs[g->nreqs + (size_t)i];
-                q->index = rb->image[i];
+                q->index = d->ds_of_row[rb->image[i]]; /* rb->image: cache rows */
                 q->view_index = (uint32_t)rb->view[i];
                 q->has_view = 1;
                 q->view.y0 = rb->box[4 * i];
@@ -372,12 +441,14 @@ kdc_status kd_data_next_into(kd_data *d, kd_batch *out, float *pixels, kdc_error
                 img_loader_release(d->loader, ib);
                 return st;
             }
-            if (s->crc32 != d->table->crc32[s->index] || s->file_size != d->table->size[s->index]) {
+            /* Samples arrive in request order: sample i is row rb->image[i]. */
+            int64_t row = g->rows[bi].image[i];
+            if (s->crc32 != d->table->crc32[row] || s->file_size != d->table->size[row]) {
                 st = kdc_fail(err, KDC_EMISMATCH,
                               "%s/%s: contents differ from the file the cache %s was made from "
                               "(crc32 %08x, expected %08x)",
                               d->ds->root, d->ds->items[s->index].path, d->cfg.cache,
-                              (unsigned)s->crc32, (unsigned)d->table->crc32[s->index]);
+                              (unsigned)s->crc32, (unsigned)d->table->crc32[row]);
                 img_loader_release(d->loader, ib);
                 return st;
             }

@@ -10,14 +10,16 @@
  * images are decoded from the dataset folder and the stored view (box + flip)
  * is replayed, so the student sees the pixels the teacher saw. The dataset
  * must be the one the cache was made from: paths, labels and sizes are
- * compared at open, and every decoded file's CRC-32 against the cache's.
+ * compared at open (by path: cache rows may be in any order), and every
+ * decoded file's CRC-32 against the cache's.
  *
  * Without a cache, every image once per epoch in a shuffled order (a
  * permutation drawn from (seed, epoch)), view number `epoch` drawn online by
  * the policy (rrc, pad-crop or center). Unreadable images are dropped from
  * their batch and counted.
  *
- * --no-shuffle: dataset order and consecutive batches in both modes.
+ * --no-shuffle: consecutive batches in dataset order (cache mode: the
+ * cache's row order).
  * Everything is a function of (seed, epoch), never of thread timing, so a run
  * resumed at an epoch boundary sees the same samples.
  *
@@ -92,10 +94,14 @@ kdc_status kd_data_next(kd_data *d, kd_batch *b, kdc_error *err);
  * there. The end of the epoch leaves b->pixels NULL, as kd_data_next. */
 kdc_status kd_data_next_into(kd_data *d, kd_batch *b, float *pixels, kdc_error *err);
 
-/* Checks that cache image table t describes dataset ds (same count, and per
- * image the same path, label and file size); the error names the first image
- * that differs. */
+/* Checks that cache image table t describes dataset ds as a set: the same
+ * count, every row's path in the dataset exactly once, with the same label
+ * and file size. Rows are matched by path, not position, because
+ * kd-precompute writes them in a shuffled order by default (--order). On
+ * success, ds_of_row[r] (t->count entries, caller's memory; NULL: not wanted)
+ * is the dataset index of row r's image. The error names the first image
+ * that differs. O(N log N). */
 kdc_status kd_data_check_match(const img_dataset *ds, const cache_image_table *t,
-                               const char *cache_path, kdc_error *err);
+                               const char *cache_path, int64_t *ds_of_row, kdc_error *err);
 
 #endif
