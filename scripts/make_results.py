@@ -413,6 +413,13 @@ def write_md(a, params, times, teacher, tmetrics, caches, students, head, extras
     L.append("On the shared 2-core development machine while other engineers' builds and "
              "tests ran, so absolute times are several times an idle machine's.\n")
     L += times_table(times)
+    for d, p, _, _ in extras:
+        t = os.path.join(d, "times.tsv")
+        for line in open(t) if os.path.exists(t) else []:
+            k, v = line.rstrip("\n").split("\t")
+            if k == "students":
+                L.append(f"\nSecond sweep (lr {student_lr(p)}, {p.get('configs')}): students "
+                         f"{float(v):.0f} s.")
     L.append("")
     if tmetrics:
         L.append(f"Teacher training: {sum(r['seconds'] for r in tmetrics):.0f} s over "
