@@ -154,7 +154,8 @@ $(BUILD)/gpu/%: $(BUILD)/obj/tests/gpu/%.o $(call obj,$(TEST_UTIL)) $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(ALL_LIBS) $(LDLIBS) $(CHECK_LIBS)
 
-# Fixtures always go to build/fixtures (also for SANITIZE=1): they are data.
+# Fixtures are generated per build folder (build-asan/ makes its own), so a
+# sanitizer run never shares files that a normal run's tests may have written.
 $(BUILD)/fixtures/%/.stamp build/fixtures/%/.stamp: scripts/ref_%.py
 	@mkdir -p $(dir $@)
 	@$(PYTHON) -c 'import torch' 2>/dev/null || { echo "fixtures: $(PYTHON) has no torch; run scripts/setup.sh" >&2; exit 1; }
