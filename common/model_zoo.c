@@ -14,8 +14,19 @@ const char *const *kdc_model_arch_names(void)
     return NAMES;
 }
 
+static int known(const char *arch)
+{
+    for (int i = 0; NAMES[i]; i++)
+        if (strcmp(NAMES[i], arch) == 0)
+            return 1;
+    return 0;
+}
+
 kdc_status kdc_zoo_build(kdc_model *m, const char *arch, int num_classes, kdc_error *err)
 {
+    /* Unknown names get the full list, whatever family their prefix suggests. */
+    if (!known(arch))
+        goto unknown;
     if (strncmp(arch, "resnet", 6) == 0 && strstr(arch, "x4") == NULL)
         return kdc_build_resnet(m, arch, num_classes, err);
     if (strcmp(arch, "wide_resnet50_2") == 0)
@@ -26,6 +37,7 @@ kdc_status kdc_zoo_build(kdc_model *m, const char *arch, int num_classes, kdc_er
         return kdc_build_cifar_resnet(m, arch, num_classes, err);
     if (strcmp(arch, "wrn_16_2") == 0 || strcmp(arch, "wrn_40_2") == 0)
         return kdc_build_wrn(m, arch, num_classes, err);
+unknown:;
     char list[512] = "";
     for (int i = 0; NAMES[i]; i++) {
         if (i)

@@ -427,6 +427,21 @@ START_TEST(test_infer_refolds)
 }
 END_TEST
 
+/* Unknown names are refused with the list of known ones, even when their
+ * prefix looks like a known family ("resnet99", "wrn_28_10"). */
+START_TEST(test_unknown_arch)
+{
+    static const char *bad[] = {"resnet99", "resnet", "wrn_28_10", "mobilenet_v2", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        kdc_error e;
+        kdc_model *m = NULL;
+        ck_assert_int_eq(kdc_model_create(bad[i], 10, be, 1, &m, &e), KDC_EINVAL);
+        ck_assert_ptr_null(m);
+        ck_assert_msg(strstr(e.msg, "known:") && strstr(e.msg, "wrn_40_2"), "%s", e.msg);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("models");
@@ -436,6 +451,7 @@ int main(void)
     tcase_add_test(tc, test_params_and_init);
     tcase_add_test(tc, test_checkpoint_errors_and_roundtrip);
     tcase_add_test(tc, test_infer_refolds);
+    tcase_add_test(tc, test_unknown_arch);
     tcase_add_loop_test(tc, test_eval_vs_pytorch, 0, N_ARCHS);
     tcase_add_loop_test(tc, test_train_step_vs_pytorch, 0,
                         (int)(sizeof TRAIN / sizeof TRAIN[0]));
