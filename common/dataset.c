@@ -374,8 +374,8 @@ typedef struct sum_job {
     kdc_error bad_err;
 } sum_job;
 
-static kdc_status crc_file(const char *path, uint64_t *size, uint32_t *crc, uint8_t *buf,
-                           size_t bufsz, kdc_error *err)
+kdc_status img_file_crc32(const char *path, uint64_t *size, uint32_t *crc, uint8_t *buf,
+                          size_t bufsz, kdc_error *err)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -414,7 +414,7 @@ static void *sum_worker(void *arg)
         kdc_status st = buf ? img_dataset_full_path(j->ds, i, path, sizeof path, &e)
                             : kdc_fail(&e, KDC_ENOMEM, "checksum: out of memory");
         if (!st)
-            st = crc_file(path, &size, &crc, buf, BUF, &e);
+            st = img_file_crc32(path, &size, &crc, buf, BUF, &e);
         if (!st && size != j->ds->items[i].size)
             st = kdc_fail(&e, KDC_EMISMATCH, "%s: size changed from %llu to %llu bytes while listing",
                           path, (unsigned long long)j->ds->items[i].size, (unsigned long long)size);

@@ -56,6 +56,11 @@ kdc_status img_dataset_checksum(img_dataset *ds, int threads, kdc_error *err);
 void img_dataset_fingerprint_of(const img_entry *entries, size_t n, char hex[65]);
 
 /* root + "/" + path of image i. */
+/* Size and zlib CRC-32 of a whole file, read through buf (bufsz bytes). The one
+ * implementation of the per-image checksum: datasets and `kd-cache verify` use it. */
+kdc_status img_file_crc32(const char *path, uint64_t *size, uint32_t *crc, uint8_t *buf,
+                          size_t bufsz, kdc_error *err);
+
 kdc_status img_dataset_full_path(const img_dataset *ds, size_t i, char *buf, size_t len,
                                  kdc_error *err);
 

@@ -5,30 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "cache_reader.h"
+#include "common/dataset.h"
 
 kdc_status cache_file_crc32(const char *path, uint64_t *size, uint32_t *crc, kdc_error *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return kdc_fail(err, KDC_EIO, "%s: %s", path, strerror(errno));
     static __thread unsigned char buf[1 << 16];
-    uLong c = crc32(0L, Z_NULL, 0);
-    uint64_t n = 0;
-    size_t got;
-    while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
-        c = crc32(c, buf, (uInt)got);
-        n += got;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad)
-        return kdc_fail(err, KDC_EIO, "%s: read error", path);
-    *size = n;
-    *crc = (uint32_t)c;
-    return KDC_OK;
+    return img_file_crc32(path, size, crc, buf, sizeof buf, err);
 }
 
 kdc_status cache_verify(const char *path, const char *data_dir, cache_verify_report *rep,
