@@ -131,3 +131,34 @@ kdc_status kdc_cli_shard(const char *flag, const char *s, int *index, int *count
     *count = (int)n;
     return KDC_OK;
 }
+
+kdc_status kdc_cli_view_flag(const char *flag, const char *arg, const kdc_cli_view_fields *f,
+                             kdc_error *err)
+{
+    long v;
+    kdc_status st;
+    if (!strcmp(flag, "pad") || !strcmp(flag, "image-size") || !strcmp(flag, "resize-size")) {
+        int is_pad = !strcmp(flag, "pad"), is_image = !strcmp(flag, "image-size");
+        const char *name = is_pad ? "--pad" : is_image ? "--image-size" : "--resize-size";
+        if ((st = kdc_cli_int(name, arg, is_pad ? 0 : 8, is_pad ? 4096 : is_image ? 4096 : 8192,
+                              &v, err)))
+            return st;
+        *(is_pad ? f->pad : is_image ? f->image_size : f->resize_size) = (int)v;
+        return KDC_OK;
+    }
+    if (!strcmp(flag, "scale"))
+        return kdc_cli_pair("--scale", arg, 1e-6, 1, f->scale, err);
+    if (!strcmp(flag, "ratio"))
+        return kdc_cli_pair("--ratio", arg, 1e-3, 1e3, f->ratio, err);
+    if (!strcmp(flag, "mean"))
+        return kdc_cli_doubles("--mean", arg, 3, f->mean, err);
+    if (!strcmp(flag, "std")) {
+        if ((st = kdc_cli_doubles("--std", arg, 3, f->std, err)))
+            return st;
+        for (int i = 0; i < 3; i++)
+            if (!(f->std[i] > 0))
+                return kdc_fail(err, KDC_EINVAL, "--std: values must be positive");
+        return KDC_OK;
+    }
+    return kdc_fail(err, KDC_EINVAL, "--%s is not a view flag", flag);
+}

@@ -21,4 +21,15 @@ kdc_status kdc_cli_doubles(const char *flag, const char *s, int n, double *out, 
 kdc_status kdc_cli_shard(const char *flag, const char *s, int *index, int *count,
                          kdc_error *err);
 
+/* The view flags that kd-precompute and kd-train share (--pad, --image-size,
+ * --resize-size, --scale, --ratio, --mean, --std), parsed into the caller's fields
+ * with the same ranges in both tools. `flag` is the long name without dashes. */
+typedef struct kdc_cli_view_fields {
+    int *pad, *image_size, *resize_size;
+    double *scale, *ratio, *mean, *std; /* [2], [2], [3], [3] */
+} kdc_cli_view_fields;
+
+kdc_status kdc_cli_view_flag(const char *flag, const char *arg, const kdc_cli_view_fields *f,
+                             kdc_error *err);
+
 #endif

@@ -114,8 +114,10 @@ kdc_status kd_precompute_parse_options(int argc, char **argv, kd_precompute_opti
     kdc_status st;
     optind = 1;
     opterr = 0;
-    int c, views_given = 0;
-    while ((c = getopt_long(argc, argv, "", LONGOPTS, NULL)) != -1) {
+    int c, li = 0, views_given = 0;
+    const kdc_cli_view_fields vf = {&o->pad, &o->image_size, &o->resize_size, o->scale,
+                                    o->ratio, o->mean, o->std};
+    while ((c = getopt_long(argc, argv, "", LONGOPTS, &li)) != -1) {
         const char *a = optarg;
         switch (c) {
         case O_DATA: o->data = a; break;
@@ -132,19 +134,14 @@ kdc_status kd_precompute_parse_options(int argc, char **argv, kd_precompute_opti
             views_given = 1;
             break;
         case O_PAD:
-            if ((st = kdc_cli_int("--pad", a, 0, 4096, &v, err)))
-                return st;
-            o->pad = (int)v;
-            break;
         case O_IMAGE_SIZE:
-            if ((st = kdc_cli_int("--image-size", a, 8, 4096, &v, err)))
-                return st;
-            o->image_size = (int)v;
-            break;
         case O_RESIZE_SIZE:
-            if ((st = kdc_cli_int("--resize-size", a, 8, 8192, &v, err)))
+        case O_SCALE:
+        case O_RATIO:
+        case O_MEAN:
+        case O_STD:
+            if ((st = kdc_cli_view_flag(LONGOPTS[li].name, a, &vf, err)))
                 return st;
-            o->resize_size = (int)v;
             break;
         case O_BATCH:
             if ((st = kdc_cli_int("--batch", a, 1, 65536, &v, err)))
@@ -160,25 +157,6 @@ kdc_status kd_precompute_parse_options(int argc, char **argv, kd_precompute_opti
             if ((st = kdc_cli_int("--seed", a, 0, 2147483647L, &v, err)))
                 return st;
             o->seed = (int)v;
-            break;
-        case O_SCALE:
-            if ((st = kdc_cli_pair("--scale", a, 1e-6, 1, o->scale, err)))
-                return st;
-            break;
-        case O_RATIO:
-            if ((st = kdc_cli_pair("--ratio", a, 1e-3, 1e3, o->ratio, err)))
-                return st;
-            break;
-        case O_MEAN:
-            if ((st = kdc_cli_doubles("--mean", a, 3, o->mean, err)))
-                return st;
-            break;
-        case O_STD:
-            if ((st = kdc_cli_doubles("--std", a, 3, o->std, err)))
-                return st;
-            for (int i = 0; i < 3; i++)
-                if (!(o->std[i] > 0))
-                    return kdc_fail(err, KDC_EINVAL, "--std: values must be positive");
             break;
         case O_SHARD:
             if ((st = kdc_cli_shard("--shard", a, &o->shard_index, &o->shard_count, err)))

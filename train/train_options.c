@@ -132,8 +132,10 @@ kdc_status kd_train_parse_options(int argc, char **argv, kd_train_options *o, in
     kdc_status st = KDC_OK;
     optind = 1;
     opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, "", LONGOPTS, NULL)) != -1) {
+    int c, li = 0;
+    const kdc_cli_view_fields vf = {&o->pad, &o->image_size, &o->resize_size, o->scale,
+                                    o->ratio, o->mean, o->std};
+    while ((c = getopt_long(argc, argv, "", LONGOPTS, &li)) != -1) {
         const char *a = optarg;
         switch (c) {
         case O_DATA: o->data = a; break;
@@ -166,19 +168,16 @@ kdc_status kd_train_parse_options(int argc, char **argv, kd_train_options *o, in
             o->seed = (int)v;
             break;
         case O_PAD:
-            if ((st = kdc_cli_int("--pad", a, 0, 4096, &v, err)))
-                return st;
-            o->pad = (int)v;
-            break;
         case O_IMAGE_SIZE:
-            if ((st = kdc_cli_int("--image-size", a, 8, 4096, &v, err)))
-                return st;
-            o->image_size = (int)v;
-            break;
         case O_RESIZE_SIZE:
-            if ((st = kdc_cli_int("--resize-size", a, 8, 8192, &v, err)))
+        case O_SCALE:
+        case O_RATIO:
+        case O_MEAN:
+        case O_STD:
+            if ((st = kdc_cli_view_flag(LONGOPTS[li].name, a, &vf, err)))
                 return st;
-            o->resize_size = (int)v;
+            o->have_mean |= c == O_MEAN;
+            o->have_std |= c == O_STD;
             break;
         case O_LR:
             if ((st = kdc_cli_double("--lr", a, 0, 100, &o->lr, err)))
@@ -223,27 +222,6 @@ kdc_status kd_train_parse_options(int argc, char **argv, kd_train_options *o, in
         case O_PROJ_ALPHA:
             if ((st = kdc_cli_double("--proj-alpha", a, 1, 16, &o->proj_alpha, err)))
                 return st;
-            break;
-        case O_SCALE:
-            if ((st = kdc_cli_pair("--scale", a, 1e-6, 1, o->scale, err)))
-                return st;
-            break;
-        case O_RATIO:
-            if ((st = kdc_cli_pair("--ratio", a, 1e-3, 1e3, o->ratio, err)))
-                return st;
-            break;
-        case O_MEAN:
-            if ((st = kdc_cli_doubles("--mean", a, 3, o->mean, err)))
-                return st;
-            o->have_mean = 1;
-            break;
-        case O_STD:
-            if ((st = kdc_cli_doubles("--std", a, 3, o->std, err)))
-                return st;
-            for (int i = 0; i < 3; i++)
-                if (!(o->std[i] > 0))
-                    return kdc_fail(err, KDC_EINVAL, "--std: values must be positive");
-            o->have_std = 1;
             break;
         case O_LR_STEPS:
             if ((st = kdc_cli_int_list("--lr-steps", a, 1, 100000, KD_MAX_LR_STEPS, o->lr_steps,
