@@ -6,8 +6,8 @@
 #   make check-gpu       CUDA vs CPU op checks; prints one line and exits 0 without a GPU
 #   make install PREFIX=/usr/local
 #
-# Sources are found by wildcard: a new common/foo.c joins libkdcommon.a, a new
-# tests/test_foo.c becomes the suite build/tests/test_foo. Files named *_main.c
+# Sources are found by wildcard: a new common/<layer>/foo.c joins libkdcommon.a, a new
+# tests/<layer>/test_foo.c becomes the suite build/tests/<layer>/test_foo. Files named *_main.c
 # are program entry points and stay out of the libraries.
 
 CC      ?= cc
@@ -20,7 +20,7 @@ NVCC    ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>
 # (ASan's shadow memory and the CUDA runtime do not mix).
 ifeq ($(SANITIZE),1)
 CUDA ?= 0
-else ifneq ($(and $(NVCC),$(wildcard common/backend_cuda.cu)),)
+else ifneq ($(and $(NVCC),$(wildcard common/cuda/backend_cuda.cu)),)
 CUDA ?= 1
 else
 CUDA ?= 0
@@ -36,7 +36,7 @@ ifeq ($(SANITIZE),1)
 BUILD   ?= build-asan
 SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 OPT      = -O1 -g
-# oneDNN is dlopen'ed (common/dnnl_load.h); LeakSanitizer's exit scan crashes on
+# oneDNN is dlopen'ed (common/nn/dnnl_load.h); LeakSanitizer's exit scan crashes on
 # the thread-local storage of a dlopen'ed libdnnl, so sanitizer builds load it at start.
 SANLIBS  = -Wl,--push-state,--no-as-needed -ldnnl -Wl,--pop-state
 else ifneq ($(and $(NVCC),$(filter 0,$(CUDA))),)
@@ -72,16 +72,16 @@ NVCCFLAGS = -O2 -lineinfo -std=c++17 -I. -I$(CUDA_HOME)/include -Xcompiler -Wall
             -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
             -gencode arch=compute_90,code=compute_90 -DKDC_HAVE_CUDA=1
 LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcudart_static -lrt -lstdc++
-CU_SRCS   = $(wildcard common/*.cu formats/*.cu train/*.cu precompute/*.cu)
+CU_SRCS   = $(wildcard common/*/*.cu formats/*.cu train/*.cu precompute/*.cu)
 STUB_SRCS =
 else
 CU_SRCS   =
-STUB_SRCS = common/backend_cuda_stub.c
+STUB_SRCS = common/cuda/backend_cuda_stub.c
 endif
 
 lib_srcs = $(filter-out %_main.c,$(wildcard $(1)/*.c))
 
-COMMON_SRCS  := $(filter-out $(if $(filter 1,$(CUDA)),common/backend_cuda_stub.c),$(call lib_srcs,common))
+COMMON_SRCS  := $(filter-out $(if $(filter 1,$(CUDA)),common/cuda/backend_cuda_stub.c),$(call lib_srcs,common/*))
 FORMATS_SRCS := $(call lib_srcs,formats)
 TRAIN_SRCS   := $(call lib_srcs,train)
 PRECOMP_SRCS := $(call lib_srcs,precompute)
@@ -99,19 +99,19 @@ ALL_LIBS = $(LIB_PRECOMP) $(LIB_TRAIN) $(LIB_FORMATS) $(LIB_CUDA) $(LIB_COMMON) 
 
 TOOLS = $(BUILD)/bin/kd-precompute $(BUILD)/bin/kd-train $(BUILD)/bin/kd-cache
 
-TEST_SRCS   := $(wildcard tests/test_*.c)
-TEST_UTIL   := $(filter-out tests/test_%,$(wildcard tests/*.c))
+TEST_SRCS   := $(filter-out tests/gpu/% tests/bench/%,$(wildcard tests/*/test_*.c))
+TEST_UTIL   := $(wildcard tests/helpers/*.c)
 TEST_BINS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 BENCH_SRCS  := $(wildcard tests/bench/*.c)
 BENCH_BINS  := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 GPU_TEST_SRCS := $(wildcard tests/gpu/*.c)
 GPU_TEST_BINS := $(patsubst tests/gpu/%.c,$(BUILD)/gpu/%,$(GPU_TEST_SRCS))
 
-# Reference fixtures: scripts/ref_NAME.py writes build/fixtures/NAME/ with PyTorch.
-REF_SCRIPTS := $(wildcard scripts/ref_*.py)
-FIXTURES    := $(patsubst scripts/ref_%.py,$(BUILD)/fixtures/%/.stamp,$(REF_SCRIPTS))
+# Reference fixtures: scripts/ref/ref_NAME.py writes build/fixtures/NAME/ with PyTorch.
+REF_SCRIPTS := $(wildcard scripts/ref/ref_*.py)
+FIXTURES    := $(patsubst scripts/ref/ref_%.py,$(BUILD)/fixtures/%/.stamp,$(REF_SCRIPTS))
 
-.PHONY: all tools tests bench check check-gpu fixtures install clean format
+.PHONY: all tools tests bench check check-layout check-gpu fixtures install clean format
 all: tools
 tools: $(TOOLS)
 tests: $(TEST_BINS)
@@ -156,7 +156,7 @@ $(BUILD)/gpu/%: $(BUILD)/obj/tests/gpu/%.o $(call obj,$(TEST_UTIL)) $(ALL_LIBS)
 
 # Fixtures are generated per build folder (build-asan/ makes its own), so a
 # sanitizer run never shares files that a normal run's tests may have written.
-$(BUILD)/fixtures/%/.stamp build/fixtures/%/.stamp: scripts/ref_%.py
+$(BUILD)/fixtures/%/.stamp build/fixtures/%/.stamp: scripts/ref/ref_%.py
 	@mkdir -p $(dir $@)
 	@$(PYTHON) -c 'import torch' 2>/dev/null || { echo "fixtures: $(PYTHON) has no torch; run scripts/setup.sh" >&2; exit 1; }
 	$(PYTHON) $< $(dir $@)
@@ -166,7 +166,13 @@ fixtures: $(FIXTURES)
 
 # Each suite runs with the tools and fixtures it may need; CK_FORK keeps a
 # crashing test from taking the whole suite down.
-check: tools $(TEST_BINS) $(FIXTURES)
+# The include rules between layers (tests/layout/check_includes.sh, docs/DEVELOPING.md),
+# and a self-test showing that the check can fail.
+check-layout:
+	@tests/layout/selftest.sh
+	@tests/layout/check_includes.sh
+
+check: check-layout tools $(TEST_BINS) $(FIXTURES)
 	@set -e; failed=0; \
 	for t in $(TEST_BINS); do \
 	  echo "== $$t"; \
@@ -184,7 +190,7 @@ install: tools
 	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
 
 format:
-	clang-format -i $(wildcard common/*.[ch] common/*.cu formats/*.[ch] train/*.[ch] precompute/*.[ch] tests/*.[ch] tests/*/*.c)
+	clang-format -i $(wildcard common/*/*.[ch] common/*/*.cu formats/*.[ch] formats/*.cu train/*.[ch] train/*.cu precompute/*.[ch] tests/*/*.[ch])
 
 clean:
 	rm -rf build build-asan build-nocuda

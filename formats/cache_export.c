@@ -1,5 +1,5 @@
 /* cache_export.c - streams a complete cache into .npy files, chunk by chunk. */
-#include "cache_export.h"
+#include "formats/cache_export.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cache_reader.h"
+#include "formats/cache_reader.h"
 
 typedef struct npy_out {
     char name[64];

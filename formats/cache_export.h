@@ -6,7 +6,7 @@
 #ifndef KDC_CACHE_EXPORT_H
 #define KDC_CACHE_EXPORT_H
 
-#include "common/error.h"
+#include "common/base/error.h"
 
 kdc_status cache_export_npy(const char *cache_path, const char *out_dir, kdc_error *err);
 

@@ -1,6 +1,6 @@
 /* cache_h5.c - HDF5 helpers for the cache: attributes, filtered chunked
  * datasets, row I/O, error messages. */
-#include "cache_h5.h"
+#include "formats/cache_h5.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lz4_filter.h"
+#include "formats/lz4_filter.h"
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 

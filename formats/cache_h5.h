@@ -10,7 +10,7 @@
 
 #include <hdf5.h>
 
-#include "cache_schema.h"
+#include "formats/cache_schema.h"
 
 /* Silences HDF5's own printing of errors (library code never prints) and
  * registers the LZ4 filter. Call before any other HDF5 use; idempotent. */

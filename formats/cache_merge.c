@@ -1,12 +1,12 @@
 /* cache_merge.c - shard checks and chunk-by-chunk copy into one file. */
-#include "cache_merge.h"
+#include "formats/cache_merge.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache_reader.h"
-#include "cache_writer.h"
+#include "formats/cache_reader.h"
+#include "formats/cache_writer.h"
 
 static kdc_status check_shards(cache_reader **r, const char *const *in, int n, int **owner_out,
                                kdc_error *err)

@@ -5,7 +5,7 @@
 #ifndef KDC_CACHE_MERGE_H
 #define KDC_CACHE_MERGE_H
 
-#include "common/error.h"
+#include "common/base/error.h"
 
 /* Writes out (via out.partial, renamed when complete) from n shard files. */
 kdc_status cache_merge(const char *out, const char *const *inputs, int n, kdc_error *err);

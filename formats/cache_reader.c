@@ -1,13 +1,13 @@
 /* cache_reader.c - validated random access to a teacher cache. */
-#include "cache_reader.h"
+#include "formats/cache_reader.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cache_h5.h"
-#include "common/half.h"
+#include "formats/cache_h5.h"
+#include "common/base/half.h"
 
 /* Chunk cache for random access: room for a few chunks of each dataset, so
  * that reading the images of one chunk in turn decompresses it once. */

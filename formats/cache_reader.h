@@ -12,7 +12,7 @@
 #ifndef KDC_CACHE_READER_H
 #define KDC_CACHE_READER_H
 
-#include "cache_schema.h"
+#include "formats/cache_schema.h"
 
 /* Open flags. By default only complete, unsharded files open. */
 #define CACHE_OPEN_ALLOW_INCOMPLETE 1u /* partial files and shards (info, verify, merge) */

@@ -1,6 +1,6 @@
 /* cache_schema.c - header checks, shard ranges, path rules and the dataset
  * fingerprint of the cache format (no file I/O here). */
-#include "cache_schema.h"
+#include "formats/cache_schema.h"
 
 #include <math.h>
 #include <nettle/sha2.h>

@@ -1,5 +1,5 @@
 /* cache_stream.c - worker-thread chunk reader and windowed shuffle. */
-#include "cache_stream.h"
+#include "formats/cache_stream.h"
 
 #include <pthread.h>
 #include <stdlib.h>

@@ -16,7 +16,7 @@
 #ifndef KDC_CACHE_STREAM_H
 #define KDC_CACHE_STREAM_H
 
-#include "cache_reader.h"
+#include "formats/cache_reader.h"
 
 typedef struct cache_stream cache_stream;
 

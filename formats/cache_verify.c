@@ -1,13 +1,13 @@
 /* cache_verify.c - reads back every chunk and compares the dataset's files. */
-#include "cache_verify.h"
+#include "formats/cache_verify.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache_reader.h"
-#include "common/dataset.h"
+#include "formats/cache_reader.h"
+#include "common/image/dataset.h"
 
 kdc_status cache_file_crc32(const char *path, uint64_t *size, uint32_t *crc, kdc_error *err)
 {

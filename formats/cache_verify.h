@@ -5,7 +5,7 @@
 #ifndef KDC_CACHE_VERIFY_H
 #define KDC_CACHE_VERIFY_H
 
-#include "cache_schema.h"
+#include "formats/cache_schema.h"
 
 typedef struct cache_verify_report {
     int64_t chunks_checked, chunks_total;

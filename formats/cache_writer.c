@@ -1,13 +1,13 @@
 /* cache_writer.c - crash-safe, resumable writer of the HDF5 teacher cache. */
-#include "cache_writer.h"
+#include "formats/cache_writer.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache_h5.h"
-#include "common/half.h"
+#include "formats/cache_h5.h"
+#include "common/base/half.h"
 
 /* The creation-time tables (label, size, crc32) are written once: larger
  * chunks for them keep the chunk index small on ImageNet-sized files. */

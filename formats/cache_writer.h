@@ -14,7 +14,7 @@
 #ifndef KDC_CACHE_WRITER_H
 #define KDC_CACHE_WRITER_H
 
-#include "cache_schema.h"
+#include "formats/cache_schema.h"
 
 typedef struct cache_writer cache_writer;
 

@@ -1,10 +1,10 @@
 /* checkpoint.c - parameter tables <-> safetensors files (see checkpoint.h). */
-#include "checkpoint.h"
+#include "formats/checkpoint.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "safetensors.h"
+#include "formats/safetensors.h"
 
 static int is_counter(const kdc_param *p)
 {

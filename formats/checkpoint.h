@@ -15,8 +15,8 @@
 #ifndef KDC_CHECKPOINT_H
 #define KDC_CHECKPOINT_H
 
-#include "common/backend.h"
-#include "common/params.h"
+#include "common/nn/backend.h"
+#include "common/base/params.h"
 
 /* Loads path into params, whose tensors live on be's device. */
 kdc_status kdc_checkpoint_load(const char *path, kdc_param_table *params, kdc_backend *be,

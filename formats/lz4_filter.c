@@ -1,6 +1,6 @@
 /* lz4_filter.c - LZ4 chunk codec in the standard HDF5 LZ4 plugin's format, and
  * its registration as HDF5 filter 32004. */
-#include "lz4_filter.h"
+#include "formats/lz4_filter.h"
 
 #include <hdf5.h>
 #include <lz4.h>

@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/error.h"
+#include "common/base/error.h"
 
 #define CACHE_LZ4_FILTER_ID 32004
 /* The plugin's default when cd_values[0] is 0 or absent. */

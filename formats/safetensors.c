@@ -7,7 +7,7 @@
  * read with pread on demand, never mapped, so a file that shrinks under us
  * gives an I/O error, not a crash. Assumes a little-endian host (x86-64,
  * aarch64), as the format's byte order does. */
-#include "safetensors.h"
+#include "formats/safetensors.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,8 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "common/fileutil.h"
-#include "common/half.h"
+#include "common/base/fileutil.h"
+#include "common/base/half.h"
 
 struct st_file {
     char *path;

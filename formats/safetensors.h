@@ -19,8 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/error.h"
-#include "common/tensor.h"
+#include "common/base/error.h"
+#include "common/base/tensor.h"
 
 /* The reference implementation refuses headers above 100 MB; so do we (a
  * state_dict of thousands of tensors needs well under 1 MB). */

@@ -1,11 +1,11 @@
 /* cache_setup.c - cache header, image table and view parameters from the options. */
-#include "cache_setup.h"
+#include "precompute/cache_setup.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/rng.h"
+#include "common/base/rng.h"
 
 /* The row-order stream: (seed, ROW_ORDER_TAG, ROW_ORDER_VIEW). Views use
  * (seed, image index, view index < 4096), so view index UINT32_MAX keeps the

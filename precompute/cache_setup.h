@@ -8,12 +8,12 @@
 #ifndef KD_CACHE_SETUP_H
 #define KD_CACHE_SETUP_H
 
-#include "common/dataset.h"
-#include "common/image_batch.h"
-#include "common/views.h"
+#include "common/image/dataset.h"
+#include "common/image/image_batch.h"
+#include "common/image/views.h"
 #include "formats/cache_schema.h"
-#include "precompute_options.h"
-#include "teacher.h"
+#include "precompute/precompute_options.h"
+#include "precompute/teacher.h"
 
 #define KD_PRECOMPUTE_CREATED_BY "kd-precompute (kdcache) 1.0"
 /* Default chunks are rounded down to a multiple of this many images, so that
@@ -27,7 +27,7 @@ void kd_precompute_norm(const kd_precompute_options *o, img_norm *n);
 
 /* The cache's row order (--order): perm[r] = the dataset index of the image
  * in cache row r, for r < n. shuffled: a Fisher-Yates permutation driven by
- * Philox keyed by --seed and a stream no view uses (common/rng.h), the same on
+ * Philox keyed by --seed and a stream no view uses (common/base/rng.h), the same on
  * every machine; dataset: the identity. Rows in a random order make every
  * chunk a random mix of classes, so kd-train's chunk-level shuffle gives
  * near-iid batches at any dataset size (the FFCV / WebDataset approach). */

@@ -1,11 +1,11 @@
 /* chunk_writer.c - the writer thread and its ring of chunk buffers. */
-#include "chunk_writer.h"
+#include "precompute/chunk_writer.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/progress.h"
+#include "common/base/progress.h"
 
 /* BUF_DROPPED: handed out but abandoned; the thread frees it in ring order. */
 enum buf_state { BUF_FREE, BUF_FILLING, BUF_QUEUED, BUF_DROPPED };

@@ -1,11 +1,11 @@
 /* device_forward.c - the GPU forward stage of kd-precompute (device_forward.h). */
-#include "device_forward.h"
+#include "precompute/device_forward.h"
 
 #include <stdlib.h>
 
-#include "common/cuda_backend.h"
+#include "common/cuda/cuda_backend.h"
 #ifdef KDC_HAVE_CUDA
-#include "common/cuda_topk.h"
+#include "common/cuda/cuda_topk.h"
 #endif
 
 struct kd_device_forward {

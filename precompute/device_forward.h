@@ -1,7 +1,7 @@
 /* device_forward.h - kd-precompute's forward stage on a GPU: the teacher's input
- * goes up through the pinned double-buffered uploader (common/cuda_backend.h),
+ * goes up through the pinned double-buffered uploader (common/cuda/cuda_backend.h),
  * its outputs are converted to the cache's stored form on the device
- * (float16 by the backend's f32_to_f16, top-k by common/cuda_topk.h, float32
+ * (float16 by the backend's f32_to_f16, top-k by common/cuda/cuda_topk.h, float32
  * as is) and only that form comes back, straight into a chunk in stored form
  * (formats/cache_schema.h cache_chunk).
  *
@@ -26,8 +26,8 @@
 
 #include <stdint.h>
 
-#include "common/backend.h"
-#include "common/model.h"
+#include "common/nn/backend.h"
+#include "common/models/model.h"
 #include "formats/cache_schema.h"
 
 typedef struct kd_device_forward kd_device_forward;

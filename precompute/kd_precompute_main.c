@@ -4,9 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "common/progress.h"
-#include "precompute_options.h"
-#include "precompute_run.h"
+#include "common/base/progress.h"
+#include "precompute/precompute_options.h"
+#include "precompute/precompute_run.h"
 
 typedef struct ui {
     int quiet;

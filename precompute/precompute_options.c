@@ -1,10 +1,10 @@
 /* precompute_options.c - getopt_long parsing and validation of kd-precompute's flags. */
-#include "precompute_options.h"
+#include "precompute/precompute_options.h"
 
 #include <getopt.h>
 #include <string.h>
 
-#include "common/cli.h"
+#include "common/base/cli.h"
 
 static const char USAGE[] =
     "usage: kd-precompute (--data DIR | --list FILE) --teacher ARCH --weights FILE.safetensors\n"

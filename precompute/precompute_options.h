@@ -2,8 +2,8 @@
 #ifndef KD_PRECOMPUTE_OPTIONS_H
 #define KD_PRECOMPUTE_OPTIONS_H
 
-#include "common/cuda_backend.h"
-#include "common/error.h"
+#include "common/cuda/cuda_backend.h"
+#include "common/base/error.h"
 
 typedef enum { KD_LOGITS_F32 = 0, KD_LOGITS_F16 = 1, KD_LOGITS_TOPK = 2 } kd_logit_mode;
 

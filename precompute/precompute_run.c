@@ -1,6 +1,6 @@
 /* precompute_run.c - the decode -> forward -> write pipeline of kd-precompute
  * (see precompute_run.h), with the checks that make --resume safe. */
-#include "precompute_run.h"
+#include "precompute/precompute_run.h"
 
 #include <libgen.h>
 #include <stdarg.h>
@@ -8,18 +8,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache_setup.h"
-#include "chunk_writer.h"
-#include "device_forward.h"
-#include "common/backend.h"
-#include "common/cuda_backend.h"
-#include "common/dataset.h"
-#include "common/fileutil.h"
-#include "common/loader.h"
-#include "common/threadpool.h"
+#include "precompute/cache_setup.h"
+#include "precompute/chunk_writer.h"
+#include "precompute/device_forward.h"
+#include "common/device/device.h"
+#include "common/nn/backend.h"
+#include "common/cuda/cuda_backend.h"
+#include "common/image/dataset.h"
+#include "common/base/fileutil.h"
+#include "common/image/loader.h"
+#include "common/base/threadpool.h"
 #include "formats/cache_reader.h"
 #include "formats/cache_writer.h"
-#include "teacher.h"
+#include "precompute/teacher.h"
 
 /* Samples per loader plan. A plan is a run of whole chunks; between plans the
  * decode threads drain once, which costs about one batch of decoding per

@@ -2,7 +2,7 @@
  * and view of a dataset and write the cache, resumably.
  *
  * Three stages run at once (docs/PRECOMPUTE.md):
- *   decode   a pool of threads (common/loader.h) reads, decodes, crops and
+ *   decode   a pool of threads (common/image/loader.h) reads, decodes, crops and
  *            normalises views, in plan order, several batches ahead;
  *   forward  the calling thread runs the teacher (kdc_model_infer, BN folded,
  *            running statistics) on each batch and scatters logits and pooled
@@ -20,8 +20,8 @@
 
 #include <stdint.h>
 
-#include "common/progress.h"
-#include "precompute_options.h"
+#include "common/base/progress.h"
+#include "precompute/precompute_options.h"
 
 typedef struct kd_precompute_hooks {
     void *ctx;

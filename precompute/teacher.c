@@ -1,5 +1,5 @@
 /* teacher.c - loading and identifying the teacher (see teacher.h). */
-#include "teacher.h"
+#include "precompute/teacher.h"
 
 #include <errno.h>
 #include <nettle/sha2.h>

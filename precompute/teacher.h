@@ -7,13 +7,13 @@
  * the weights file identifies the teacher in the cache (teacher_weights_sha256),
  * so --resume can refuse different weights.
  *
- * Not the model (common/model.h) and not the file format (formats/checkpoint.h):
+ * Not the model (common/models/model.h) and not the file format (formats/checkpoint.h):
  * this only wires them together and names what is wrong with a weights file. */
 #ifndef KD_TEACHER_H
 #define KD_TEACHER_H
 
-#include "common/backend.h"
-#include "common/model.h"
+#include "common/nn/backend.h"
+#include "common/models/model.h"
 
 typedef struct kd_teacher {
     kdc_model *model;

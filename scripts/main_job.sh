@@ -6,8 +6,8 @@
 #   bash scripts/main_job.sh --full    # the docs/RESULTS.md experiment (3 seeds; hours
 #                                      # on 2 cores), regenerates docs/RESULTS.md + plot
 #
-# The stages are in scripts/run_experiments.sh (sizes there), the table in
-# scripts/make_results.py. Any failing step stops the job with its name and exit 1.
+# The stages are in scripts/experiments/run_experiments.sh (sizes there), the table in
+# scripts/experiments/make_results.py. Any failing step stops the job with its name and exit 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,20 +27,20 @@ bash scripts/setup.sh || die "scripts/setup.sh failed"
 echo "== main_job: build =="
 make -j"$(nproc)" tools || die "the build failed"
 echo "== main_job: Fashion-MNIST experiment ($profile) =="
-bash scripts/run_experiments.sh "--$profile" || die "the experiment failed (see the message above)"
+bash scripts/experiments/run_experiments.sh "--$profile" || die "the experiment failed (see the message above)"
 if [ "$profile" = full ]; then
   # Second sweep, same teacher and caches: the CIFAR learning rate 0.05 makes KD
   # unstable for this student (docs/RESULTS.md); 0.01 is mdistiller's MobileNet rate.
-  bash scripts/run_experiments.sh --full --out runs/full-lr0.01 --reuse runs/full \
+  bash scripts/experiments/run_experiments.sh --full --out runs/full-lr0.01 --reuse runs/full \
     --lr 0.01 --configs "ce kd_sgd kd_dot" || die "the lr 0.01 sweep failed (see above)"
 fi
 
 echo "== main_job: results =="
 if [ "$profile" = full ]; then
-  /usr/bin/python3 scripts/make_results.py runs/full --extra runs/full-lr0.01 --md docs/RESULTS.md \
-    --plot docs/dot_losses.png --notes scripts/results_notes.md || die "make_results failed"
+  /usr/bin/python3 scripts/experiments/make_results.py runs/full --extra runs/full-lr0.01 --md docs/RESULTS.md \
+    --plot docs/dot_losses.png --notes scripts/experiments/results_notes.md || die "make_results failed"
 else
-  /usr/bin/python3 scripts/make_results.py runs/quick || die "make_results failed"
+  /usr/bin/python3 scripts/experiments/make_results.py runs/quick || die "make_results failed"
   echo "This was the QUICK version (small subsets, few epochs, one seed: differences" \
        "between configurations are within noise). docs/RESULTS.md has the full run" \
        "(bash scripts/main_job.sh --full)."

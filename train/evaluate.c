@@ -1,11 +1,11 @@
 /* evaluate.c - center-view evaluation through the loader. */
-#include "evaluate.h"
+#include "train/evaluate.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/loader.h"
-#include "metrics.h"
+#include "common/image/loader.h"
+#include "train/metrics.h"
 #include "train/losses.h"
 
 struct kd_evaluator {

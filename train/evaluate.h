@@ -8,9 +8,9 @@
 
 #include <stdint.h>
 
-#include "common/dataset.h"
-#include "common/image_batch.h"
-#include "common/model.h"
+#include "common/image/dataset.h"
+#include "common/image/image_batch.h"
+#include "common/models/model.h"
 
 typedef struct kd_eval_result {
     int64_t images, failed;

@@ -9,7 +9,7 @@
 
 #include <math.h>
 
-#include "common/half.h"
+#include "common/base/half.h"
 
 static kdc_status check_kd_args(const char *what, const float *student, const void *teacher,
                                 size_t B, size_t C, float T, kdc_error *err)

@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/error.h"
+#include "common/base/error.h"
 
 typedef enum kd_grad_mode {
     KD_GRAD_SET = 0, /* grad = dL/dz */

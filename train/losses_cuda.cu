@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/cuda_internal.h"
+#include "common/cuda/cuda_internal.h"
 
 extern "C" {
-#include "common/half.h"
+#include "common/base/half.h"
 #include "train/losses_cuda.h"
 }
 

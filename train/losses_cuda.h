@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/backend.h"
+#include "common/nn/backend.h"
 #include "train/losses.h"
 
 /* Host-side check of labels before they are uploaded. */

@@ -1,11 +1,11 @@
 /* metrics.c - top-k counting and the metrics.csv text. */
-#include "metrics.h"
+#include "train/metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/fileutil.h"
+#include "common/base/fileutil.h"
 
 void kd_count_correct(const float *logits, const int32_t *labels, size_t B, size_t C,
                       int64_t *top1, int64_t *top5)

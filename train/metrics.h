@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/error.h"
+#include "common/base/error.h"
 
 #define KD_METRICS_HEADER                                                                   \
     "epoch,lr,loss,ce_loss,kd_loss,proj_loss,train_top1,train_top5,val_loss,val_top1,"     \

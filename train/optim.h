@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/error.h"
+#include "common/base/error.h"
 
 typedef struct kd_param_ref {
     float *value;              /* n floats, updated in place */

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/cuda_internal.h"
+#include "common/cuda/cuda_internal.h"
 
 extern "C" {
 #include "train/optim_cuda.h"

@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/backend.h"
+#include "common/nn/backend.h"
 #include "train/optim.h"
 
 /* ---- SGD (kd_sgd's twin) ---- */

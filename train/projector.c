@@ -1,11 +1,11 @@
 /* projector.c - Linear(Ds -> Dt) with bias through the backend's linear op. */
-#include "projector.h"
+#include "train/projector.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/rng.h"
+#include "common/base/rng.h"
 
 #define PROJECTOR_INIT_TAG 0x50524f4aull /* "PROJ": its own Philox key */
 

@@ -15,8 +15,8 @@
 
 #include <stdint.h>
 
-#include "common/backend.h"
-#include "common/params.h"
+#include "common/nn/backend.h"
+#include "common/base/params.h"
 
 typedef struct kd_projector {
     kdc_backend *be;

@@ -20,7 +20,7 @@
 
 #include <stddef.h>
 
-#include "common/error.h"
+#include "common/base/error.h"
 
 /* Enough for any published recipe (CIFAR uses 3, ImageNet 3). */
 #define KD_SCHEDULE_MAX_MILESTONES 32

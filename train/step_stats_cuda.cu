@@ -1,7 +1,7 @@
 /* step_stats_cuda.cu - the kernels of step_stats_cuda.h: per-row rank of the
  * label (one block per row, a block sum of "ranks above" flags), then one
  * thread that adds the row losses and counts top-1 / top-5 in row order. */
-#include "common/cuda_internal.h"
+#include "common/cuda/cuda_internal.h"
 
 extern "C" {
 #include "train/step_stats_cuda.h"

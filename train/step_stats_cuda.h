@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/backend.h"
+#include "common/nn/backend.h"
 
 typedef struct kd_cuda_step_stats {
     double ce_sum;   /* sum of row_ce (0 when NULL) */

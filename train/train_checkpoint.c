@@ -1,5 +1,5 @@
 /* train_checkpoint.c - --init loading and the resume checkpoint (safetensors). */
-#include "train_checkpoint.h"
+#include "train/train_checkpoint.h"
 
 #include <inttypes.h>
 #include <stdio.h>

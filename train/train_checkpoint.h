@@ -20,9 +20,9 @@
 
 #include <stdint.h>
 
-#include "common/backend.h"
-#include "common/params.h"
-#include "projector.h"
+#include "common/nn/backend.h"
+#include "common/base/params.h"
+#include "train/projector.h"
 
 /* --init FILE: every student tensor must be there with its shape; projector.*
  * are loaded into proj when both are present (*proj_loaded says so); a

@@ -1,12 +1,12 @@
 /* train_data.c - epoch plans, cache rows and decoded pixels in step. */
-#include "train_data.h"
+#include "train/train_data.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/half.h"
-#include "common/loader.h"
-#include "common/rng.h"
+#include "common/base/half.h"
+#include "common/image/loader.h"
+#include "common/base/rng.h"
 #include "formats/cache_stream.h"
 
 /* Batches per loader plan. The loader decodes ahead within a plan; a plan

@@ -23,7 +23,7 @@
  * Everything is a function of (seed, epoch), never of thread timing, so a run
  * resumed at an epoch boundary sees the same samples.
  *
- * Decoding runs on the loader's threads (common/loader.h) ahead of the
+ * Decoding runs on the loader's threads (common/image/loader.h) ahead of the
  * consumer: the requests of several batches form one loader plan, and the
  * next plan starts as soon as the last batch of the current one arrives.
  *
@@ -35,10 +35,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/dataset.h"
-#include "common/error.h"
-#include "common/image_batch.h"
-#include "common/views.h"
+#include "common/image/dataset.h"
+#include "common/base/error.h"
+#include "common/image/image_batch.h"
+#include "common/image/views.h"
 #include "formats/cache_schema.h"
 
 typedef struct kd_data_config {

@@ -1,10 +1,10 @@
 /* train_options.c - getopt_long parsing and validation of kd-train's flags. */
-#include "train_options.h"
+#include "train/train_options.h"
 
 #include <getopt.h>
 #include <string.h>
 
-#include "common/cli.h"
+#include "common/base/cli.h"
 
 static const char USAGE[] =
     "usage: kd-train --data DIR [--cache CACHE.h5] --student ARCH --out RUN_DIR [options]\n"

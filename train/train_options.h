@@ -6,7 +6,7 @@
 #ifndef KD_TRAIN_OPTIONS_H
 #define KD_TRAIN_OPTIONS_H
 
-#include "common/error.h"
+#include "common/base/error.h"
 
 #define KD_MAX_LR_STEPS 16
 

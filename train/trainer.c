@@ -5,7 +5,7 @@
  * batches are uploaded through pinned double buffers, losses and optimiser
  * run on the device, and only the step statistics come back (the weights and
  * momentum buffers only when an epoch is saved). */
-#include "trainer.h"
+#include "train/trainer.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -13,21 +13,22 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/backend.h"
-#include "common/fileutil.h"
-#include "common/half.h"
-#include "common/model.h"
-#include "common/progress.h"
-#include "evaluate.h"
+#include "common/device/device.h"
+#include "common/nn/backend.h"
+#include "common/base/fileutil.h"
+#include "common/base/half.h"
+#include "common/models/model.h"
+#include "common/base/progress.h"
+#include "train/evaluate.h"
 #include "formats/checkpoint.h"
-#include "losses.h"
-#include "metrics.h"
-#include "optim.h"
-#include "projector.h"
-#include "schedule.h"
-#include "train_checkpoint.h"
-#include "train_data.h"
-#include "trainer_gpu.h"
+#include "train/losses.h"
+#include "train/metrics.h"
+#include "train/optim.h"
+#include "train/projector.h"
+#include "train/schedule.h"
+#include "train/train_checkpoint.h"
+#include "train/train_data.h"
+#include "train/trainer_gpu.h"
 
 #define PATH_MAX_LEN 4096
 

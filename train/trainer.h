@@ -21,8 +21,8 @@
 
 #include <stdio.h>
 
-#include "common/error.h"
-#include "train_options.h"
+#include "common/base/error.h"
+#include "train/train_options.h"
 
 kdc_status kd_train_run(const kd_train_options *o, FILE *log, kdc_error *err);
 

@@ -1,15 +1,15 @@
 /* trainer_gpu.c - the device-resident training step of trainer_gpu.h. */
-#include "trainer_gpu.h"
+#include "train/trainer_gpu.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #ifdef KDC_HAVE_CUDA
 
-#include "common/cuda_backend.h"
-#include "losses_cuda.h"
-#include "optim_cuda.h"
-#include "step_stats_cuda.h"
+#include "common/cuda/cuda_backend.h"
+#include "train/losses_cuda.h"
+#include "train/optim_cuda.h"
+#include "train/step_stats_cuda.h"
 
 /* Offsets inside an upload slot are multiples of this (alignment of every
  * device array carved from it). */

@@ -2,7 +2,7 @@
  * but a few bytes of statistics crossing the bus in the steady state.
  *
  * Per batch, kd_gpu_load takes the next batch of a kd_data straight into a
- * pinned buffer of the double-buffered uploader (common/cuda_backend.h): the
+ * pinned buffer of the double-buffered uploader (common/cuda/cuda_backend.h): the
  * loader's decoded pixels are copied into it (kd_data_next_into, no other
  * host staging buffer), and the labels and the cached teacher outputs
  * the losses need (full logits or top-k values + indices, features) are
@@ -32,11 +32,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/backend.h"
-#include "common/model.h"
-#include "optim.h"
-#include "projector.h"
-#include "train_data.h"
+#include "common/nn/backend.h"
+#include "common/models/model.h"
+#include "train/optim.h"
+#include "train/projector.h"
+#include "train/train_data.h"
 
 typedef enum kd_gpu_teacher {
     KD_GPU_TEACHER_NONE = 0, /* no KD term (kd weight 0) */

@@ -9,7 +9,7 @@
  * from the best rep and, for that rep, the share of conv forward / conv
  * backward / batch norm / elementwise / pooling / linear / memory ops and
  * what is left (model executor overhead). Side-by-side throughput against
- * PyTorch is scripts/bench_core.sh (bench_models_cpu + bench_models_torch.py).
+ * PyTorch is scripts/bench/bench_core.sh (bench_models_cpu + bench_models_torch.py).
  * Not a test. */
 #include <math.h>
 #include <stdio.h>
@@ -17,8 +17,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/backend.h"
-#include "common/model.h"
+#include "common/nn/backend_cpu.h"
+#include "common/models/model.h"
 
 enum { K_CONV_F, K_CONV_B, K_BN, K_ELEM, K_POOL, K_LINEAR, K_MEM, K_COUNT };
 static const char *KIND[K_COUNT] = {"conv fwd", "conv bwd", "batchnorm", "relu/add",

@@ -6,16 +6,16 @@
  * full size, and decode only with libjpeg-turbo's 1/2 DCT scaling (what a
  * DCT-domain downscale could save); each as images per wall-clock second and per
  * CPU second of this process (the latter is steadier on a shared machine).
- * --isa picks the resampling kernels (image_resize.h). scripts/bench_decode.sh
+ * --isa picks the resampling kernels (image_resize.h). scripts/bench/bench_decode.sh
  * runs it next to PIL + torchvision on the same files. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "common/image_batch.h"
-#include "common/jpeg_decode.h"
-#include "common/views.h"
+#include "common/image/image_batch.h"
+#include "common/image/jpeg_decode.h"
+#include "common/image/views.h"
 
 static double now_s(clockid_t c)
 {

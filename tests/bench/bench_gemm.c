@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/gemm.h"
+#include "common/nn/gemm.h"
 
 static double now(void)
 {

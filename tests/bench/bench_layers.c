@@ -1,6 +1,6 @@
 /* bench_layers.c - conv2d forward/backward time and GFLOP/s for typical ResNet
  * layer shapes through the CPU backend, to see where a model's time goes.
- * scripts/bench_layers_torch.py times the same shapes with PyTorch.
+ * scripts/bench/bench_layers_torch.py times the same shapes with PyTorch.
  *
  *   build/bench/bench_layers [--threads 2] [--set r18|r50|r18train|mbv1|all] [--reps 3]
  *
@@ -11,8 +11,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/backend.h"
-#include "common/gemm.h"
+#include "common/nn/backend_cpu.h"
+#include "common/nn/gemm.h"
 
 typedef struct shape {
     const char *set, *name;

@@ -1,7 +1,7 @@
 /* bench_models_cpu.c - whole-model CPU throughput: the three numbers of issue 2
  * (resnet18 and resnet50 forward at 224 px, a resnet18 train step at 32 px,
  * batch 64), for the conv path the backend runs (KDC_CONV=dnnl|ref).
- * scripts/bench_models_torch.py times the same with PyTorch.
+ * scripts/bench/bench_models_torch.py times the same with PyTorch.
  *
  *   build/bench/bench_models_cpu [--threads 2] [--reps 5] [--only NAME]
  *
@@ -19,8 +19,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/backend.h"
-#include "common/model.h"
+#include "common/nn/backend_cpu.h"
+#include "common/models/model.h"
 
 static double now(void)
 {

@@ -15,7 +15,7 @@
  * summation orders and algorithms such as Winograd, about 1e-6..2e-4 per op):
  *   weights, BN running statistics, projector: the error relative to the
  *       update, max|gpu - cpu| / max|cpu - init| per tensor, as
- *       tests/test_train.c judges float32 runs. BN training through batch
+ *       tests/train/test_train.c judges float32 runs. BN training through batch
  *       statistics of 8 samples amplifies rounding (FINDINGS.md): tensors with
  *       tiny updates (BN biases) differ by several percent between two CPU
  *       runs that only differ in thread count. So the bound per tensor is
@@ -38,14 +38,16 @@
 #include <sys/stat.h>
 #include <turbojpeg.h>
 
-#include "common/backend.h"
-#include "common/dataset.h"
-#include "common/model.h"
-#include "common/views.h"
+#include "common/cuda/cuda_backend.h"
+#include "common/nn/backend_cpu.h"
+#include "common/image/dataset.h"
+#include "common/models/model.h"
+#include "common/image/views.h"
 #include "formats/cache_writer.h"
 #include "formats/checkpoint.h"
 #include "formats/safetensors.h"
-#include "tests/testutil.h"
+#include "tests/helpers/make_inputs.h"
+#include "tests/helpers/testutil.h"
 
 #define NCLS 3
 #define PER_CLASS 8
@@ -61,168 +63,30 @@ static char g_data[2048], g_init[2048], g_init_proj[2048];
 
 /* ---- inputs ---- */
 
-/* A smooth random image with a class-dependent colour bias, as a JPEG. */
-static void write_jpeg(const char *path, int cls, uint64_t seed)
-{
-    unsigned char px[IMG_H * IMG_W * 3];
-    float noise[IMG_H * IMG_W * 3];
-    kdc_test_fill_uniform(noise, sizeof noise / sizeof noise[0], seed, 0.0f, 1.0f);
-    for (int y = 0; y < IMG_H; y++)
-        for (int x = 0; x < IMG_W; x++)
-            for (int c = 0; c < 3; c++) {
-                size_t i = ((size_t)y * IMG_W + (size_t)x) * 3 + (size_t)c;
-                double v = 60.0 * noise[i] + 40.0 * sin(0.2 * (x + 3 * c) + 0.3 * y + seed % 7) +
-                           (c == cls ? 90.0 : 40.0) + 30.0;
-                px[i] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
-            }
-    tjhandle tj = tjInitCompress();
-    ck_assert_ptr_nonnull(tj);
-    unsigned char *jpg = NULL;
-    unsigned long len = 0;
-    ck_assert_msg(tjCompress2(tj, px, IMG_W, 0, IMG_H, TJPF_RGB, &jpg, &len, TJSAMP_444, 90, 0) == 0,
-                  "tjCompress2: %s", tjGetErrorStr2(tj));
-    FILE *f = fopen(path, "wb");
-    ck_assert_msg(f != NULL, "%s", path);
-    ck_assert(fwrite(jpg, 1, len, f) == len);
-    ck_assert(fclose(f) == 0);
-    tjFree(jpg);
-    tjDestroy(tj);
-}
-
 static void make_dataset(void)
 {
     snprintf(g_data, sizeof g_data, "%s/data", g_tmp);
-    ck_assert_int_eq(mkdir(g_data, 0755), 0);
-    for (int c = 0; c < NCLS; c++) {
-        char dir[2100], path[2200];
-        snprintf(dir, sizeof dir, "%s/class%d", g_data, c);
-        ck_assert_int_eq(mkdir(dir, 0755), 0);
-        for (int i = 0; i < PER_CLASS; i++) {
-            snprintf(path, sizeof path, "%s/img%02d.jpg", dir, i);
-            write_jpeg(path, c, (uint64_t)(100 * c + i + 1));
-        }
-    }
+    kdc_test_make_image_folder(g_data, NCLS, PER_CLASS, IMG_W, IMG_H, 0, 1);
 }
 
 /* A cache of the dataset in `mode` (float32, topk:K) with random teacher
  * logits and features, center view of 32 px. */
 static void make_cache(const char *path, const char *mode)
 {
-    kdc_error err = {0};
-    img_dataset *ds = NULL;
-    ck_assert_msg(img_dataset_open_folder(&ds, g_data, &err) == KDC_OK, "%s", err.msg);
-    ck_assert_msg(img_dataset_checksum(ds, 1, &err) == KDC_OK, "%s", err.msg);
-    int64_t n = (int64_t)ds->count;
-    ck_assert_int_eq(n, NCLS * PER_CLASS);
-
-    cache_header h;
-    memset(&h, 0, sizeof h);
-    snprintf(h.teacher_arch, sizeof h.teacher_arch, "synthetic");
-    snprintf(h.teacher_weights_sha256, sizeof h.teacher_weights_sha256, "%064d", 0);
-    snprintf(h.created_by, sizeof h.created_by, "test_gpu_kdtrain");
-    h.num_images = n;
-    h.views_per_image = 1;
-    h.num_classes = NCLS;
-    h.feature_dim = DT;
-    snprintf(h.view_policy, sizeof h.view_policy, "center");
-    h.image_size = 32;
-    h.resize_size = 32;
-    double mean[3] = {0.485, 0.456, 0.406}, sd[3] = {0.229, 0.224, 0.225};
-    memcpy(h.mean, mean, sizeof mean);
-    memcpy(h.std, sd, sizeof sd);
-    h.scale_range[0] = 0.08;
-    h.scale_range[1] = 1;
-    h.ratio_range[0] = 0.75;
-    h.ratio_range[1] = 4.0 / 3.0;
-    h.pad = 4;
-    h.chunk_images = 8;
-    ck_assert_msg(cache_parse_logit_storage(mode, &h.logit_storage, &h.topk, &err) == KDC_OK,
-                  "%s", err.msg);
-
-    cache_image_table t;
-    ck_assert(cache_image_table_alloc(&t, n, &err) == KDC_OK);
-    for (int64_t i = 0; i < n; i++) {
-        t.path[i] = strdup(ds->items[i].path);
-        t.label[i] = ds->items[i].label;
-        t.size[i] = ds->items[i].size;
-        t.crc32[i] = ds->items[i].crc32;
-    }
-    float *logits = malloc((size_t)n * NCLS * sizeof(float));
-    float *feats = malloc((size_t)n * DT * sizeof(float));
-    kdc_test_fill_uniform(logits, (size_t)n * NCLS, 11, -3.0f, 3.0f);
-    kdc_test_fill_uniform(feats, (size_t)n * DT, 12, -1.0f, 2.0f);
-    int32_t *hh = malloc((size_t)n * sizeof *hh), *ww = malloc((size_t)n * sizeof *ww);
-    int32_t *box = malloc((size_t)n * 4 * sizeof *box);
-    uint8_t *flip = calloc((size_t)n, 1);
-    img_view_params vp;
-    img_view_params_default(&vp);
-    vp.policy = IMG_VIEW_CENTER;
-    vp.image_size = 32;
-    vp.resize_size = 32;
-    for (int64_t i = 0; i < n; i++) {
-        img_view v;
-        hh[i] = IMG_H;
-        ww[i] = IMG_W;
-        ck_assert(img_view_draw(&vp, IMG_W, IMG_H, (uint64_t)i, 0, &v, &err) == KDC_OK);
-        box[4 * i] = v.y0;
-        box[4 * i + 1] = v.x0;
-        box[4 * i + 2] = v.h;
-        box[4 * i + 3] = v.w;
-        flip[i] = v.flip;
-    }
-    cache_writer *w = NULL;
-    ck_assert_msg(cache_writer_create(path, &h, &t, NULL, &w, &err) == KDC_OK, "%s", err.msg);
-    cache_chunk_input in = {.first_image = 0, .count = n, .height = hh, .width = ww,
-                            .box = box, .flip = flip, .logits = logits, .features = feats};
-    ck_assert_msg(cache_writer_append(w, &in, &err) == KDC_OK, "%s", err.msg);
-    ck_assert_msg(cache_writer_finish(w, &err) == KDC_OK, "%s", err.msg);
-    cache_image_table_free(&t);
-    img_dataset_free(ds);
-    free(logits);
-    free(feats);
-    free(hh);
-    free(ww);
-    free(box);
-    free(flip);
+    kdc_test_cache_spec spec = {.mode = mode, .num_classes = NCLS, .feature_dim = DT,
+                                .image_size = 32, .chunk_images = 8,
+                                .created_by = "test_gpu_kdtrain"};
+    kdc_test_make_cache(path, g_data, &spec);
 }
 
 /* init.safetensors: resnet8x4 from seed 7; init_proj.safetensors: the same
- * plus projector.weight / projector.bias (U(-1/16, 1/16)), so that the
- * projector's update is known too. */
+ * plus a projector, so that the projector's update is known too. */
 static void make_init(void)
 {
-    kdc_error err = {0};
-    kdc_backend *cpu = NULL;
-    kdc_model *m = NULL;
     snprintf(g_init, sizeof g_init, "%s/init.safetensors", g_tmp);
     snprintf(g_init_proj, sizeof g_init_proj, "%s/init_proj.safetensors", g_tmp);
-    ck_assert_msg(kdc_backend_cpu_create(1, &cpu, &err) == KDC_OK, "%s", err.msg);
-    ck_assert_msg(kdc_model_create("resnet8x4", NCLS, cpu, 7, &m, &err) == KDC_OK, "%s", err.msg);
-    kdc_param_table *pt = kdc_model_params(m);
-    ck_assert_msg(kdc_checkpoint_save(g_init, pt, cpu, "resnet8x4", &err) == KDC_OK, "%s",
-                  err.msg);
-
-    int ds = kdc_model_feature_dim(m);
-    float *w = malloc((size_t)DT * (size_t)ds * sizeof(float)), *b = malloc(DT * sizeof(float));
-    kdc_test_fill_uniform(w, (size_t)DT * (size_t)ds, 21, -1.0f / 16, 1.0f / 16);
-    kdc_test_fill_uniform(b, DT, 22, -1.0f / 16, 1.0f / 16);
-    kdc_param *items = calloc((size_t)pt->count + 2, sizeof *items);
-    memcpy(items, pt->items, (size_t)pt->count * sizeof *items);
-    items[pt->count] = (kdc_param){.name = "projector.weight", .kind = KDC_PARAM_WEIGHT,
-                                   .value = {.data = w, .dtype = KDC_F32, .device = cpu->device,
-                                             .ndim = 2, .shape = {DT, ds}}};
-    items[pt->count + 1] = (kdc_param){.name = "projector.bias", .kind = KDC_PARAM_WEIGHT,
-                                       .value = {.data = b, .dtype = KDC_F32,
-                                                 .device = cpu->device, .ndim = 1,
-                                                 .shape = {DT}}};
-    kdc_param_table all = {.items = items, .count = pt->count + 2};
-    ck_assert_msg(kdc_checkpoint_save(g_init_proj, &all, cpu, "resnet8x4", &err) == KDC_OK, "%s",
-                  err.msg);
-    free(items);
-    free(w);
-    free(b);
-    kdc_model_free(m);
-    kdc_backend_destroy(cpu);
+    kdc_test_make_weights(g_init, "resnet8x4", NCLS, 7, 0, 0);
+    kdc_test_make_weights(g_init_proj, "resnet8x4", NCLS, 7, DT, 0);
 }
 
 static void setup_once(void)

@@ -27,11 +27,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/backend.h"
-#include "common/cuda_backend.h"
-#include "common/half.h"
-#include "common/model.h"
-#include "tests/testutil.h"
+#include "common/nn/backend_cpu.h"
+#include "common/cuda/cuda_backend.h"
+#include "common/base/half.h"
+#include "common/models/model.h"
+#include "tests/helpers/testutil.h"
 #include "train/losses.h"
 #ifdef KDC_HAVE_CUDA
 #include "train/losses_cuda.h"

@@ -45,13 +45,15 @@
 #include <sys/stat.h>
 #include <turbojpeg.h>
 
-#include "common/backend.h"
-#include "common/half.h"
-#include "common/model.h"
+#include "common/cuda/cuda_backend.h"
+#include "common/nn/backend_cpu.h"
+#include "common/base/half.h"
+#include "common/models/model.h"
 #include "formats/cache_reader.h"
 #include "formats/checkpoint.h"
 #include "precompute/chunk_writer.h"
-#include "tests/testutil.h"
+#include "tests/helpers/make_inputs.h"
+#include "tests/helpers/testutil.h"
 
 #define NCLS_DATA 2
 #define PER_CLASS 6
@@ -73,49 +75,12 @@ static int g_dry;                    /* 1: a CPU run stands in for the GPU */
 
 /* ---- inputs ---- */
 
-/* A smooth random image with a class-dependent colour bias, as a JPEG. */
-static void write_jpeg(const char *path, int cls, uint64_t seed)
-{
-    unsigned char px[IMG_H * IMG_W * 3];
-    float noise[IMG_H * IMG_W * 3];
-    kdc_test_fill_uniform(noise, sizeof noise / sizeof noise[0], seed, 0.0f, 1.0f);
-    for (int y = 0; y < IMG_H; y++)
-        for (int x = 0; x < IMG_W; x++)
-            for (int c = 0; c < 3; c++) {
-                size_t i = ((size_t)y * IMG_W + (size_t)x) * 3 + (size_t)c;
-                double v = 70.0 * noise[i] + 50.0 * sin(0.15 * (x + 5 * c) + 0.25 * y + seed % 5) +
-                           (c == cls ? 100.0 : 40.0) + 20.0;
-                px[i] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
-            }
-    tjhandle tj = tjInitCompress();
-    ck_assert_ptr_nonnull(tj);
-    unsigned char *jpg = NULL;
-    unsigned long len = 0;
-    ck_assert_msg(tjCompress2(tj, px, IMG_W, 0, IMG_H, TJPF_RGB, &jpg, &len, TJSAMP_420, 92, 0) ==
-                      0,
-                  "tjCompress2: %s", tjGetErrorStr2(tj));
-    FILE *f = fopen(path, "wb");
-    ck_assert_msg(f != NULL, "%s", path);
-    ck_assert(fwrite(jpg, 1, len, f) == len);
-    ck_assert(fclose(f) == 0);
-    tjFree(jpg);
-    tjDestroy(tj);
-}
-
 static void make_dataset(void)
 {
     snprintf(g_data, sizeof g_data, "%s/data", g_tmp);
-    ck_assert_int_eq(mkdir(g_data, 0755), 0);
-    char dir[2100], path[2200];
-    for (int c = 0; c < NCLS_DATA; c++) {
-        snprintf(dir, sizeof dir, "%s/class%d", g_data, c);
-        ck_assert_int_eq(mkdir(dir, 0755), 0);
-        for (int i = 0; i < PER_CLASS; i++) {
-            snprintf(path, sizeof path, "%s/img%02d.jpg", dir, i);
-            write_jpeg(path, c, (uint64_t)(31 * c + i + 3));
-        }
-    }
+    kdc_test_make_image_folder(g_data, NCLS_DATA, PER_CLASS, IMG_W, IMG_H, 1, 3);
     /* Sorted between img02 and img03 of class0: a skipped row mid-chunk. */
+    char path[2200];
     snprintf(path, sizeof path, "%s/class0/img02b.jpg", g_data);
     FILE *f = fopen(path, "wb");
     ck_assert_msg(f != NULL, "%s", path);
@@ -127,37 +92,8 @@ static void make_dataset(void)
  * drawn at random (PyTorch's init would make every BN the identity). */
 static void make_weights(void)
 {
-    kdc_error err = {0};
-    kdc_backend *cpu = NULL;
-    kdc_model *m = NULL;
     snprintf(g_weights, sizeof g_weights, "%s/resnet18.safetensors", g_tmp);
-    ck_assert_msg(kdc_backend_cpu_create(1, &cpu, &err) == KDC_OK, "%s", err.msg);
-    ck_assert_msg(kdc_model_create("resnet18", TEACHER_CLASSES, cpu, 5, &m, &err) == KDC_OK, "%s",
-                  err.msg);
-    kdc_param_table *pt = kdc_model_params(m);
-    for (int i = 0; i < pt->count; i++) {
-        kdc_param *p = &pt->items[i];
-        if (p->value.dtype != KDC_F32)
-            continue;
-        size_t n = 1;
-        for (int d = 0; d < p->value.ndim; d++)
-            n *= (size_t)p->value.shape[d];
-        float *x = p->value.data;
-        const char *name = p->name;
-        uint64_t seed = 1000 + (uint64_t)i;
-        if (strstr(name, "running_mean"))
-            kdc_test_fill_uniform(x, n, seed, -0.2f, 0.2f);
-        else if (strstr(name, "running_var"))
-            kdc_test_fill_uniform(x, n, seed, 0.5f, 1.5f);
-        else if (p->is_bn && strstr(name, ".weight"))
-            kdc_test_fill_uniform(x, n, seed, 0.6f, 1.4f);
-        else if (p->is_bn && strstr(name, ".bias"))
-            kdc_test_fill_uniform(x, n, seed, -0.2f, 0.2f);
-    }
-    ck_assert_msg(kdc_checkpoint_save(g_weights, pt, cpu, "resnet18", &err) == KDC_OK, "%s",
-                  err.msg);
-    kdc_model_free(m);
-    kdc_backend_destroy(cpu);
+    kdc_test_make_weights(g_weights, "resnet18", TEACHER_CLASSES, 5, 0, 1);
 }
 
 static void setup_once(void)

@@ -1,6 +1,6 @@
 /* test_gpu_train.c - `make check-gpu`, training math and cache-writer half:
  * the CUDA kernels of train/losses_cuda.h (top-k KD, projector loss),
- * train/optim_cuda.h (fused SGD and DOT) and common/cuda_topk.h (top-k +
+ * train/optim_cuda.h (fused SGD and DOT) and common/cuda/cuda_topk.h (top-k +
  * float16 for the cache writer) against the CPU functions that specify them
  * (train/losses.h, train/optim.h, cache_topk_rows in formats/cache_writer.h).
  * (CE and full KD are in test_gpu_ops.c.)
@@ -27,14 +27,15 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/backend.h"
-#include "common/half.h"
+#include "common/cuda/cuda_backend.h"
+#include "common/nn/backend_cpu.h"
+#include "common/base/half.h"
 #include "formats/cache_writer.h"
-#include "tests/testutil.h"
+#include "tests/helpers/testutil.h"
 #include "train/losses.h"
 #include "train/optim.h"
 #ifdef KDC_HAVE_CUDA
-#include "common/cuda_topk.h"
+#include "common/cuda/cuda_topk.h"
 #include "train/losses_cuda.h"
 #include "train/optim_cuda.h"
 #endif

@@ -1,0 +1,351 @@
+/* backend_cpu.c - the CPU kdc_backend: fills the op table of backend.h with the
+ * layer functions of conv2d.c, batchnorm.c, pool.c, linear.c and activation.c.
+ *
+ * Threading: one kdc_pool of `threads` threads runs the data-parallel loops,
+ * and OpenBLAS runs GEMMs with the same number of its own threads, called from
+ * the caller thread. The two never run at the same time (each op returns when
+ * done) and the pool's idle workers sleep, so they share the cores.
+ * The conv workspace is grown when a larger layer comes and kept, so a model's
+ * steady-state loop allocates nothing. A backend is used by one thread at a time.
+ * Ops are synchronous; synchronize is a no-op.
+ *
+ * Convolutions run through oneDNN (conv2d_dnnl.c, 1.5-3x faster than im2col +
+ * GEMM on 3x3 layers) unless KDC_CONV=ref at creation selects the reference
+ * im2col + GEMM of conv2d.c; tests run both. On the oneDNN path, convolutions
+ * of a 1x1 map (ResNets' last stage at 32 px) are GEMMs (conv2d_point.h). oneDNN's OpenMP threads, the pool
+ * and OpenBLAS's threads take turns (one op at a time), never run together. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/nn/activation.h"
+#include "common/nn/backend_cpu.h"
+#include "common/nn/batchnorm.h"
+#include "common/nn/conv2d.h"
+#include "common/nn/conv2d_dnnl.h"
+#include "common/nn/conv2d_point.h"
+#include "common/nn/gemm.h"
+#include "common/base/half.h"
+#include "common/nn/linear.h"
+#include "common/nn/pool.h"
+#include "common/base/threadpool.h"
+
+typedef struct cpu_impl {
+    kdc_pool *pool;
+    int threads;
+    kdc_dnnl *dnnl; /* NULL: reference convolutions (KDC_CONV=ref) */
+    float *work;
+    size_t work_floats;
+    char name[160];
+} cpu_impl;
+
+static cpu_impl *impl_of(kdc_backend *be)
+{
+    return (cpu_impl *)be->impl;
+}
+
+static kdc_status ensure_work(cpu_impl *c, size_t floats, kdc_error *err)
+{
+    if (floats <= c->work_floats)
+        return KDC_OK;
+    size_t bytes;
+    if (!kdc_size_mul(floats, sizeof(float), &bytes) || bytes > ((size_t)1 << 40))
+        return kdc_fail(err, KDC_ENOMEM, "cpu backend: workspace of %zu floats overflows",
+                        floats);
+    bytes = (bytes + 63) & ~(size_t)63;
+    float *p = aligned_alloc(64, bytes);
+    if (!p)
+        return kdc_fail(err, KDC_ENOMEM, "cpu backend: cannot allocate %zu bytes of workspace",
+                        bytes);
+    free(c->work);
+    c->work = p;
+    c->work_floats = floats;
+    return KDC_OK;
+}
+
+static void cpu_destroy(kdc_backend *be)
+{
+    if (!be)
+        return;
+    cpu_impl *c = impl_of(be);
+    if (c) {
+        kdc_pool_destroy(c->pool);
+        kdc_dnnl_destroy(c->dnnl);
+        free(c->work);
+        free(c);
+    }
+    free(be);
+}
+
+/* ------------------------------------------------------------- memory */
+
+static kdc_status cpu_alloc(kdc_backend *be, size_t bytes, void **out, kdc_error *err)
+{
+    (void)be;
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (rounded < bytes)
+        return kdc_fail(err, KDC_ENOMEM, "cpu alloc: %zu bytes overflows", bytes);
+    *out = aligned_alloc(64, rounded ? rounded : 64);
+    if (!*out)
+        return kdc_fail(err, KDC_ENOMEM, "cpu alloc: cannot allocate %zu bytes", bytes);
+    return KDC_OK;
+}
+
+static void cpu_free(kdc_backend *be, void *ptr)
+{
+    (void)be;
+    free(ptr);
+}
+
+static kdc_status cpu_copy(kdc_backend *be, void *dst, const void *src, size_t bytes,
+                           kdc_error *err)
+{
+    (void)be;
+    (void)err;
+    if (bytes)
+        memmove(dst, src, bytes);
+    return KDC_OK;
+}
+
+static kdc_status cpu_fill_zero(kdc_backend *be, void *dst, size_t bytes, kdc_error *err)
+{
+    (void)be;
+    (void)err;
+    if (bytes)
+        memset(dst, 0, bytes);
+    return KDC_OK;
+}
+
+static kdc_status cpu_synchronize(kdc_backend *be, kdc_error *err)
+{
+    (void)be;
+    (void)err;
+    return KDC_OK;
+}
+
+/* -------------------------------------------------------- convolution */
+
+static kdc_status cpu_conv2d_forward(kdc_backend *be, const kdc_conv2d_desc *d, const float *x,
+                                     const float *w, const float *bias, float *y,
+                                     kdc_error *err)
+{
+    cpu_impl *c = impl_of(be);
+    kdc_status st;
+    if (c->dnnl && kdc_conv2d_point_applies(d)) {
+        if ((st = ensure_work(c, kdc_conv2d_point_workspace_floats(d), err)))
+            return st;
+        return kdc_conv2d_point_forward(d, x, w, bias, y, c->work, c->work_floats, err);
+    }
+    if (c->dnnl)
+        return kdc_dnnl_conv2d_forward(c->dnnl, d, x, w, bias, y, err);
+    st = ensure_work(c, kdc_conv2d_workspace_floats(d), err);
+    if (st)
+        return st;
+    return kdc_conv2d_forward(d, x, w, bias, y, c->work, c->work_floats, c->pool, err);
+}
+
+static kdc_status cpu_conv2d_backward(kdc_backend *be, const kdc_conv2d_desc *d,
+                                      const float *x, const float *w, const float *dy,
+                                      float *dx, float *dw, float *dbias, kdc_error *err)
+{
+    cpu_impl *c = impl_of(be);
+    kdc_status st;
+    if (c->dnnl && kdc_conv2d_point_applies(d)) {
+        if ((st = ensure_work(c, kdc_conv2d_point_workspace_floats(d), err)))
+            return st;
+        return kdc_conv2d_point_backward(d, x, w, dy, dx, dw, dbias, c->work, c->work_floats,
+                                         err);
+    }
+    if (c->dnnl)
+        return kdc_dnnl_conv2d_backward(c->dnnl, d, x, w, dy, dx, dw, dbias, err);
+    st = ensure_work(c, kdc_conv2d_workspace_floats(d), err);
+    if (st)
+        return st;
+    return kdc_conv2d_backward(d, x, w, dy, dx, dw, dbias, c->work, c->work_floats, c->pool,
+                               err);
+}
+
+/* --------------------------------------------------------- batch norm */
+
+static kdc_status cpu_bn_forward_train(kdc_backend *be, const kdc_bn_desc *d, const float *x,
+                                       const float *gamma, const float *beta,
+                                       float *running_mean, float *running_var,
+                                       float *save_mean, float *save_invstd, float *y,
+                                       kdc_error *err)
+{
+    return kdc_batchnorm_forward_train(d, x, gamma, beta, running_mean, running_var, save_mean,
+                                       save_invstd, y, impl_of(be)->pool, err);
+}
+
+static kdc_status cpu_bn_forward_eval(kdc_backend *be, const kdc_bn_desc *d, const float *x,
+                                      const float *gamma, const float *beta,
+                                      const float *running_mean, const float *running_var,
+                                      float *y, kdc_error *err)
+{
+    return kdc_batchnorm_forward_eval(d, x, gamma, beta, running_mean, running_var, y,
+                                      impl_of(be)->pool, err);
+}
+
+static kdc_status cpu_bn_backward(kdc_backend *be, const kdc_bn_desc *d, const float *x,
+                                  const float *dy, const float *gamma, const float *save_mean,
+                                  const float *save_invstd, float *dx, float *dgamma,
+                                  float *dbeta, kdc_error *err)
+{
+    return kdc_batchnorm_backward(d, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
+                                  impl_of(be)->pool, err);
+}
+
+/* -------------------------------------------------------- elementwise */
+
+static kdc_status cpu_relu_forward(kdc_backend *be, size_t n, const float *x, float *y,
+                                   kdc_error *err)
+{
+    (void)err;
+    kdc_relu_forward(n, x, y, impl_of(be)->pool);
+    return KDC_OK;
+}
+
+static kdc_status cpu_relu_backward(kdc_backend *be, size_t n, const float *y, const float *dy,
+                                    float *dx, kdc_error *err)
+{
+    (void)err;
+    kdc_relu_backward(n, y, dy, dx, impl_of(be)->pool);
+    return KDC_OK;
+}
+
+static kdc_status cpu_add(kdc_backend *be, size_t n, const float *a, const float *b, float *y,
+                          kdc_error *err)
+{
+    (void)err;
+    kdc_add(n, a, b, y, impl_of(be)->pool);
+    return KDC_OK;
+}
+
+static kdc_status cpu_axpy(kdc_backend *be, size_t n, float alpha, const float *x, float *y,
+                           kdc_error *err)
+{
+    (void)err;
+    kdc_axpy(n, alpha, x, y, impl_of(be)->pool);
+    return KDC_OK;
+}
+
+/* ------------------------------------------------------------ pooling */
+
+static kdc_status cpu_maxpool_forward(kdc_backend *be, const kdc_pool2d_desc *d, const float *x,
+                                      float *y, kdc_error *err)
+{
+    return kdc_maxpool2d_forward(d, x, y, impl_of(be)->pool, err);
+}
+
+static kdc_status cpu_maxpool_backward(kdc_backend *be, const kdc_pool2d_desc *d,
+                                       const float *x, const float *y, const float *dy,
+                                       float *dx, kdc_error *err)
+{
+    (void)y; /* the argmax is recomputed from x, which also settles ties */
+    return kdc_maxpool2d_backward(d, x, dy, dx, impl_of(be)->pool, err);
+}
+
+static kdc_status cpu_avgpool_forward(kdc_backend *be, int n, int c, int hw, const float *x,
+                                      float *y, kdc_error *err)
+{
+    return kdc_avgpool_global_forward(n, c, hw, x, y, impl_of(be)->pool, err);
+}
+
+static kdc_status cpu_avgpool_backward(kdc_backend *be, int n, int c, int hw, const float *dy,
+                                       float *dx, kdc_error *err)
+{
+    return kdc_avgpool_global_backward(n, c, hw, dy, dx, impl_of(be)->pool, err);
+}
+
+/* ------------------------------------------------------------- linear */
+
+static kdc_status cpu_linear_forward(kdc_backend *be, int n, int in, int out, const float *x,
+                                     const float *w, const float *b, float *y, kdc_error *err)
+{
+    (void)be;
+    return kdc_linear_forward(n, in, out, x, w, b, y, err);
+}
+
+static kdc_status cpu_linear_backward(kdc_backend *be, int n, int in, int out, const float *x,
+                                      const float *w, const float *dy, float *dx, float *dw,
+                                      float *db, kdc_error *err)
+{
+    (void)be;
+    return kdc_linear_backward(n, in, out, x, w, dy, dx, dw, db, err);
+}
+
+static kdc_status cpu_f32_to_f16(kdc_backend *be, size_t n, const float *x, uint16_t *y,
+                                 kdc_error *err)
+{
+    (void)err;
+    kdc_f32_to_f16_par(n, x, y, impl_of(be)->pool);
+    return KDC_OK;
+}
+
+/* ------------------------------------------------------------- create */
+
+kdc_status kdc_backend_cpu_create(int threads, kdc_backend **out, kdc_error *err)
+{
+    *out = NULL;
+    kdc_status st = kdc_gemm_init(err);
+    if (st)
+        return kdc_error_prefix(err, "cpu backend: ");
+    if (threads <= 0)
+        threads = kdc_cpu_count();
+    kdc_backend *be = calloc(1, sizeof *be);
+    cpu_impl *c = calloc(1, sizeof *c);
+    if (!be || !c) {
+        free(be);
+        free(c);
+        return kdc_fail(err, KDC_ENOMEM, "cpu backend: out of memory");
+    }
+    be->impl = c;
+    st = kdc_pool_create(threads, &c->pool, err);
+    if (st) {
+        cpu_destroy(be);
+        return st;
+    }
+    c->threads = threads;
+    const char *conv = getenv("KDC_CONV");
+    if (conv && *conv && strcmp(conv, "ref") && strcmp(conv, "dnnl")) {
+        cpu_destroy(be);
+        return kdc_fail(err, KDC_EINVAL, "cpu backend: KDC_CONV=%s (expected ref or dnnl)", conv);
+    }
+    if (!conv || strcmp(conv, "ref")) {
+        st = kdc_dnnl_create(threads, &c->dnnl, err);
+        if (st) {
+            cpu_destroy(be);
+            return kdc_error_prefix(err, "cpu backend: ");
+        }
+    }
+    /* OpenBLAS's thread count is process-wide: the last backend created sets it. */
+    kdc_gemm_set_threads(threads);
+    be->name = "cpu";
+    be->device.type = KDC_DEVICE_CPU;
+    be->device.index = 0;
+    be->destroy = cpu_destroy;
+    be->alloc = cpu_alloc;
+    be->free = cpu_free;
+    be->copy_h2d = cpu_copy;
+    be->copy_d2h = cpu_copy;
+    be->copy_d2d = cpu_copy;
+    be->fill_zero = cpu_fill_zero;
+    be->synchronize = cpu_synchronize;
+    be->conv2d_forward = cpu_conv2d_forward;
+    be->conv2d_backward = cpu_conv2d_backward;
+    be->batchnorm_forward_train = cpu_bn_forward_train;
+    be->batchnorm_forward_eval = cpu_bn_forward_eval;
+    be->batchnorm_backward = cpu_bn_backward;
+    be->relu_forward = cpu_relu_forward;
+    be->relu_backward = cpu_relu_backward;
+    be->add = cpu_add;
+    be->axpy = cpu_axpy;
+    be->maxpool2d_forward = cpu_maxpool_forward;
+    be->maxpool2d_backward = cpu_maxpool_backward;
+    be->avgpool_global_forward = cpu_avgpool_forward;
+    be->avgpool_global_backward = cpu_avgpool_backward;
+    be->linear_forward = cpu_linear_forward;
+    be->linear_backward = cpu_linear_backward;
+    be->f32_to_f16 = cpu_f32_to_f16;
+    *out = be;
+    return KDC_OK;
+}

@@ -1,0 +1,39 @@
+/* batchnorm.h - 2-D batch normalisation on the CPU, forward (train, eval) and backward.
+ *
+ * x is N x C x HW (HW = 1 for a feature matrix). Formulas follow PyTorch
+ * (torch.nn.functional.batch_norm; Ioffe & Szegedy 2015, Alg. 1 and 2):
+ * train mode normalises with the biased batch variance, updates
+ *   running_mean = (1 - momentum) * running_mean + momentum * mean
+ *   running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1)
+ * (M = N * HW) and saves mean and invstd = 1 / sqrt(var + eps) for backward.
+ * gamma/beta NULL means no affine transform; running stats NULL means not
+ * tracked. Channel statistics are accumulated in double. Threaded over channels.
+ * Not here: the backend table (backend_cpu.c). */
+#ifndef KDC_BATCHNORM_H
+#define KDC_BATCHNORM_H
+
+#include "common/nn/op_desc.h"
+#include "common/base/threadpool.h"
+
+/* save_mean / save_invstd may be NULL when no backward follows. Needs M >= 2
+ * (as PyTorch: the unbiased variance of one value is undefined). */
+kdc_status kdc_batchnorm_forward_train(const kdc_bn_desc *d, const float *x, const float *gamma,
+                                       const float *beta, float *running_mean,
+                                       float *running_var, float *save_mean,
+                                       float *save_invstd, float *y, kdc_pool *pool,
+                                       kdc_error *err);
+
+/* y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta. */
+kdc_status kdc_batchnorm_forward_eval(const kdc_bn_desc *d, const float *x, const float *gamma,
+                                      const float *beta, const float *running_mean,
+                                      const float *running_var, float *y, kdc_pool *pool,
+                                      kdc_error *err);
+
+/* Gradients of the train-mode forward (batch statistics): dx (may be NULL),
+ * dgamma and dbeta (may be NULL). */
+kdc_status kdc_batchnorm_backward(const kdc_bn_desc *d, const float *x, const float *dy,
+                                  const float *gamma, const float *save_mean,
+                                  const float *save_invstd, float *dx, float *dgamma,
+                                  float *dbeta, kdc_pool *pool, kdc_error *err);
+
+#endif

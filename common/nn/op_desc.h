@@ -1,0 +1,41 @@
+/* op_desc.h - the shape descriptors of the layer ops (convolution, batch
+ * norm, pooling): what a layer function and every backend's op agree on.
+ * Layers include this, not backend.h, so that the CPU kernels sit below the
+ * op table that dispatches to them. */
+#ifndef KDC_OP_DESC_H
+#define KDC_OP_DESC_H
+
+#include "common/base/error.h"
+
+/* Convolution with square kernels and symmetric stride / zero padding,
+ * dilation 1, as every torchvision / mdistiller model here uses. */
+typedef struct kdc_conv2d_desc {
+    int n, c_in, h_in, w_in;
+    int c_out, kh, kw;
+    int stride, pad, groups;
+    int h_out, w_out; /* derived by kdc_conv2d_desc_init */
+} kdc_conv2d_desc;
+
+/* Fills h_out / w_out and validates (channels divisible by groups, positive
+ * output size). */
+kdc_status kdc_conv2d_desc_init(kdc_conv2d_desc *d, kdc_error *err);
+
+/* Batch norm over N x C x HW (HW = 1 for a B x D feature matrix).
+ * momentum follows PyTorch: running = (1 - momentum) * running + momentum * batch,
+ * with the unbiased batch variance for running_var and the biased one for
+ * normalising. */
+typedef struct kdc_bn_desc {
+    int n, c, hw;
+    float eps;
+    float momentum;
+} kdc_bn_desc;
+
+typedef struct kdc_pool2d_desc {
+    int n, c, h_in, w_in;
+    int k, stride, pad;
+    int h_out, w_out; /* derived by kdc_pool2d_desc_init (floor mode, as PyTorch) */
+} kdc_pool2d_desc;
+
+kdc_status kdc_pool2d_desc_init(kdc_pool2d_desc *d, kdc_error *err);
+
+#endif

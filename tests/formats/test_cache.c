@@ -1,0 +1,880 @@
+/* test_cache.c - the teacher cache (format v1): round trips in every storage
+ * mode, files read by h5py + hdf5plugin and h5dump, a file written by h5py
+ * read by us, top-k against a float64 reference, kill -9 and resume, hostile
+ * and corrupt files, shard merge, verify against the dataset's files, the
+ * streaming reader's epochs, and the kd-cache tool. */
+#include <check.h>
+#include <hdf5.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/base/half.h"
+#include "formats/cache_h5.h"
+#include "formats/cache_merge.h"
+#include "formats/cache_reader.h"
+#include "formats/cache_stream.h"
+#include "formats/cache_verify.h"
+#include "formats/cache_writer.h"
+#include "tests/helpers/testutil.h"
+
+enum { N = 23, V = 3, C = 11, D = 5, CH = 4 };
+
+static const char *python(void)
+{
+    const char *p = getenv("PYTHON");
+    return p && *p ? p : "/usr/bin/python3";
+}
+
+static void make_header(cache_header *h, cache_logit_storage mode, int64_t k)
+{
+    memset(h, 0, sizeof *h);
+    strcpy(h->teacher_arch, "resnet18");
+    strcpy(h->teacher_weights_sha256, "ab12");
+    h->num_images = N;
+    h->views_per_image = V;
+    h->num_classes = C;
+    h->feature_dim = D;
+    strcpy(h->view_policy, "rrc");
+    h->image_size = 32;
+    h->resize_size = 36;
+    for (int i = 0; i < 3; i++) {
+        h->mean[i] = 0.5;
+        h->std[i] = 0.25;
+    }
+    h->scale_range[0] = 0.08;
+    h->scale_range[1] = 1;
+    h->ratio_range[0] = 0.75;
+    h->ratio_range[1] = 4.0 / 3;
+    h->seed = 99;
+    h->logit_storage = mode;
+    h->topk = k;
+    strcpy(h->created_by, "test_cache");
+    h->chunk_images = CH;
+}
+
+static void make_table(cache_image_table *t)
+{
+    kdc_error e;
+    ck_assert_int_eq(cache_image_table_alloc(t, N, &e), KDC_OK);
+    for (int i = 0; i < N; i++) {
+        char p[64];
+        snprintf(p, sizeof p, "c%d/img_%02d.jpg", i % 4, i);
+        t->path[i] = strdup(p);
+        t->label[i] = i % 4 == 3 ? -1 : i % C;
+        t->size[i] = 1000 + (uint64_t)i;
+        t->crc32[i] = 0xdead0000u + (uint32_t)i;
+    }
+}
+
+/* Deterministic teacher outputs; image 6 is skipped. */
+static float logit_of(int i, int v, int c)
+{
+    return 6.0f * sinf(0.7f * (float)i + 1.3f * (float)v + 0.37f * (float)c * (float)(c % 3 + 1));
+}
+
+typedef struct rows {
+    int32_t h[N], w[N], box[N * V * 4];
+    uint8_t skip[N], flip[N * V];
+    float logits[N * V * C], feats[N * V * D];
+} rows;
+
+static void make_rows(rows *r)
+{
+    for (int i = 0; i < N; i++) {
+        r->h[i] = 100 + i;
+        r->w[i] = 200 + i;
+        r->skip[i] = i == 6;
+        for (int v = 0; v < V; v++) {
+            int32_t *b = r->box + (i * V + v) * 4;
+            b[0] = v - 2, b[1] = i, b[2] = 10 + v, b[3] = 20 + i % 5;
+            r->flip[i * V + v] = (uint8_t)((i + v) % 2);
+            for (int c = 0; c < C; c++)
+                r->logits[(i * V + v) * C + c] = logit_of(i, v, c);
+            for (int d = 0; d < D; d++)
+                r->feats[(i * V + v) * D + d] = fmaxf(0.f, cosf((float)(i * 5 + v * 2 + d)));
+        }
+    }
+}
+
+static cache_chunk_input input_for(const rows *r, int64_t first, int64_t count)
+{
+    cache_chunk_input in = {first, count, r->h + first, r->w + first, r->skip + first,
+                            r->box + first * V * 4, r->flip + first * V,
+                            r->logits + first * V * C, r->feats + first * V * D};
+    return in;
+}
+
+static char *tmp;
+
+static void setup(void)
+{
+    tmp = kdc_test_tmpdir("cache");
+}
+
+static void teardown(void)
+{
+    kdc_test_system("rm -rf '%s'", tmp);
+    free(tmp);
+}
+
+static char *tpath(const char *name)
+{
+    static char buf[64][4096];
+    static int k;
+    char *p = buf[k++ % 64];
+    snprintf(p, 4096, "%s/%s", tmp, name);
+    return p;
+}
+
+/* Writes a whole cache: by chunks (append = 0) or by appends of 5 images. */
+static void write_cache(const char *path, cache_logit_storage mode, int64_t k, int shard,
+                        int nshards, int append)
+{
+    cache_header h;
+    cache_image_table t;
+    rows *r = malloc(sizeof *r);
+    make_header(&h, mode, k);
+    h.shard_index = shard;
+    h.shard_count = nshards;
+    make_table(&t);
+    make_rows(r);
+    kdc_error e;
+    cache_writer *w;
+    ck_assert_msg(cache_writer_create(path, &h, &t, NULL, &w, &e) == KDC_OK, "%s", e.msg);
+    int64_t a, b;
+    cache_writer_chunk_range(w, &a, &b);
+    if (append) {
+        int64_t first = a * CH, end = b * CH < N ? b * CH : N;
+        for (int64_t i = first; i < end; i += 5) {
+            int64_t n = end - i < 5 ? end - i : 5;
+            cache_chunk_input in = input_for(r, i, n);
+            ck_assert_msg(cache_writer_append(w, &in, &e) == KDC_OK, "%s", e.msg);
+        }
+    } else {
+        for (int64_t c = a; c < b; c++) {
+            int64_t f, n;
+            cache_writer_chunk_images(w, c, &f, &n);
+            cache_chunk_input in = input_for(r, f, n);
+            ck_assert_msg(cache_writer_write_chunk(w, c, &in, &e) == KDC_OK, "%s", e.msg);
+        }
+    }
+    ck_assert_msg(cache_writer_finish(w, &e) == KDC_OK, "%s", e.msg);
+    cache_image_table_free(&t);
+    free(r);
+}
+
+static float expect_logit(cache_logit_storage mode, float x)
+{
+    return mode == CACHE_LOGITS_F16 ? kdc_f16_to_f32(kdc_f32_to_f16(x)) : x;
+}
+
+static void check_values(const char *path, cache_logit_storage mode, int64_t k)
+{
+    kdc_error e;
+    cache_reader *rd;
+    ck_assert_msg(cache_reader_open(path, 0, &rd, &e) == KDC_OK, "%s", e.msg);
+    const cache_header *h = cache_reader_header(rd);
+    ck_assert_str_eq(h->teacher_arch, "resnet18");
+    ck_assert_int_eq(h->logit_storage, mode);
+    ck_assert_int_eq(h->topk, k);
+    ck_assert_int_eq(h->complete, 1);
+    const cache_image_table *t = cache_reader_images(rd);
+    ck_assert_str_eq(t->path[5], "c1/img_05.jpg");
+    ck_assert_int_eq(t->label[3], -1);
+    ck_assert_int_eq(t->skipped[6], 1);
+    ck_assert_int_eq(t->height[7], 107);
+    ck_assert_int_eq(t->height[6], 0);
+    rows *r = malloc(sizeof *r);
+    make_rows(r);
+    cache_batch b;
+    ck_assert_int_eq(cache_batch_alloc(&b, h, V, &e), KDC_OK);
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(cache_reader_read_image(rd, i, &b, &e), KDC_OK);
+        ck_assert_int_eq(b.count, V);
+        for (int v = 0; v < V; v++) {
+            int skip = i == 6;
+            ck_assert_int_eq(b.image[v], i);
+            ck_assert_int_eq(b.view[v], v);
+            ck_assert_int_eq(b.flip[v], skip ? 0 : r->flip[i * V + v]);
+            for (int j = 0; j < 4; j++)
+                ck_assert_int_eq(b.box[v * 4 + j], skip ? 0 : r->box[(i * V + v) * 4 + j]);
+            for (int d = 0; d < D; d++) {
+                float x = r->feats[(i * V + v) * D + d];
+                ck_assert_float_eq(b.features[v * D + d],
+                                   skip ? 0.f : kdc_f16_to_f32(kdc_f32_to_f16(x)));
+            }
+            if (mode == CACHE_LOGITS_TOPK) {
+                if (skip)
+                    continue;
+                /* Sorted descending, and nothing outside beats the K-th. */
+                for (int j = 0; j < k; j++) {
+                    int idx = b.topk_index[v * k + j];
+                    ck_assert_float_eq(b.topk_value[v * k + j],
+                                       kdc_f16_to_f32(kdc_f32_to_f16(logit_of(i, v, idx))));
+                    if (j)
+                        ck_assert(b.topk_value[v * k + j] <= b.topk_value[v * k + j - 1]);
+                }
+            } else {
+                for (int c = 0; c < C; c++)
+                    ck_assert_float_eq(b.logits[v * C + c],
+                                       skip ? 0.f : expect_logit(mode, logit_of(i, v, c)));
+            }
+        }
+    }
+    cache_batch_free(&b);
+    free(r);
+    cache_reader_close(rd);
+}
+
+START_TEST(test_roundtrip_modes)
+{
+    struct {
+        cache_logit_storage m;
+        int64_t k;
+    } modes[] = {{CACHE_LOGITS_F32, 0}, {CACHE_LOGITS_F16, 0}, {CACHE_LOGITS_TOPK, 4}};
+    for (int i = 0; i < 3; i++)
+        for (int append = 0; append < 2; append++) {
+            char *p = tpath("rt.h5");
+            write_cache(p, modes[i].m, modes[i].k, 0, 1, append);
+            struct stat sb;
+            ck_assert_int_ne(stat(tpath("rt.h5.partial"), &sb), 0); /* renamed */
+            check_values(p, modes[i].m, modes[i].k);
+        }
+}
+END_TEST
+
+START_TEST(test_topk_vs_float64_reference)
+{
+    size_t n, ni, nv;
+    float *x = kdc_test_load_f32("cache", "topk_logits", 0, &n);
+    int64_t *ri = kdc_test_load_i64("cache", "topk_index", 0, &ni);
+    float *rv = kdc_test_load_f32("cache", "topk_value", 0, &nv);
+    size_t Cc = 1000, K = 20, R = n / Cc;
+    ck_assert_uint_eq(ni, R * K);
+    uint16_t *idx = malloc(R * K * 2), *val = malloc(R * K * 2);
+    cache_topk_rows(x, R, Cc, K, idx, 2, val);
+    for (size_t j = 0; j < R * K; j++) {
+        ck_assert_msg(idx[j] == ri[j], "row %zu rank %zu: index %d, reference %lld", j / K, j % K,
+                      idx[j], (long long)ri[j]);
+        ck_assert_float_eq(kdc_f16_to_f32(val[j]), rv[j]);
+    }
+    /* int32 indices (past 65535 classes) give the same answer. */
+    int32_t *idx32 = malloc(R * K * 4);
+    cache_topk_rows(x, R, Cc, K, idx32, 4, val);
+    for (size_t j = 0; j < R * K; j++)
+        ck_assert_int_eq(idx32[j], ri[j]);
+    free(x), free(ri), free(rv), free(idx), free(val), free(idx32);
+}
+END_TEST
+
+static float *load_raw_f32(const char *dir, const char *name, size_t n)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s.f32", dir, name);
+    FILE *f = fopen(p, "rb");
+    ck_assert_msg(f != NULL, "missing %s", p);
+    float *a = malloc(n * 4);
+    ck_assert_uint_eq(fread(a, 4, n, f), n);
+    ck_assert_int_eq(fgetc(f), EOF);
+    fclose(f);
+    return a;
+}
+
+static int64_t *load_raw_i64(const char *dir, const char *name, size_t n)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s.i64", dir, name);
+    FILE *f = fopen(p, "rb");
+    ck_assert_msg(f != NULL, "missing %s", p);
+    int64_t *a = malloc(n * 8);
+    ck_assert_uint_eq(fread(a, 8, n, f), n);
+    fclose(f);
+    return a;
+}
+
+/* h5py + hdf5plugin read what we wrote: the standard plugin decodes our LZ4. */
+START_TEST(test_h5py_reads_our_file)
+{
+    rows *r = malloc(sizeof *r);
+    make_rows(r);
+    for (int mode = 0; mode < 2; mode++) {
+        char *p = tpath(mode ? "k.h5" : "h.h5"), *out = tpath(mode ? "k_dump" : "h_dump");
+        write_cache(p, mode ? CACHE_LOGITS_TOPK : CACHE_LOGITS_F16, mode ? 4 : 0, 0, 1, 0);
+        int rc = kdc_test_system("cd '%s' && %s scripts/ref/ref_cache.py --read '%s' '%s'",
+                                 kdc_test_repo_root(), python(), p, out);
+        ck_assert_int_eq(rc, 0);
+        float *feat = load_raw_f32(out, "features", N * V * D);
+        int64_t *box = load_raw_i64(out, "views_box", N * V * 4);
+        for (int j = 0; j < N * V * D; j++)
+            ck_assert_float_eq(feat[j], j / (V * D) == 6 ? 0.f
+                                                          : kdc_f16_to_f32(kdc_f32_to_f16(r->feats[j])));
+        for (int j = 0; j < N * V * 4; j++)
+            ck_assert_int_eq(box[j], j / (V * 4) == 6 ? 0 : r->box[j]);
+        if (mode == 0) {
+            float *lg = load_raw_f32(out, "logits", N * V * C);
+            for (int j = 0; j < N * V * C; j++)
+                ck_assert_float_eq(lg[j], j / (V * C) == 6
+                                              ? 0.f
+                                              : kdc_f16_to_f32(kdc_f32_to_f16(r->logits[j])));
+            free(lg);
+        } else {
+            int64_t *ti = load_raw_i64(out, "topk_index", N * V * 4);
+            float *tv = load_raw_f32(out, "topk_value", N * V * 4);
+            for (int j = 0; j < N * V * 4; j++) {
+                int row = j / 4;
+                if (row / V == 6)
+                    continue;
+                ck_assert_float_eq(tv[j], kdc_f16_to_f32(kdc_f32_to_f16(
+                                              r->logits[row * C + ti[j]])));
+            }
+            free(ti), free(tv);
+        }
+        free(feat), free(box);
+    }
+    free(r);
+}
+END_TEST
+
+/* h5dump with Debian's standard LZ4 plugin dumps our LZ4-filtered datasets. */
+START_TEST(test_h5dump_reads_our_file)
+{
+    const char *plugdir = getenv("KDC_HDF5_PLUGIN_DIR");
+    if (!plugdir)
+        plugdir = "/usr/lib/x86_64-linux-gnu/hdf5/serial/plugins";
+    char lib[4096];
+    snprintf(lib, sizeof lib, "%s/libh5lz4.so", plugdir);
+    struct stat sb;
+    ck_assert_msg(stat(lib, &sb) == 0, "%s missing: install hdf5-filter-plugin", lib);
+    char *p = tpath("d.h5"), *out = tpath("box.txt");
+    write_cache(p, CACHE_LOGITS_F32, 0, 0, 1, 0);
+    int rc = kdc_test_system("HDF5_PLUGIN_PATH='%s' h5dump -y -w 0 -d /views/box -o '%s' '%s' "
+                             ">/dev/null 2>&1",
+                             plugdir, out, p);
+    ck_assert_int_eq(rc, 0);
+    FILE *f = fopen(out, "r");
+    ck_assert_ptr_nonnull(f);
+    rows *r = malloc(sizeof *r);
+    make_rows(r);
+    int n = 0, ch;
+    long v;
+    while (n < N * V * 4) {
+        while ((ch = fgetc(f)) != EOF && ch != '-' && (ch < '0' || ch > '9'))
+            ;
+        if (ch == EOF)
+            break;
+        ungetc(ch, f);
+        ck_assert_int_eq(fscanf(f, "%ld", &v), 1);
+        ck_assert_int_eq(v, n / (V * 4) == 6 ? 0 : r->box[n]);
+        n++;
+    }
+    ck_assert_int_eq(n, N * V * 4);
+    fclose(f);
+    free(r);
+}
+END_TEST
+
+/* A cache written by h5py + hdf5plugin (another writer) opens and reads. */
+START_TEST(test_reads_h5py_written_cache)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/cache/full_h5py.h5", kdc_test_fixture_root());
+    kdc_error e;
+    cache_reader *rd;
+    ck_assert_msg(cache_reader_open(p, 0, &rd, &e) == KDC_OK, "%s", e.msg);
+    const cache_header *h = cache_reader_header(rd);
+    int64_t n = h->num_images, v = h->views_per_image, c = h->num_classes, d = h->feature_dim;
+    float *lg = kdc_test_load_f32("cache", "full_logits", (size_t)(n * v * c), NULL);
+    float *ft = kdc_test_load_f32("cache", "full_features", (size_t)(n * v * d), NULL);
+    int64_t *bx = kdc_test_load_i64("cache", "full_box", (size_t)(n * v * 4), NULL);
+    cache_batch b;
+    ck_assert_int_eq(cache_batch_alloc(&b, h, (int)v, &e), KDC_OK);
+    for (int64_t i = 0; i < n; i++) {
+        ck_assert_int_eq(cache_reader_read_image(rd, i, &b, &e), KDC_OK);
+        ck_assert(memcmp(b.logits, lg + i * v * c, (size_t)(v * c) * 4) == 0);
+        ck_assert(memcmp(b.features, ft + i * v * d, (size_t)(v * d) * 4) == 0);
+        for (int j = 0; j < v * 4; j++)
+            ck_assert_int_eq(b.box[j], bx[i * v * 4 + j]);
+    }
+    cache_batch_free(&b);
+    cache_reader_close(rd);
+    free(lg), free(ft), free(bx);
+}
+END_TEST
+
+static void assert_same_chunks(const char *a, const char *b)
+{
+    kdc_error e;
+    cache_reader *ra, *rb;
+    ck_assert_msg(cache_reader_open(a, 0, &ra, &e) == KDC_OK, "%s", e.msg);
+    ck_assert_msg(cache_reader_open(b, 0, &rb, &e) == KDC_OK, "%s", e.msg);
+    const cache_header *h = cache_reader_header(ra);
+    ck_assert_ptr_null(cache_header_diff(h, cache_reader_header(rb), 0));
+    cache_chunk ca, cb;
+    ck_assert_int_eq(cache_chunk_alloc(&ca, h, &e), KDC_OK);
+    ck_assert_int_eq(cache_chunk_alloc(&cb, h, &e), KDC_OK);
+    size_t rows = (size_t)CH * V;
+    for (int64_t k = 0; k < cache_reader_num_chunks(ra); k++) {
+        ck_assert_int_eq(cache_reader_read_chunk(ra, k, &ca, &e), KDC_OK);
+        ck_assert_int_eq(cache_reader_read_chunk(rb, k, &cb, &e), KDC_OK);
+        size_t n = (size_t)ca.count;
+        ck_assert(memcmp(ca.box, cb.box, n * V * 16) == 0);
+        ck_assert(memcmp(ca.flip, cb.flip, n * V) == 0);
+        ck_assert(memcmp(ca.height, cb.height, n * 4) == 0);
+        ck_assert(memcmp(ca.skipped, cb.skipped, n) == 0);
+        ck_assert(memcmp(ca.features, cb.features, n * V * D * 2) == 0);
+        if (ca.logits)
+            ck_assert(memcmp(ca.logits, cb.logits, n * V * C * 2) == 0);
+        (void)rows;
+    }
+    cache_chunk_free(&ca);
+    cache_chunk_free(&cb);
+    cache_reader_close(ra);
+    cache_reader_close(rb);
+}
+
+/* A writer killed with SIGKILL mid-way resumes to the same values as an
+ * uninterrupted write. */
+START_TEST(test_kill9_resume)
+{
+    char *ref = tpath("ref.h5"), *out = tpath("killed.h5");
+    write_cache(ref, CACHE_LOGITS_F16, 0, 0, 1, 0);
+    for (int kill_after = 1; kill_after <= 4; kill_after += 3) {
+        int fd[2];
+        ck_assert_int_eq(pipe(fd), 0);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            close(fd[0]);
+            cache_header h;
+            cache_image_table t;
+            static rows r;
+            make_header(&h, CACHE_LOGITS_F16, 0);
+            make_table(&t);
+            make_rows(&r);
+            cache_writer *w;
+            if (cache_writer_create(out, &h, &t, NULL, &w, NULL) != KDC_OK)
+                _exit(3);
+            for (int64_t c = 0;; c = (c + 1) % cache_writer_num_chunks(w)) {
+                int64_t f, n;
+                cache_writer_chunk_images(w, c, &f, &n);
+                cache_chunk_input in = input_for(&r, f, n);
+                /* After the first pass, keep rewriting the last chunk so the
+                 * parent's kill lands inside a write. */
+                if (c < cache_writer_num_chunks(w) && !cache_writer_chunk_done(w, c)) {
+                    if (cache_writer_write_chunk(w, c, &in, NULL) != KDC_OK)
+                        _exit(4);
+                    if (write(fd[1], "x", 1) != 1)
+                        _exit(5);
+                }
+                if (c == 3)
+                    for (;;)
+                        pause();
+            }
+        }
+        close(fd[1]);
+        char buf;
+        for (int i = 0; i < kill_after; i++)
+            ck_assert_int_eq(read(fd[0], &buf, 1), 1);
+        kill(pid, SIGKILL);
+        int status;
+        waitpid(pid, &status, 0);
+        close(fd[0]);
+        ck_assert(WIFSIGNALED(status));
+
+        cache_header h;
+        cache_image_table t;
+        rows *r = malloc(sizeof *r);
+        make_header(&h, CACHE_LOGITS_F16, 0);
+        make_table(&t);
+        make_rows(r);
+        kdc_error e;
+        /* A different setting is refused, naming the attribute. */
+        cache_header h2 = h;
+        h2.seed = 100;
+        cache_writer *w;
+        ck_assert_int_eq(cache_writer_resume(out, &h2, &t, NULL, &w, &e), KDC_EMISMATCH);
+        ck_assert_msg(strstr(e.msg, "seed") != NULL, "%s", e.msg);
+        ck_assert_msg(cache_writer_resume(out, &h, &t, NULL, &w, &e) == KDC_OK, "%s", e.msg);
+        int done = 0;
+        for (int64_t c = 0; c < cache_writer_num_chunks(w); c++)
+            done += cache_writer_chunk_done(w, c);
+        ck_assert_int_ge(done, kill_after);
+        ck_assert_int_lt(done, cache_writer_num_chunks(w));
+        for (int64_t c = 0; c < cache_writer_num_chunks(w); c++) {
+            if (cache_writer_chunk_done(w, c))
+                continue;
+            int64_t f, n;
+            cache_writer_chunk_images(w, c, &f, &n);
+            cache_chunk_input in = input_for(r, f, n);
+            ck_assert_msg(cache_writer_write_chunk(w, c, &in, &e) == KDC_OK, "%s", e.msg);
+        }
+        ck_assert_msg(cache_writer_finish(w, &e) == KDC_OK, "%s", e.msg);
+        assert_same_chunks(ref, out);
+        cache_image_table_free(&t);
+        free(r);
+    }
+}
+END_TEST
+
+/* Copies the reference file and edits it with HDF5 directly. */
+static char *edited_copy(const char *src, const char *name)
+{
+    char *dst = tpath(name);
+    ck_assert_int_eq(kdc_test_system("cp '%s' '%s'", src, dst), 0);
+    return dst;
+}
+
+static void set_int_attr(const char *path, const char *name, int64_t v)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert_int_ge(f, 0);
+    hid_t a = H5Aopen(f, name, H5P_DEFAULT);
+    ck_assert_int_ge(H5Awrite(a, H5T_NATIVE_INT64, &v), 0);
+    H5Aclose(a);
+    H5Fclose(f);
+}
+
+static void set_path(const char *path, int64_t i, const char *value)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, CACHE_DS_PATH, H5P_DEFAULT), t = cache_h5_vlen_str();
+    hid_t fs = H5Dget_space(d);
+    hsize_t start = (hsize_t)i, one = 1;
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &one, NULL);
+    hid_t ms = H5Screate_simple(1, &one, NULL);
+    ck_assert_int_ge(H5Dwrite(d, t, ms, fs, H5P_DEFAULT, &value), 0);
+    H5Sclose(ms), H5Sclose(fs), H5Tclose(t), H5Dclose(d), H5Fclose(f);
+}
+
+static void expect_open_error(const char *path, kdc_status code, const char *needle)
+{
+    kdc_error e;
+    kdc_error_clear(&e);
+    cache_reader *rd = NULL;
+    ck_assert_int_eq(cache_reader_open(path, 0, &rd, &e), code);
+    ck_assert_ptr_null(rd);
+    ck_assert_msg(strstr(e.msg, needle) != NULL, "error '%s' lacks '%s'", e.msg, needle);
+    ck_assert_ptr_null(strchr(e.msg, '\n'));
+}
+
+START_TEST(test_rejects_bad_files)
+{
+    kdc_error e;
+    cache_h5_init(&e);
+    char *ref = tpath("good.h5");
+    write_cache(ref, CACHE_LOGITS_F16, 0, 0, 1, 0);
+    char *p = edited_copy(ref, "v2.h5");
+    set_int_attr(p, "kdcache_version", 2);
+    expect_open_error(p, KDC_EUNSUPPORTED, "kdcache_version 2");
+    p = edited_copy(ref, "abs.h5");
+    set_path(p, 4, "/etc/passwd");
+    expect_open_error(p, KDC_EFORMAT, "absolute");
+    p = edited_copy(ref, "dotdot.h5");
+    set_path(p, 2, "c2/../../secret.jpg");
+    expect_open_error(p, KDC_EFORMAT, "'..'");
+    p = edited_copy(ref, "shape.h5");
+    set_int_attr(p, "num_classes", C + 1);
+    expect_open_error(p, KDC_EFORMAT, "/logits: dimension 2");
+    p = edited_copy(ref, "absurd.h5");
+    set_int_attr(p, "num_images", (int64_t)1 << 40);
+    expect_open_error(p, KDC_EFORMAT, "num_images");
+    p = edited_copy(ref, "big.h5");
+    set_int_attr(p, "num_images", 100000000);
+    set_int_attr(p, "chunk_images", 4);
+    expect_open_error(p, KDC_EFORMAT, "impossible");
+    p = edited_copy(ref, "views.h5");
+    set_int_attr(p, "views_per_image", 1000000);
+    expect_open_error(p, KDC_EFORMAT, "views_per_image");
+    p = edited_copy(ref, "incomplete.h5");
+    set_int_attr(p, "complete", 0);
+    expect_open_error(p, KDC_EFORMAT, "incomplete");
+    p = edited_copy(ref, "trunc.h5");
+    ck_assert_int_eq(truncate(p, 3000), 0);
+    expect_open_error(p, KDC_EFORMAT, "");
+    p = tpath("text.h5");
+    ck_assert_int_eq(kdc_test_system("echo hello > '%s'", p), 0);
+    expect_open_error(p, KDC_EFORMAT, "not an HDF5 file");
+    expect_open_error(tpath("missing.h5"), KDC_EIO, "no such file");
+}
+END_TEST
+
+/* Flips one byte inside a stored /logits chunk: fletcher32 catches it. */
+START_TEST(test_flipped_byte_detected)
+{
+    kdc_error e;
+    cache_h5_init(&e);
+    char *ref = tpath("good.h5");
+    write_cache(ref, CACHE_LOGITS_F32, 0, 0, 1, 0);
+    char *p = edited_copy(ref, "flip.h5");
+    hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, CACHE_DS_LOGITS, H5P_DEFAULT);
+    hsize_t off[3] = {2 * CH, 0, 0}, size;
+    haddr_t addr;
+    unsigned mask;
+    ck_assert_int_ge(H5Dget_chunk_info_by_coord(d, off, &mask, &addr, &size), 0);
+    H5Dclose(d);
+    H5Fclose(f);
+    FILE *fp = fopen(p, "r+b");
+    fseek(fp, (long)(addr + size / 2), SEEK_SET);
+    int c = fgetc(fp);
+    fseek(fp, (long)(addr + size / 2), SEEK_SET);
+    fputc(c ^ 0x10, fp);
+    fclose(fp);
+    cache_verify_report rep;
+    ck_assert_int_eq(cache_verify(ref, NULL, &rep, &e), KDC_OK);
+    ck_assert_int_eq(cache_verify(p, NULL, &rep, &e), KDC_EFORMAT);
+    ck_assert_msg(strstr(e.msg, "chunk 2") != NULL, "%s", e.msg);
+    /* The CLI says the same in one line and exits non-zero. */
+    ck_assert_int_ne(kdc_test_system("'%s/kd-cache' verify '%s' 2>/dev/null", kdc_test_bin_dir(), p),
+                     0);
+    ck_assert_int_eq(kdc_test_system("'%s/kd-cache' verify '%s' >/dev/null", kdc_test_bin_dir(), ref),
+                     0);
+}
+END_TEST
+
+START_TEST(test_merge_shards)
+{
+    char *whole = tpath("whole.h5"), *s0 = tpath("s0.h5"), *s1 = tpath("s1.h5");
+    char *s2 = tpath("s2.h5"), *m = tpath("merged.h5");
+    write_cache(whole, CACHE_LOGITS_F16, 0, 0, 1, 0);
+    write_cache(s0, CACHE_LOGITS_F16, 0, 0, 3, 0);
+    write_cache(s1, CACHE_LOGITS_F16, 0, 1, 3, 1);
+    write_cache(s2, CACHE_LOGITS_F16, 0, 2, 3, 0);
+    kdc_error e;
+    cache_reader *rd;
+    /* A shard alone is not a trainable cache. */
+    ck_assert_int_eq(cache_reader_open(s1, 0, &rd, &e), KDC_EUNSUPPORTED);
+    const char *in[] = {s2, s0, s1};
+    ck_assert_msg(cache_merge(m, in, 3, &e) == KDC_OK, "%s", e.msg);
+    assert_same_chunks(whole, m);
+    /* Refusals: a missing shard, the same shard twice, another teacher. */
+    const char *missing[] = {s0, s1};
+    ck_assert_int_ne(cache_merge(tpath("x.h5"), missing, 2, &e), KDC_OK);
+    const char *twice[] = {s0, s1, s1};
+    ck_assert_int_ne(cache_merge(tpath("x.h5"), twice, 3, &e), KDC_OK);
+    ck_assert_msg(strstr(e.msg, "both shard 1") != NULL, "%s", e.msg);
+    char *other = edited_copy(s2, "other.h5");
+    hid_t f = H5Fopen(other, H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Adelete(f, "teacher_arch");
+    H5Fclose(f);
+    cache_writer *w = NULL;
+    (void)w;
+    /* Rewrite the attribute with another teacher name. */
+    f = H5Fopen(other, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t t = cache_h5_vlen_str(), sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, "teacher_arch", t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    const char *arch = "resnet50";
+    H5Awrite(a, t, &arch);
+    H5Aclose(a), H5Sclose(sp), H5Tclose(t), H5Fclose(f);
+    const char *mixed[] = {s0, s1, other};
+    ck_assert_int_eq(cache_merge(tpath("x.h5"), mixed, 3, &e), KDC_EMISMATCH);
+    ck_assert_msg(strstr(e.msg, "teacher_arch") != NULL, "%s", e.msg);
+    struct stat sb;
+    ck_assert_int_ne(stat(tpath("x.h5"), &sb), 0);
+    ck_assert_int_ne(stat(tpath("x.h5.partial"), &sb), 0);
+    /* The CLI. */
+    ck_assert_int_eq(kdc_test_system("'%s/kd-cache' merge '%s' '%s' '%s' '%s' >/dev/null",
+                                     kdc_test_bin_dir(), tpath("cli.h5"), s0, s1, s2),
+                     0);
+    ck_assert_int_ne(kdc_test_system("'%s/kd-cache' merge '%s' '%s' '%s' 2>/dev/null",
+                                     kdc_test_bin_dir(), tpath("cli2.h5"), s0, s1),
+                     0);
+}
+END_TEST
+
+/* verify --data: the dataset's files against /images/size and crc32. */
+START_TEST(test_verify_data_dir)
+{
+    char *data = tpath("data");
+    cache_header h;
+    cache_image_table t;
+    make_header(&h, CACHE_LOGITS_F16, 0);
+    make_table(&t);
+    kdc_error e;
+    for (int i = 0; i < N; i++) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/c%d", data, i % 4);
+        kdc_test_system("mkdir -p '%s'", p);
+        snprintf(p, sizeof p, "%s/%s", data, t.path[i]);
+        FILE *f = fopen(p, "wb");
+        for (int j = 0; j < 100 + i * 37; j++)
+            fputc((j * 31 + i) & 0xff, f);
+        fclose(f);
+        ck_assert_int_eq(cache_file_crc32(p, &t.size[i], &t.crc32[i], &e), KDC_OK);
+    }
+    /* zlib's CRC-32 of a known string, against the published check value. */
+    char *chk = tpath("chk");
+    FILE *f = fopen(chk, "wb");
+    fputs("123456789", f);
+    fclose(f);
+    uint64_t sz;
+    uint32_t crc;
+    ck_assert_int_eq(cache_file_crc32(chk, &sz, &crc, &e), KDC_OK);
+    ck_assert_uint_eq(crc, 0xcbf43926u);
+    rows *r = malloc(sizeof *r);
+    make_rows(r);
+    char *p = tpath("v.h5");
+    cache_writer *w;
+    ck_assert_int_eq(cache_writer_create(p, &h, &t, NULL, &w, &e), KDC_OK);
+    cache_chunk_input in = input_for(r, 0, N);
+    ck_assert_int_eq(cache_writer_append(w, &in, &e), KDC_OK);
+    ck_assert_int_eq(cache_writer_finish(w, &e), KDC_OK);
+    cache_verify_report rep;
+    ck_assert_msg(cache_verify(p, data, &rep, &e) == KDC_OK, "%s", e.msg);
+    ck_assert_int_eq(rep.images_checked, N);
+    /* Same size, one byte changed. */
+    char fp[4096];
+    snprintf(fp, sizeof fp, "%s/%s", data, t.path[9]);
+    FILE *g = fopen(fp, "r+b");
+    fputc('Z', g);
+    fclose(g);
+    ck_assert_int_eq(cache_verify(p, data, &rep, &e), KDC_EMISMATCH);
+    ck_assert_msg(strstr(e.msg, "img_09") && strstr(e.msg, "crc32"), "%s", e.msg);
+    ck_assert_int_ne(kdc_test_system("'%s/kd-cache' verify '%s' --data '%s' 2>/dev/null",
+                                     kdc_test_bin_dir(), p, data),
+                     0);
+    cache_image_table_free(&t);
+    free(r);
+}
+END_TEST
+
+/* Collects one epoch's (image, view) pairs. */
+static int64_t run_epoch(cache_stream *s, int64_t epoch, int64_t *images, int32_t *views)
+{
+    kdc_error e;
+    ck_assert_int_eq(cache_stream_start_epoch(s, epoch, &e), KDC_OK);
+    cache_batch b;
+    ck_assert_int_eq(cache_batch_alloc(&b, cache_stream_header(s), 5, &e), KDC_OK);
+    int64_t n = 0;
+    for (;;) {
+        ck_assert_msg(cache_stream_next(s, &b, &e) == KDC_OK, "%s", e.msg);
+        if (b.count == 0)
+            break;
+        for (int i = 0; i < b.count; i++) {
+            images[n] = b.image[i];
+            views[n] = b.view[i];
+            /* The sample's values are those of its (image, view). */
+            ck_assert_float_eq(b.logits[i * C + 3],
+                               kdc_f16_to_f32(kdc_f32_to_f16(logit_of((int)b.image[i], b.view[i], 3))));
+            ck_assert_int_eq(b.box[i * 4 + 0], b.view[i] - 2);
+            n++;
+        }
+    }
+    cache_batch_free(&b);
+    return n;
+}
+
+START_TEST(test_stream_epochs)
+{
+    char *p = tpath("s.h5");
+    write_cache(p, CACHE_LOGITS_F16, 0, 0, 1, 0);
+    kdc_error e;
+    cache_stream_options o = {.batch_size = 5, .buffer_chunks = 2, .shuffle = 1, .seed = 1};
+    cache_stream *s1, *s2;
+    ck_assert_int_eq(cache_stream_open(p, &o, &s1, &e), KDC_OK);
+    o.seed = 2;
+    ck_assert_int_eq(cache_stream_open(p, &o, &s2, &e), KDC_OK);
+    ck_assert_int_eq(cache_stream_epoch_samples(s1), N - 1);
+    int64_t a[N * V], b2[N * V], c[N * V];
+    int32_t va[N * V], vb[N * V], vc[N * V];
+    int viewcount[N][V];
+    memset(viewcount, 0, sizeof viewcount);
+    for (int ep = 0; ep < V; ep++) {
+        ck_assert_int_eq(run_epoch(s1, ep, a, va), N - 1);
+        int seen[N] = {0};
+        for (int i = 0; i < N - 1; i++) {
+            seen[a[i]]++;
+            viewcount[a[i]][va[i]]++;
+        }
+        for (int i = 0; i < N; i++)
+            ck_assert_int_eq(seen[i], i == 6 ? 0 : 1); /* skipped image never served */
+    }
+    /* Over V epochs each image used each view once. */
+    for (int i = 0; i < N; i++)
+        for (int v = 0; v < V; v++)
+            ck_assert_int_eq(viewcount[i][v], i == 6 ? 0 : 1);
+    /* Same seed and epoch: same order; another seed or epoch: another one. */
+    run_epoch(s1, 0, a, va);
+    run_epoch(s1, 0, c, vc);
+    ck_assert(memcmp(a, c, sizeof(int64_t) * (N - 1)) == 0);
+    run_epoch(s2, 0, b2, vb);
+    ck_assert(memcmp(a, b2, sizeof(int64_t) * (N - 1)) != 0);
+    run_epoch(s1, 1, c, vc);
+    ck_assert(memcmp(a, c, sizeof(int64_t) * (N - 1)) != 0);
+    cache_stream_close(s1);
+    cache_stream_close(s2);
+    /* all_views: every (image, view) exactly once; no shuffle: file order. */
+    o.all_views = 1;
+    o.shuffle = 0;
+    ck_assert_int_eq(cache_stream_open(p, &o, &s1, &e), KDC_OK);
+    ck_assert_int_eq(run_epoch(s1, 0, a, va), (N - 1) * V);
+    for (int i = 0; i < (N - 1) * V; i++) {
+        int64_t img = i / V >= 6 ? i / V + 1 : i / V;
+        ck_assert_int_eq(a[i], img);
+        ck_assert_int_eq(va[i], i % V);
+    }
+    /* A restart mid-epoch is clean. */
+    ck_assert_int_eq(cache_stream_start_epoch(s1, 0, &e), KDC_OK);
+    ck_assert_int_eq(cache_stream_start_epoch(s1, 1, &e), KDC_OK);
+    cache_stream_close(s1);
+}
+END_TEST
+
+START_TEST(test_cli_info_export)
+{
+    char *p = tpath("i.h5"), *out = tpath("npy");
+    write_cache(p, CACHE_LOGITS_TOPK, 4, 0, 1, 0);
+    const char *bin = kdc_test_bin_dir();
+    ck_assert_int_eq(kdc_test_system("'%s/kd-cache' info '%s' | grep -q 'topk:4'", bin, p), 0);
+    ck_assert_int_eq(kdc_test_system("'%s/kd-cache' info --help | grep -q usage", bin), 0);
+    ck_assert_int_eq(kdc_test_system("'%s/kd-cache' export '%s' --format npy --out '%s' >/dev/null",
+                                     bin, p, out),
+                     0);
+    int rc = kdc_test_system(
+        "%s -c \"import numpy as np,json,sys; d=sys.argv[1]; "
+        "i=np.load(d+'/topk_index.npy'); v=np.load(d+'/topk_value.npy'); "
+        "b=np.load(d+'/box.npy'); a=json.load(open(d+'/attributes.json')); "
+        "assert i.shape==(%d,%d,4) and i.dtype==np.uint16 and v.dtype==np.float16, (i.shape,i.dtype); "
+        "assert b.shape==(%d,%d,4) and b[7,1,3]==%d; assert a['topk']==4; "
+        "assert (np.diff(v[0].astype(np.float32),axis=1)<=0).all(); "
+        "assert open(d+'/paths.txt').read().split()[5]=='c1/img_05.jpg'\" '%s'",
+        python(), N, V, N, V, 20 + 7 % 5, out);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_ne(kdc_test_system("'%s/kd-cache' export '%s' --format csv --out '%s' 2>/dev/null",
+                                     bin, p, out),
+                     0);
+    ck_assert_int_ne(kdc_test_system("'%s/kd-cache' info '%s/nope.h5' 2>/dev/null", bin, tmp), 0);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cache");
+    TCase *tc = tcase_create("core");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_roundtrip_modes);
+    tcase_add_test(tc, test_topk_vs_float64_reference);
+    tcase_add_test(tc, test_h5py_reads_our_file);
+    tcase_add_test(tc, test_h5dump_reads_our_file);
+    tcase_add_test(tc, test_reads_h5py_written_cache);
+    tcase_add_test(tc, test_kill9_resume);
+    tcase_add_test(tc, test_rejects_bad_files);
+    tcase_add_test(tc, test_flipped_byte_detected);
+    tcase_add_test(tc, test_merge_shards);
+    tcase_add_test(tc, test_verify_data_dir);
+    tcase_add_test(tc, test_stream_epochs);
+    tcase_add_test(tc, test_cli_info_export);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

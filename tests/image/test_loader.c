@@ -1,0 +1,218 @@
+/* test_loader.c - the prefetching loader: the same batches (pixels, views,
+ * statuses) with 1 and 4 threads, per-sample errors instead of aborts, replay of
+ * the reported views, agreement with the single-image path, and no waiting by a
+ * consumer slower than the decoders. */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/image/jpeg_decode.h"
+#include "common/image/loader.h"
+#include "tests/helpers/testutil.h"
+
+static const char *files[] = {
+    "photos/flower_500x375.jpg", "bad/truncated.jpg",   "photos/ladybird_375x500.jpg",
+    "photos/storm_500x333_prog.jpg", "bad/empty.jpg",   "photos/wood_400x300_444.jpg",
+    "photos/dune_640x480_422.jpg", "bad/huge.jpg",      "photos/meadow_257x181.jpg",
+    "photos/flower_gray.jpg",  "bad/notimage.jpg",      "photos/ladybird_cmyk.jpg",
+};
+enum { NFILES = 12, NVIEWS = 3, NSAMPLES = NFILES * NVIEWS, BATCH = 5, S = 64 };
+
+static img_dataset *open_ds(void)
+{
+    char *dir = kdc_test_tmpdir("loader");
+    char list[4096], root[2048];
+    snprintf(list, sizeof list, "%s/list.txt", dir);
+    snprintf(root, sizeof root, "%s/images", kdc_test_fixture_root());
+    FILE *f = fopen(list, "w");
+    for (int i = 0; i < NFILES; i++)
+        fprintf(f, "%s\t%d\n", files[i], i % 4);
+    fclose(f);
+    img_dataset *ds;
+    kdc_error err = {0};
+    ck_assert_msg(img_dataset_open_list(&ds, root, list, &err) == KDC_OK, "%s", err.msg);
+    remove(list);
+    remove(dir);
+    free(dir);
+    return ds;
+}
+
+typedef struct run_out {
+    float *px;          /* NSAMPLES x 3 x S x S */
+    img_sample info[NSAMPLES];
+    int nbatches;
+} run_out;
+
+static void run(const img_dataset *ds, int threads, const img_request *plan, run_out *o)
+{
+    img_loader_config cfg;
+    img_loader_config_default(&cfg);
+    cfg.threads = threads;
+    cfg.batch_size = BATCH;
+    cfg.prefetch = 3;
+    cfg.view.policy = IMG_VIEW_RRC;
+    cfg.view.image_size = S;
+    cfg.view.seed = 77;
+    img_loader *l;
+    kdc_error err = {0};
+    ck_assert_msg(img_loader_create(&l, ds, &cfg, &err) == KDC_OK, "%s", err.msg);
+    ck_assert_int_eq(img_loader_start(l, plan, NSAMPLES, &err), KDC_OK);
+    const size_t per = (size_t)3 * S * S;
+    o->px = calloc(NSAMPLES * per, sizeof(float));
+    o->nbatches = 0;
+    int k = 0;
+    img_batch *b;
+    while (img_loader_next(l, &b, &err) == KDC_OK && b) {
+        ck_assert_uint_eq(b->seq, (size_t)o->nbatches);
+        int failed = 0;
+        for (int i = 0; i < b->count; i++, k++) {
+            memcpy(o->px + (size_t)k * per, img_batch_sample_pixels(b, i), per * sizeof(float));
+            o->info[k] = b->samples[i];
+            failed += b->samples[i].status != KDC_OK;
+        }
+        ck_assert_int_eq(failed, b->failed);
+        o->nbatches++;
+        img_loader_release(l, b);
+    }
+    ck_assert_int_eq(k, NSAMPLES);
+    img_loader_destroy(l);
+}
+
+static void make_plan(img_request *plan)
+{
+    for (int k = 0; k < NSAMPLES; k++)
+        plan[k] = (img_request){.index = k % NFILES, .view_index = (uint32_t)(k / NFILES), .has_view = 0};
+}
+
+START_TEST(same_batches_with_1_and_4_threads)
+{
+    img_dataset *ds = open_ds();
+    img_request plan[NSAMPLES];
+    make_plan(plan);
+    static run_out a, b;
+    run(ds, 1, plan, &a);
+    run(ds, 4, plan, &b);
+    ck_assert_int_eq(a.nbatches, (NSAMPLES + BATCH - 1) / BATCH);
+    ck_assert(memcmp(a.px, b.px, sizeof(float) * NSAMPLES * 3 * S * S) == 0);
+    for (int k = 0; k < NSAMPLES; k++) {
+        ck_assert_int_eq(a.info[k].status, b.info[k].status);
+        ck_assert(memcmp(&a.info[k].view, &b.info[k].view, sizeof(img_view)) == 0);
+        ck_assert_str_eq(a.info[k].msg, b.info[k].msg);
+        const char *f = files[k % NFILES];
+        int bad = strncmp(f, "bad/", 4) == 0;
+        ck_assert_msg(bad == (a.info[k].status != KDC_OK), "%s: status %d (%s)", f, a.info[k].status, a.info[k].msg);
+        ck_assert_int_eq(a.info[k].label, (k % NFILES) % 4);
+        ck_assert_int_eq(a.info[k].index, k % NFILES);
+        if (bad)
+            ck_assert_msg(strstr(a.info[k].msg, f) != NULL, "message does not name %s: %s", f, a.info[k].msg);
+        else
+            ck_assert(a.info[k].width > 0 && a.info[k].file_size > 0);
+    }
+    free(a.px);
+    free(b.px);
+    img_dataset_free(ds);
+}
+END_TEST
+
+START_TEST(replay_of_reported_views_and_single_image_path)
+{
+    img_dataset *ds = open_ds();
+    img_request plan[NSAMPLES];
+    make_plan(plan);
+    static run_out a, r;
+    run(ds, 2, plan, &a);
+    /* kd-train: the boxes the loader reported, replayed. */
+    for (int k = 0; k < NSAMPLES; k++) {
+        plan[k].has_view = 1;
+        plan[k].view = a.info[k].view;
+        plan[k].view_index = 1000; /* ignored when replaying */
+    }
+    run(ds, 3, plan, &r);
+    ck_assert(memcmp(a.px, r.px, sizeof(float) * NSAMPLES * 3 * S * S) == 0);
+    /* The loader's sample = the single-image path + normalisation. */
+    img_view_params vp;
+    img_view_params_default(&vp);
+    vp.policy = IMG_VIEW_RRC;
+    vp.image_size = S;
+    vp.seed = 77;
+    img_norm n;
+    img_norm_default(&n);
+    img_decoder *d;
+    ck_assert_int_eq(img_decoder_create(&d, NULL), KDC_OK);
+    img_view_scratch sc = {0};
+    uint8_t rgb[S * S * 3];
+    float chw[3 * S * S];
+    img_request req = {.index = 6, .view_index = 2};
+    img_sample info;
+    ck_assert_int_eq(img_load_view(ds, &vp, &req, d, &sc, rgb, &info), KDC_OK);
+    img_normalize_chw(rgb, S, &n, chw);
+    ck_assert(memcmp(chw, a.px + (size_t)(2 * NFILES + 6) * 3 * S * S, sizeof chw) == 0);
+    img_view_scratch_free(&sc);
+    img_decoder_free(d);
+    free(a.px);
+    free(r.px);
+    img_dataset_free(ds);
+}
+END_TEST
+
+START_TEST(consumer_does_not_wait_when_decoding_keeps_up)
+{
+    img_dataset *ds = open_ds();
+    img_request plan[NSAMPLES];
+    make_plan(plan);
+    img_loader_config cfg;
+    img_loader_config_default(&cfg);
+    cfg.threads = 2;
+    cfg.batch_size = BATCH;
+    cfg.prefetch = 4;
+    cfg.view.image_size = S;
+    img_loader *l;
+    kdc_error err = {0};
+    ck_assert_int_eq(img_loader_create(&l, ds, &cfg, &err), KDC_OK);
+    ck_assert_int_eq(img_loader_start(l, plan, NSAMPLES, &err), KDC_OK);
+    /* A consumer slower than decoding: after each batch it "trains" for 0.3 s. */
+    img_batch *b;
+    int n = 0;
+    struct timespec nap = {0, 300000000};
+    nanosleep(&nap, NULL);
+    while (img_loader_next(l, &b, &err) == KDC_OK && b) {
+        img_loader_release(l, b);
+        if (++n < 4)
+            nanosleep(&nap, NULL);
+        else
+            break;
+    }
+    double waited = img_loader_wait_seconds(l);
+    printf("consumer waited %.4f s over %d batches\n", waited, n);
+    ck_assert_msg(waited < 0.05, "consumer waited %.3f s", waited);
+    /* Abandoning a plan midway and starting again works. */
+    ck_assert_int_eq(img_loader_start(l, plan, NSAMPLES, &err), KDC_OK);
+    n = 0;
+    while (img_loader_next(l, &b, &err) == KDC_OK && b) {
+        ck_assert_uint_eq(b->seq, (size_t)n++);
+        img_loader_release(l, b);
+    }
+    ck_assert_int_eq(n, (NSAMPLES + BATCH - 1) / BATCH);
+    img_loader_destroy(l);
+    img_dataset_free(ds);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("loader");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, same_batches_with_1_and_4_threads);
+    tcase_add_test(tc, replay_of_reported_views_and_single_image_path);
+    tcase_add_test(tc, consumer_does_not_wait_when_decoding_keeps_up);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
