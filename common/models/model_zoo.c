@@ -1,48 +1,76 @@
-/* model_zoo.c - architecture names -> graph builders. The one place that
- * lists what kdc_model_create accepts. */
+/* model_zoo.c - architecture names -> graph builders, and kdc_model_create.
+ * The one place that lists what kdc_model_create accepts: the zoo sits above
+ * the graph executor (model.c) and the builders, and neither calls back up
+ * into it. */
+#include <stdio.h>
 #include <string.h>
 
 #include "common/models/model_build.h"
 
-static const char *const NAMES[] = {
-    "resnet18",  "resnet34",  "resnet50", "resnet101", "resnet152", "wide_resnet50_2",
-    "mobilenet_v1", "resnet8x4", "resnet32x4", "wrn_16_2", "wrn_40_2", NULL,
+typedef kdc_status (*zoo_builder)(kdc_model *m, const char *arch, int num_classes,
+                                  kdc_error *err);
+
+static kdc_status build_mobilenet_v1(kdc_model *m, const char *arch, int num_classes,
+                                     kdc_error *err)
+{
+    (void)arch;
+    return kdc_build_mobilenet_v1(m, num_classes, err);
+}
+
+static const struct zoo_entry {
+    const char *name;
+    zoo_builder build;
+} ZOO[] = {
+    {"resnet18", kdc_build_resnet},       {"resnet34", kdc_build_resnet},
+    {"resnet50", kdc_build_resnet},       {"resnet101", kdc_build_resnet},
+    {"resnet152", kdc_build_resnet},      {"wide_resnet50_2", kdc_build_resnet},
+    {"mobilenet_v1", build_mobilenet_v1}, {"resnet8x4", kdc_build_cifar_resnet},
+    {"resnet32x4", kdc_build_cifar_resnet}, {"wrn_16_2", kdc_build_wrn},
+    {"wrn_40_2", kdc_build_wrn},
 };
+#define ZOO_SIZE (sizeof ZOO / sizeof ZOO[0])
 
 const char *const *kdc_model_arch_names(void)
 {
-    return NAMES;
+    static const char *names[ZOO_SIZE + 1];
+    if (!names[0])
+        for (size_t i = 0; i < ZOO_SIZE; i++)
+            names[i] = ZOO[i].name;
+    return names;
 }
 
-static int known(const char *arch)
-{
-    for (int i = 0; NAMES[i]; i++)
-        if (strcmp(NAMES[i], arch) == 0)
-            return 1;
-    return 0;
-}
-
-kdc_status kdc_zoo_build(kdc_model *m, const char *arch, int num_classes, kdc_error *err)
+static kdc_status unknown_arch(const char *arch, kdc_error *err)
 {
     /* Unknown names get the full list, whatever family their prefix suggests. */
-    if (!known(arch))
-        goto unknown;
-    if (strncmp(arch, "resnet", 6) == 0 && strstr(arch, "x4") == NULL)
-        return kdc_build_resnet(m, arch, num_classes, err);
-    if (strcmp(arch, "wide_resnet50_2") == 0)
-        return kdc_build_resnet(m, arch, num_classes, err);
-    if (strcmp(arch, "mobilenet_v1") == 0)
-        return kdc_build_mobilenet_v1(m, num_classes, err);
-    if (strcmp(arch, "resnet8x4") == 0 || strcmp(arch, "resnet32x4") == 0)
-        return kdc_build_cifar_resnet(m, arch, num_classes, err);
-    if (strcmp(arch, "wrn_16_2") == 0 || strcmp(arch, "wrn_40_2") == 0)
-        return kdc_build_wrn(m, arch, num_classes, err);
-unknown:;
-    char list[512] = "";
-    for (int i = 0; NAMES[i]; i++) {
+    char list[1024] = "";
+    for (size_t i = 0; i < ZOO_SIZE; i++) {
         if (i)
             strncat(list, ", ", sizeof list - strlen(list) - 1);
-        strncat(list, NAMES[i], sizeof list - strlen(list) - 1);
+        strncat(list, ZOO[i].name, sizeof list - strlen(list) - 1);
     }
     return kdc_fail(err, KDC_EINVAL, "unknown architecture '%s' (known: %s)", arch, list);
+}
+
+kdc_status kdc_model_create(const char *arch, int num_classes, kdc_backend *be, uint64_t seed,
+                            kdc_model **out, kdc_error *err)
+{
+    *out = NULL;
+    const struct zoo_entry *e = NULL;
+    for (size_t i = 0; arch && i < ZOO_SIZE; i++)
+        if (strcmp(ZOO[i].name, arch) == 0)
+            e = &ZOO[i];
+    if (arch && !e)
+        return unknown_arch(arch, err);
+    kdc_model *m;
+    kdc_status st = kdc_model_begin(arch, num_classes, be, &m, err);
+    if (st)
+        return st;
+    if (!(st = e->build(m, arch, num_classes, err)))
+        st = kdc_model_finish(m, seed, err);
+    if (st) {
+        kdc_model_free(m);
+        return st;
+    }
+    *out = m;
+    return KDC_OK;
 }
