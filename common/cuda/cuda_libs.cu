@@ -257,7 +257,10 @@ static int try_dir(kdc_lib *l, const char *dir, const char *from)
         snprintf(l->from, sizeof l->from, "%s", from);
         return 1;
     }
-    note(l, "not in %s (%s)", dir, from);
+    if (strcmp(dir, from))
+        note(l, "not in %s (%s)", dir, from);
+    else
+        note(l, "not in %s", dir);
     return 0;
 }
 
