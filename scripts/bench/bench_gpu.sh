@@ -43,13 +43,18 @@ calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
 now() { date +%s.%N; }
 
 # ---- refuse clearly where nothing can be measured ----
+gpu_name="no GPU (DEVICE=$DEVICE)"
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
-    die "no GPU on this machine (nvidia-smi finds none); nothing measured"
+    # BENCH_NO_GPU_OK=1 with DEVICE=cpu: a dry run of this script (gpu_check.sh's GPU_CHECK_DRY)
+    if [ "${BENCH_NO_GPU_OK:-0}" != 1 ] || [ "$DEVICE" != cpu ]; then
+        die "no GPU on this machine (nvidia-smi finds none); nothing measured"
+    fi
+else
+    gpu_name=$(nvidia-smi -L | head -n 1)
 fi
 for t in "$BIN/kd-precompute" "$BIN/kd-train" "$UTIL"; do
     [ -x "$t" ] || die "$t missing; run 'make bundle-bins' first"
 done
-gpu_name=$(nvidia-smi -L | head -n 1)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench_gpu.XXXXXX")
 trap 'rm -rf "$work"' EXIT

@@ -81,19 +81,25 @@ if ! "$B/bundle/bundle_util" objects > "$stage/objects.txt"; then
     exit 1
 fi
 sed -n 's/^object: \(\/.*\)/\1/p' "$stage/objects.txt" >> "$libs"
-manifest_libs=
+copied=()
 for l in $(sort -u "$libs"); do
     base=$(basename "$l")
     [[ $base =~ $skip_re ]] && continue
     [ -e "$R/lib/$base" ] && continue
     cp -L "$l" "$R/lib/$base"
     chmod 644 "$R/lib/$base"
-    pkg=$(dpkg -S "$(readlink -f "$l")" 2>/dev/null | head -n 1 | cut -d: -f1 || true)
-    [ -z "$pkg" ] && pkg=$(dpkg -S "$l" 2>/dev/null | head -n 1 | cut -d: -f1 || true)
-    ver=$([ -n "$pkg" ] && dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || true)
-    manifest_libs+="lib/$base ${pkg:-?} ${ver:-?}"$'\n'
+    copied+=("$l" "$(readlink -f "$l")")
 done
 rm -f "$libs"
+# Which Debian package each library came from (one dpkg query for all; with
+# merged /usr a file may be registered under /lib or /usr/lib).
+manifest_libs=
+owners=$(dpkg -S "${copied[@]}" 2> /dev/null || true)
+for ((i = 0; i < ${#copied[@]}; i += 2)); do
+    pkg=$(awk -v a="${copied[i]}" -v b="${copied[i + 1]}" -F': ' '$2 == a || $2 == b { sub(/:.*/, "", $1); print $1; exit }' <<< "$owners")
+    ver=$([ -n "$pkg" ] && dpkg-query -W -f='${Version}' "$pkg" 2> /dev/null || true)
+    manifest_libs+="lib/$(basename "${copied[i]}") ${pkg:-?} ${ver:-?}"$'\n'
+done
 
 # ---- BUILD_INFO, MANIFEST ----
 glibc_need=$(for f in "$R"/bin/* "$R"/gpu/* "$R"/bench/* "$R"/bundle/* "$R"/lib/*; do

@@ -29,7 +29,12 @@
 #        default the first of python3, python, /usr/bin/python3 that imports
 #        torch), GPU_CHECK_BUDGET (450), BENCH_IMAGES (2048), KDC_CUDNN_DIR,
 #        KDC_CUBLAS_DIR, KDC_CUDA_WHEEL_DIRS (cuda_libs.h; the wheels found are
-#        appended to the last)
+#        appended to the last),
+#        GPU_CHECK_DRY=1: a dry run of this script's own logic on a machine
+#        without a GPU: the CPU stands in for cuda:0 everywhere (check-gpu
+#        suites with KDC_GPU_TEST_DEVICE=cpu, bench and e2e with DEVICE=cpu,
+#        small sizes); every line of the report says "DRY RUN"; checks nothing
+#        about the GPU
 set -uo pipefail
 
 T0=$(date +%s)
@@ -81,7 +86,9 @@ timed() { # SECONDS FILE CMD...
     timeout -k 5 "$s" "$@" >> "$f" 2>&1
 }
 
+DRY=${GPU_CHECK_DRY:-0}
 say "kdcache GPU check, $(date -u +%Y-%m-%dT%H:%M:%SZ), budget $BUDGET s"
+[ "$DRY" = 1 ] && say "DRY RUN: the CPU stands in for cuda:0 (GPU_CHECK_DRY=1); nothing about a GPU is checked"
 
 # ---------------------------------------------------------------- unpack
 t=$(now)
@@ -214,7 +221,10 @@ for k in cuda-runtime cuda-driver gpus gpu0 cublas cudnn libs-error backend; do
     grep -m1 "^$k: " "$info" | sed 's/^/  /' >> "$S"
 done
 cc=$(sed -n 's/^gpu0: .*, compute \([0-9]*\)\.\([0-9]*\),.*/\1\2/p' "$info")
-if grep -q '^backend: cuda:0 created, a 3x3 convolution ran' "$info"; then
+if [ "$DRY" = 1 ]; then
+    gpu_ok=1
+    stage info ok $(( $(now) - t )) "DRY RUN, cpu stands in for cuda:0"
+elif grep -q '^backend: cuda:0 created, a 3x3 convolution ran' "$info"; then
     gpu_ok=1
     stage info ok $(( $(now) - t )) "cuda:0 works"
 else
@@ -261,18 +271,23 @@ for s in "${suites[@]}"; do
         continue
     fi
     echo "==== $name (limit $sl s)" >> "$L"
+    first=$(( $(wc -l < "$L") + 1 ))
     ts=$(now)
-    KDC_BIN=$B/bin timed "$sl" "$L" "$s"
+    if [ "$DRY" = 1 ]; then
+        KDC_GPU_TEST_DEVICE=cpu KDC_BIN=$B/bin timed "$sl" "$L" "$s"
+    else
+        KDC_BIN=$B/bin timed "$sl" "$L" "$s"
+    fi
     rc=$?
     dt=$(( $(now) - ts ))
-    res=$(grep -E '^[0-9]+%: Checks: ' "$L" | tail -n 1)
+    res=$(tail -n +"$first" "$L" | grep -E '^[0-9]+%: Checks: ' | tail -n 1)
     if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
         details+=" $name TIMED OUT after $dt s;"
         suite_fail=1
     elif [ "$rc" != 0 ]; then
         details+=" $name FAILED (exit $rc, $dt s);"
         suite_fail=1
-    elif tail -n 3 "$L" | grep -q 'not run'; then
+    elif [ -z "$res" ] && tail -n +"$first" "$L" | grep -q 'not run'; then
         details+=" $name not run;"
         suite_notrun=1
     else
@@ -300,20 +315,30 @@ if [ "$gpu_ok" = 0 ]; then
     stage bench "not run: $gpu_reason" 0
 else
     precs="fp32 fp16"
-    [ -n "$cc" ] && [ "$cc" -ge 80 ] && precs="fp32 tf32 fp16"
+    why_precs=" (no tf32: it needs compute capability 8.0, this GPU has ${cc:-?})"
+    if [ -n "$cc" ] && [ "$cc" -ge 80 ]; then
+        precs="fp32 tf32 fp16"
+        why_precs=
+    fi
+    [ "$DRY" = 1 ] && precs=fp32 && why_precs=" (DRY RUN on the CPU)"
     bl=$(limit 100 240) # e2e is promised 100 s
     if [ "$bl" -lt 30 ]; then
         stage bench "not run: out of time ($(left) s left)" 0
     else
-        PRECISIONS=$precs timed "$bl" "$L" bash "$B/scripts/bench/bench_gpu.sh" "${BENCH_IMAGES:-2048}" 64
+        if [ "$DRY" = 1 ]; then
+            DEVICE=cpu BENCH_NO_GPU_OK=1 PRECISIONS=$precs timed "$bl" "$L" \
+                bash "$B/scripts/bench/bench_gpu.sh" "${BENCH_IMAGES:-40}" 10
+        else
+            PRECISIONS=$precs timed "$bl" "$L" bash "$B/scripts/bench/bench_gpu.sh" "${BENCH_IMAGES:-2048}" 64
+        fi
         rc=$?
         case $rc in
-        0) stage bench ok $(( $(now) - t )) "precisions $precs (tf32 needs compute 8.0+)" ;;
+        0) stage bench ok $(( $(now) - t )) "kd-precompute in $precs$why_precs" ;;
         2) stage bench "not run: $(tail -n 1 "$L")" $(( $(now) - t )) ;;
         124 | 137) stage bench "FAIL" $(( $(now) - t )) "timed out after $bl s" ;;
         *) stage bench "FAIL" $(( $(now) - t )) "exit $rc" ;;
         esac
-        grep -E '^(kd-precompute|kd-train|per image)|^  kd-precompute: stages|FAILED' "$L" | sed 's/^/  /' >> "$S"
+        grep -E '^(kd-precompute|kd-train |per image)|^  kd-precompute: stages|FAILED' "$L" | sed 's/^/  /' >> "$S"
     fi
 fi
 
@@ -328,7 +353,11 @@ else
     if [ "$el" -lt 30 ]; then
         stage e2e "not run: out of time ($(left) s left)" 0
     else
-        timed "$el" "$L" bash "$B/scripts/gpu/gpu_e2e.sh"
+        if [ "$DRY" = 1 ]; then
+            DEVICE=cpu PER_CLASS=8 EPOCHS=1 timed "$el" "$L" bash "$B/scripts/gpu/gpu_e2e.sh"
+        else
+            timed "$el" "$L" bash "$B/scripts/gpu/gpu_e2e.sh"
+        fi
         rc=$?
         case $rc in
         0) stage e2e ok $(( $(now) - t )) "every checked comparison within its bound" ;;
@@ -341,7 +370,9 @@ fi
 
 # ---------------------------------------------------------------- verdict
 total=$(( $(now) - T0 ))
-if [ "$failed" = 1 ]; then
+if [ "$DRY" = 1 ]; then
+    verdict="DRY RUN $([ "$failed" = 1 ] && echo FAILED || echo "finished"), the CPU stood in for the GPU: nothing about a GPU was checked"
+elif [ "$failed" = 1 ]; then
     verdict="FAIL"
 elif [ "$gpu_ok" = 0 ]; then
     verdict="no GPU, nothing on a GPU was checked"
