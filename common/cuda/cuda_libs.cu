@@ -45,81 +45,96 @@
 
 /* ---- the lists ---- */
 
-#define KDC_CUDNN_FUNCS(F, FO)                                                               \
-    F(cudnnGetVersion)                                                                       \
-    F(cudnnGetCudartVersion)                                                                 \
-    F(cudnnGetErrorString)                                                                   \
-    F(cudnnCreate)                                                                           \
-    F(cudnnDestroy)                                                                          \
-    F(cudnnSetStream)                                                                        \
-    F(cudnnCreateTensorDescriptor)                                                           \
-    F(cudnnDestroyTensorDescriptor)                                                          \
-    F(cudnnSetTensor4dDescriptor)                                                            \
-    F(cudnnAddTensor)                                                                        \
-    F(cudnnCreateFilterDescriptor)                                                           \
-    F(cudnnDestroyFilterDescriptor)                                                          \
-    F(cudnnSetFilter4dDescriptor)                                                            \
-    F(cudnnCreateConvolutionDescriptor)                                                      \
-    F(cudnnDestroyConvolutionDescriptor)                                                     \
-    F(cudnnSetConvolution2dDescriptor)                                                       \
-    F(cudnnSetConvolutionGroupCount)                                                         \
-    F(cudnnSetConvolutionMathType)                                                           \
-    F(cudnnGetConvolution2dForwardOutputDim)                                                 \
-    F(cudnnGetConvolutionForwardAlgorithm_v7)                                                \
-    F(cudnnGetConvolutionForwardWorkspaceSize)                                               \
-    F(cudnnConvolutionForward)                                                               \
-    F(cudnnGetConvolutionBackwardDataAlgorithm_v7)                                           \
-    F(cudnnGetConvolutionBackwardDataWorkspaceSize)                                          \
-    F(cudnnConvolutionBackwardData)                                                          \
-    F(cudnnGetConvolutionBackwardFilterAlgorithm_v7)                                         \
-    F(cudnnGetConvolutionBackwardFilterWorkspaceSize)                                        \
-    F(cudnnConvolutionBackwardFilter)                                                        \
-    F(cudnnConvolutionBackwardBias)                                                          \
-    F(cudnnBatchNormalizationForwardTraining)                                                \
-    F(cudnnBatchNormalizationForwardInference)                                               \
-    F(cudnnBatchNormalizationBackward)                                                       \
-    F(cudnnCreatePoolingDescriptor)                                                          \
-    F(cudnnDestroyPoolingDescriptor)                                                         \
-    F(cudnnSetPooling2dDescriptor)                                                           \
-    F(cudnnGetPooling2dForwardOutputDim)                                                     \
-    F(cudnnPoolingForward)                                                                   \
-    F(cudnnPoolingBackward)                                                                  \
-    F(cudnnCreateActivationDescriptor)                                                       \
-    F(cudnnDestroyActivationDescriptor)                                                      \
-    F(cudnnSetActivationDescriptor)                                                          \
-    F(cudnnActivationForward)                                                                \
+#define KDC_CUDNN_FUNCS(F, FO)                                                                     \
+    F(cudnnGetVersion)                                                                             \
+    F(cudnnGetCudartVersion)                                                                       \
+    F(cudnnGetErrorString)                                                                         \
+    F(cudnnCreate)                                                                                 \
+    F(cudnnDestroy)                                                                                \
+    F(cudnnSetStream)                                                                              \
+    F(cudnnCreateTensorDescriptor)                                                                 \
+    F(cudnnDestroyTensorDescriptor)                                                                \
+    F(cudnnSetTensor4dDescriptor)                                                                  \
+    F(cudnnAddTensor)                                                                              \
+    F(cudnnCreateFilterDescriptor)                                                                 \
+    F(cudnnDestroyFilterDescriptor)                                                                \
+    F(cudnnSetFilter4dDescriptor)                                                                  \
+    F(cudnnCreateConvolutionDescriptor)                                                            \
+    F(cudnnDestroyConvolutionDescriptor)                                                           \
+    F(cudnnSetConvolution2dDescriptor)                                                             \
+    F(cudnnSetConvolutionGroupCount)                                                               \
+    F(cudnnSetConvolutionMathType)                                                                 \
+    F(cudnnGetConvolution2dForwardOutputDim)                                                       \
+    F(cudnnGetConvolutionForwardAlgorithm_v7)                                                      \
+    F(cudnnGetConvolutionForwardWorkspaceSize)                                                     \
+    F(cudnnConvolutionForward)                                                                     \
+    F(cudnnGetConvolutionBackwardDataAlgorithm_v7)                                                 \
+    F(cudnnGetConvolutionBackwardDataWorkspaceSize)                                                \
+    F(cudnnConvolutionBackwardData)                                                                \
+    F(cudnnGetConvolutionBackwardFilterAlgorithm_v7)                                               \
+    F(cudnnGetConvolutionBackwardFilterWorkspaceSize)                                              \
+    F(cudnnConvolutionBackwardFilter)                                                              \
+    F(cudnnConvolutionBackwardBias)                                                                \
+    F(cudnnBatchNormalizationForwardTraining)                                                      \
+    F(cudnnBatchNormalizationForwardInference)                                                     \
+    F(cudnnBatchNormalizationBackward)                                                             \
+    F(cudnnCreatePoolingDescriptor)                                                                \
+    F(cudnnDestroyPoolingDescriptor)                                                               \
+    F(cudnnSetPooling2dDescriptor)                                                                 \
+    F(cudnnGetPooling2dForwardOutputDim)                                                           \
+    F(cudnnPoolingForward)                                                                         \
+    F(cudnnPoolingBackward)                                                                        \
+    F(cudnnCreateActivationDescriptor)                                                             \
+    F(cudnnDestroyActivationDescriptor)                                                            \
+    F(cudnnSetActivationDescriptor)                                                                \
+    F(cudnnActivationForward)                                                                      \
     F(cudnnActivationBackward)
 
-#define KDC_CUBLAS_FUNCS(F, FO)                                                              \
-    F(cublasGetProperty)                                                                     \
-    F(cublasGetStatusString)                                                                 \
-    F(cublasCreate_v2)                                                                       \
-    F(cublasDestroy_v2)                                                                      \
-    F(cublasSetStream_v2)                                                                    \
-    F(cublasSgemv_v2)                                                                        \
-    F(cublasSger_v2)                                                                         \
-    F(cublasSaxpy_v2_64)                                                                     \
+#define KDC_CUBLAS_FUNCS(F, FO)                                                                    \
+    F(cublasGetProperty)                                                                           \
+    F(cublasGetStatusString)                                                                       \
+    F(cublasCreate_v2)                                                                             \
+    F(cublasDestroy_v2)                                                                            \
+    F(cublasSetStream_v2)                                                                          \
+    F(cublasSgemv_v2)                                                                              \
+    F(cublasSger_v2)                                                                               \
+    F(cublasSaxpy_v2_64)                                                                           \
     FO(cublasGemmEx, cublasStatus_t)
 
 /* ---- stubs: what a call before kdc_cuda_libs_load succeeded returns ---- */
 
 template <typename R> struct kdc_unloaded;
 template <> struct kdc_unloaded<cudnnStatus_t> {
-    static cudnnStatus_t value() { return CUDNN_STATUS_NOT_INITIALIZED; }
+    static cudnnStatus_t value()
+    {
+        return CUDNN_STATUS_NOT_INITIALIZED;
+    }
 };
 template <> struct kdc_unloaded<cublasStatus_t> {
-    static cublasStatus_t value() { return CUBLAS_STATUS_NOT_INITIALIZED; }
+    static cublasStatus_t value()
+    {
+        return CUBLAS_STATUS_NOT_INITIALIZED;
+    }
 };
 template <> struct kdc_unloaded<const char *> {
-    static const char *value() { return "cuDNN/cuBLAS not loaded (kdc_cuda_libs_load)"; }
+    static const char *value()
+    {
+        return "cuDNN/cuBLAS not loaded (kdc_cuda_libs_load)";
+    }
 };
 template <> struct kdc_unloaded<size_t> {
-    static size_t value() { return 0; }
+    static size_t value()
+    {
+        return 0;
+    }
 };
 
 template <typename F> struct kdc_stub;
 template <typename R, typename... A> struct kdc_stub<R (*)(A...)> {
-    static R call(A...) { return kdc_unloaded<R>::value(); }
+    static R call(A...)
+    {
+        return kdc_unloaded<R>::value();
+    }
 };
 
 /* ---- pointers and trampolines ---- */
@@ -128,30 +143,30 @@ template <typename R, typename... A> struct kdc_stub<R (*)(A...)> {
 #error "cuda_libs.cu: the cuDNN/cuBLAS trampolines are written for x86-64 only"
 #endif
 
-#define KDC_TRAMPOLINE(name)                                                                 \
-    asm(".pushsection .text\n"                                                               \
-        ".globl " #name "\n"                                                                 \
-        ".hidden " #name "\n"                                                                \
-        ".type " #name ", @function\n"                                                       \
-        ".p2align 4\n" #name ":\n"                                                           \
-        "\tjmp *kdc_p_" #name "(%rip)\n"                                                     \
-        ".size " #name ", .-" #name "\n"                                                     \
+#define KDC_TRAMPOLINE(name)                                                                       \
+    asm(".pushsection .text\n"                                                                     \
+        ".globl " #name "\n"                                                                       \
+        ".hidden " #name "\n"                                                                      \
+        ".type " #name ", @function\n"                                                             \
+        ".p2align 4\n" #name ":\n"                                                                 \
+        "\tjmp *kdc_p_" #name "(%rip)\n"                                                           \
+        ".size " #name ", .-" #name "\n"                                                           \
         ".popsection\n");
 
 /* The exact type of the header's declaration: a stub of the same signature,
  * and a compile error if the name is not declared (a typo in the list). */
-#define KDC_PTR(name)                                                                        \
-    extern "C" {                                                                             \
-    __attribute__((visibility("hidden"))) decltype(&::name) kdc_p_##name =                   \
-        &kdc_stub<decltype(&::name)>::call;                                                  \
-    }                                                                                        \
+#define KDC_PTR(name)                                                                              \
+    extern "C" {                                                                                   \
+    __attribute__((visibility("hidden"))) decltype(&::name) kdc_p_##name =                         \
+        &kdc_stub<decltype(&::name)>::call;                                                        \
+    }                                                                                              \
     KDC_TRAMPOLINE(name)
 /* Overloaded in C++: only the return type matters to the stub. */
-#define KDC_PTR_O(name, ret)                                                                 \
-    extern "C" {                                                                             \
-    __attribute__((visibility("hidden"))) ret (*kdc_p_##name)(void) =                        \
-        &kdc_stub<ret (*)(void)>::call;                                                      \
-    }                                                                                        \
+#define KDC_PTR_O(name, ret)                                                                       \
+    extern "C" {                                                                                   \
+    __attribute__((visibility("hidden")))                                                          \
+    ret (*kdc_p_##name)(void) = &kdc_stub<ret (*)(void)>::call;                                    \
+    }                                                                                              \
     KDC_TRAMPOLINE(name)
 
 KDC_CUDNN_FUNCS(KDC_PTR, KDC_PTR_O)
@@ -183,12 +198,10 @@ typedef struct {
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static kdc_error g_err;
-static kdc_lib g_cublas = {"cuBLAS", "libcublas.so." KDC_STR(CUBLAS_VER_MAJOR), "KDC_CUBLAS_DIR",
-                          NULL,     {0},
-                          {0},      {0}};
-static kdc_lib g_cudnn = {"cuDNN", "libcudnn.so." KDC_STR(CUDNN_MAJOR), "KDC_CUDNN_DIR",
-                         NULL,     {0},
-                         {0},      {0}};
+static kdc_lib g_cublas = {
+    "cuBLAS", "libcublas.so." KDC_STR(CUBLAS_VER_MAJOR), "KDC_CUBLAS_DIR", NULL, {0}, {0}, {0}};
+static kdc_lib g_cudnn = {
+    "cuDNN", "libcudnn.so." KDC_STR(CUDNN_MAJOR), "KDC_CUDNN_DIR", NULL, {0}, {0}, {0}};
 static char g_cublaslt[KDC_LIB_PATH_MAX];
 
 static void note(kdc_lib *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -50,7 +50,9 @@ if ! grep -q "cudnnConvolutionForward" "$B/bin/kd-precompute"; then
 fi
 
 mkdir -p "$(dirname "$out")"
-stage=$(mktemp -d "$(dirname "$out")/stage.XXXXXX")
+# Staging and the partial archive stay out of the output's folder, which the
+# device tool carries whole (docs/GPU.md): a killed run leaves nothing there.
+stage=$(mktemp -d "$B/gpu-bundle-stage.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 R=$stage/$name
 mkdir -p "$R"/{bin,gpu,bench,bundle,lib,scripts/gpu,scripts/bench}
@@ -127,14 +129,13 @@ hdr() { sed -n "s/^#define $2 \([0-9]*\).*/\1/p" "/usr/local/cuda/include/$1" 2>
     done
 } > "$R/MANIFEST"
 
-tar -C "$stage" --sort=name --owner=0 --group=0 --numeric-owner -cf - "$name" | gzip -9 > "$out.partial"
-size=$(stat -c %s "$out.partial")
+tar -C "$stage" --sort=name --owner=0 --group=0 --numeric-owner -cf - "$name" | gzip -9 > "$stage/out.tar.gz"
+size=$(stat -c %s "$stage/out.tar.gz")
 if [ "$size" -ge "$max_bytes" ]; then
     echo "gpu_bundle: $out would be $size bytes, over the 40 MiB limit" >&2
-    rm -f "$out.partial"
     exit 1
 fi
-mv "$out.partial" "$out"
+mv "$stage/out.tar.gz" "$out"
 nlib=$(find "$R/lib" -type f | wc -l)
 raw=$(du -sb "$R" | cut -f1)
 printf 'gpu_bundle: %s: %.1f MiB (%d programs, %d libraries, %.1f MiB unpacked), commit %s%s\n' \

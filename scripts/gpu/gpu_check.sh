@@ -227,6 +227,11 @@ if [ "$DRY" = 1 ]; then
 elif grep -q '^backend: cuda:0 created, a 3x3 convolution ran' "$info"; then
     gpu_ok=1
     stage info ok $(( $(now) - t )) "cuda:0 works"
+elif grep -q '^backend: cuda:0 created' "$info"; then
+    # the backend starts but its first convolution failed: the GPU stages still
+    # run (they will say more), the info stage fails
+    gpu_ok=1
+    stage info "FAIL" $(( $(now) - t )) "$(sed -n 's/^backend: //p' "$info" | head -n 1)"
 else
     gpu_ok=0
     why=$(sed -n 's/^backend: \(cuda:0 not created: \)\{0,1\}//p' "$info" | head -n 1)

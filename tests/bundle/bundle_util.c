@@ -98,7 +98,9 @@ static int write_one(img_job *j, tjhandle tj, unsigned char *px, int idx)
                 double v = 50.0 * noise + 45.0 * sin(0.05 * (x + 7 * c) + 0.07 * y + ph) +
                            (c == cls % 3 ? 110.0 : 50.0) + 20.0;
                 px[((size_t)y * (size_t)j->w + (size_t)x) * 3 + (size_t)c] =
-                    (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+                    (unsigned char)(v < 0     ? 0
+                                    : v > 255 ? 255
+                                              : v);
             }
     unsigned char *jpg = NULL;
     unsigned long len = 0;
@@ -325,8 +327,8 @@ static int cmd_cmp_cache(int argc, char **argv)
         for (int v = 0; v < V; v++) {
             if (bb.logits) {
                 acc(&rl, ba.logits + (size_t)v * C, bb.logits + (size_t)v * C, C);
-                same_top1 += argmax(ba.logits + (size_t)v * C, C) ==
-                             argmax(bb.logits + (size_t)v * C, C);
+                same_top1 +=
+                    argmax(ba.logits + (size_t)v * C, C) == argmax(bb.logits + (size_t)v * C, C);
             } else {
                 acc(&rl, ba.topk_value + (size_t)v * K, bb.topk_value + (size_t)v * K, K);
                 same_top1 += ba.topk_index[(size_t)v * K] == bb.topk_index[(size_t)v * K];
@@ -363,8 +365,16 @@ static int cmd_gpu_info(void)
     if (kdc_backend_create("cuda:0", 1, &be, &err) != KDC_OK) {
         printf("backend: cuda:0 not created: %s\n", err.msg);
     } else {
-        kdc_conv2d_desc d = {.n = 1, .c_in = 3, .h_in = 8, .w_in = 8, .c_out = 4, .kh = 3,
-                             .kw = 3, .stride = 1, .pad = 1, .groups = 1};
+        kdc_conv2d_desc d = {.n = 1,
+                             .c_in = 3,
+                             .h_in = 8,
+                             .w_in = 8,
+                             .c_out = 4,
+                             .kh = 3,
+                             .kw = 3,
+                             .stride = 1,
+                             .pad = 1,
+                             .groups = 1};
         void *x = NULL, *w = NULL, *y = NULL;
         kdc_status st = kdc_conv2d_desc_init(&d, &err);
         if (!st)

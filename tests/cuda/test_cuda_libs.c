@@ -110,15 +110,15 @@ static void check_calls(void)
     cudnnFilterDescriptor_t w;
     cudnnConvolutionDescriptor_t c;
     ck_assert_int_eq(cudnnCreateTensorDescriptor(&x), CUDNN_STATUS_SUCCESS);
-    ck_assert_int_eq(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 2, 3, 32,
-                                                30),
-                     CUDNN_STATUS_SUCCESS);
+    ck_assert_int_eq(
+        cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 2, 3, 32, 30),
+        CUDNN_STATUS_SUCCESS);
     ck_assert_int_eq(cudnnCreateFilterDescriptor(&w), CUDNN_STATUS_SUCCESS);
     ck_assert_int_eq(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, 8, 3, 5, 3),
                      CUDNN_STATUS_SUCCESS);
     ck_assert_int_eq(cudnnCreateConvolutionDescriptor(&c), CUDNN_STATUS_SUCCESS);
-    ck_assert_int_eq(cudnnSetConvolution2dDescriptor(c, 2, 1, 2, 1, 1, 1,
-                                                     CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+    ck_assert_int_eq(cudnnSetConvolution2dDescriptor(c, 2, 1, 2, 1, 1, 1, CUDNN_CROSS_CORRELATION,
+                                                     CUDNN_DATA_FLOAT),
                      CUDNN_STATUS_SUCCESS);
     int n = 0, ch = 0, h = 0, wd = 0;
     ck_assert_int_eq(cudnnGetConvolution2dForwardOutputDim(c, x, w, &n, &ch, &h, &wd),
@@ -145,8 +145,8 @@ START_TEST(test_stubs_before_load)
     ck_assert_int_eq(cublasCreate(&h), CUBLAS_STATUS_NOT_INITIALIZED);
     ck_assert_ptr_nonnull(strstr(cudnnGetErrorString(CUDNN_STATUS_BAD_PARAM), "not loaded"));
     ck_assert_ptr_nonnull(strstr(cublasGetStatusString(CUBLAS_STATUS_SUCCESS), "not loaded"));
-    ck_assert_int_eq(cublasGemmEx(NULL, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, NULL, NULL,
-                                  CUDA_R_32F, 1, NULL, CUDA_R_32F, 1, NULL, NULL, CUDA_R_32F, 1,
+    ck_assert_int_eq(cublasGemmEx(NULL, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, NULL, NULL, CUDA_R_32F,
+                                  1, NULL, CUDA_R_32F, 1, NULL, NULL, CUDA_R_32F, 1,
                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                      CUBLAS_STATUS_NOT_INITIALIZED);
 }
@@ -166,8 +166,7 @@ START_TEST(test_default_search)
     ck_assert_msg(strstr(l, "(found via " CUDA_LIB ";") != NULL, "%s", l);
     free(l);
     l = line(rep, "cublas: ");
-    ck_assert_msg(strstr(l, CUDA_LIB "/libcublas.so.13 (found via " CUDA_LIB ";") != NULL, "%s",
-                  l);
+    ck_assert_msg(strstr(l, CUDA_LIB "/libcublas.so.13 (found via " CUDA_LIB ";") != NULL, "%s", l);
     free(l);
     l = line(rep, "cublasLt: ");
     ck_assert_str_eq(l, "cublasLt: " CUDA_LIB "/libcublasLt.so.13");
