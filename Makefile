@@ -63,7 +63,7 @@ LDLIBS  = $(PKG_LIBS) -llz4 -lnettle -lz -ldl -lm $(SANLIBS)
 
 CUDA_HOME ?= /usr/local/cuda
 ifeq ($(CUDA),1)
-CFLAGS   += -DKDC_HAVE_CUDA=1
+CFLAGS   += -DKDC_HAVE_CUDA=1 -I$(CUDA_HOME)/include
 # sm_80 (A100) and sm_90 (H100) machine code plus compute_90 PTX for newer
 # GPUs; -lineinfo so that compute-sanitizer reports source lines. Only the
 # static CUDA runtime is linked, never -lcuda: the driver is loaded at run
@@ -71,13 +71,24 @@ CFLAGS   += -DKDC_HAVE_CUDA=1
 NVCCFLAGS = -O2 -lineinfo -std=c++17 -I. -I$(CUDA_HOME)/include -Xcompiler -Wall,-Wextra,-Werror \
             -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
             -gencode arch=compute_90,code=compute_90 -DKDC_HAVE_CUDA=1
-LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcudart_static -lrt -lstdc++
+# cuDNN and cuBLAS are not linked: common/cuda/cuda_libs.cu dlopens them when a
+# GPU is used (docs/GPU.md, "Libraries at run time").
+LDLIBS   += -L$(CUDA_HOME)/lib64 -lcudart_static -lrt -lstdc++
 CU_SRCS   = $(wildcard common/*/*.cu formats/*.cu train/*.cu precompute/*.cu)
 STUB_SRCS =
 else
 CU_SRCS   =
 STUB_SRCS = common/cuda/backend_cuda_stub.c
 endif
+
+# ---- rpath (docs/GPU.md, "The bundle") ----
+# Every program looks for shared libraries in ../lib beside its own folder
+# first: scripts/gpu/gpu_bundle.sh puts bin/, gpu/, bench/, bundle/ and lib/
+# side by side. DT_RPATH, not RUNPATH: the loader also uses it for the
+# libraries' own dependencies (HDF5's libcurl, oneDNN's libgomp, ...) and for
+# what they dlopen. In the normal build ../lib holds only static archives, so
+# nothing changes there.
+LDFLAGS += -Wl,-rpath,'$$ORIGIN/../lib' -Wl,--disable-new-dtags
 
 lib_srcs = $(filter-out %_main.c,$(wildcard $(1)/*.c))
 
@@ -106,12 +117,15 @@ BENCH_SRCS  := $(wildcard tests/bench/*.c)
 BENCH_BINS  := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 GPU_TEST_SRCS := $(wildcard tests/gpu/*.c)
 GPU_TEST_BINS := $(patsubst tests/gpu/%.c,$(BUILD)/gpu/%,$(GPU_TEST_SRCS))
+# Helpers of the GPU bundle and its checks (tests/bundle/README.md).
+BUNDLE_SRCS := $(wildcard tests/bundle/*.c)
+BUNDLE_BINS := $(patsubst tests/bundle/%.c,$(BUILD)/bundle/%,$(BUNDLE_SRCS))
 
 # Reference fixtures: scripts/ref/ref_NAME.py writes build/fixtures/NAME/ with PyTorch.
 REF_SCRIPTS := $(wildcard scripts/ref/ref_*.py)
 FIXTURES    := $(patsubst scripts/ref/ref_%.py,$(BUILD)/fixtures/%/.stamp,$(REF_SCRIPTS))
 
-.PHONY: all tools tests bench check check-layout check-gpu fixtures install clean format
+.PHONY: all tools tests bench check check-layout check-gpu check-bundle bundle bundle-bins fixtures install clean format
 all: tools
 tools: $(TOOLS)
 tests: $(TEST_BINS)
@@ -129,7 +143,13 @@ $(LIB_COMMON): $(call obj,$(COMMON_SRCS))
 $(LIB_FORMATS): $(call obj,$(FORMATS_SRCS))
 $(LIB_TRAIN): $(call obj,$(TRAIN_SRCS))
 $(LIB_PRECOMP): $(call obj,$(PRECOMP_SRCS))
-$(BUILD)/lib/libkdcuda.a: $(call cuobj,$(CU_SRCS))
+# The CUDA objects may call only the cuDNN / cuBLAS functions that the shim
+# (common/cuda/cuda_libs.cu) lists; the check names any other.
+$(BUILD)/lib/libkdcuda.a: $(call cuobj,$(CU_SRCS)) scripts/gpu/check_cuda_shim.sh
+	@mkdir -p $(dir $@)
+	@scripts/gpu/check_cuda_shim.sh $(BUILD)/obj/common/cuda/cuda_libs.cu.o $(filter %.o,$^)
+	rm -f $@
+	ar rcs $@ $(filter %.o,$^)
 $(BUILD)/lib/%.a:
 	@mkdir -p $(dir $@)
 	rm -f $@
@@ -184,6 +204,23 @@ check: check-layout tools $(TEST_BINS) $(FIXTURES)
 
 check-gpu: tools $(GPU_TEST_BINS)
 	@set -e; for t in $(GPU_TEST_BINS); do KDC_BIN=$(BUILD)/bin $$t; done
+
+# ---- GPU bundle (docs/GPU.md) ----
+$(BUILD)/bundle/%: $(BUILD)/obj/tests/bundle/%.o $(call obj,$(TEST_UTIL)) $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(ALL_LIBS) $(LDLIBS) $(CHECK_LIBS)
+
+bundle-bins: tools bench $(GPU_TEST_BINS) $(BUNDLE_BINS)
+
+# build/dist/kdcache-gpu.tar.gz: tools, check-gpu programs, benchmarks, scripts
+# and every shared library they load except glibc, the driver, cuDNN and cuBLAS.
+bundle:
+	bash scripts/gpu/gpu_bundle.sh
+
+# The bundle unpacked in a minimal Debian root (debootstrap, cached): every
+# tool's --help, a CPU run, gpu_check.sh's "no GPU" path. Needs root; not in CI.
+check-bundle:
+	bash tests/bundle/check_bundle.sh
 
 install: tools
 	install -d $(DESTDIR)$(PREFIX)/bin

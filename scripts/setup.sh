@@ -13,6 +13,7 @@ PKGS=(
   python3-torch python3-torchvision python3-h5py python3-hdf5plugin python3-numpy python3-pil
   dataset-fashion-mnist
   gnuplot-nox
+  debootstrap
   mate-backgrounds
 )
 

@@ -881,6 +881,9 @@ kdc_status kdc_backend_cuda_create(int index, kdc_backend **out, kdc_error *err)
     if (index < 0 || index >= count)
         return kdc_fail(err, KDC_EDEVICE, "cuda:%d: no such GPU (this machine has %d)", index,
                         count);
+    /* cuDNN and cuBLAS are dlopen'ed (cuda_libs.h), only now that a GPU is there. */
+    if (kdc_cuda_libs_load(err) != KDC_OK)
+        return kdc_error_prefix(err, "cuda:%d: ", index);
     kdc_backend *be = new (std::nothrow) kdc_backend();
     kdc_cuda_impl *im = new (std::nothrow) kdc_cuda_impl();
     if (!be || !im) {

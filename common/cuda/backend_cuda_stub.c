@@ -2,8 +2,11 @@
  * extras for builds made without nvcc. They only say why there is no GPU
  * backend (a CPU backend still accepts precision fp32); backend_cuda.cu and
  * cuda_upload.cu replace this file when the Makefile finds nvcc (CUDA=1). */
+#include <stdio.h>
+
 #include "common/nn/backend.h"
 #include "common/cuda/cuda_backend.h"
+#include "common/cuda/cuda_libs.h"
 
 #define NO_CUDA "this build has no CUDA backend (rebuild with nvcc on PATH or `make CUDA=1`)"
 
@@ -83,4 +86,14 @@ kdc_status kdc_cuda_uploader_submit(kdc_cuda_uploader *u, size_t bytes, void **d
 void kdc_cuda_uploader_destroy(kdc_cuda_uploader *u)
 {
     (void)u;
+}
+
+kdc_status kdc_cuda_libs_load(kdc_error *err)
+{
+    return kdc_fail(err, KDC_EDEVICE, NO_CUDA);
+}
+
+size_t kdc_cuda_libs_report(char *buf, size_t size)
+{
+    return (size_t)snprintf(buf, size, "cuda-runtime: none (%s)\n", NO_CUDA);
 }

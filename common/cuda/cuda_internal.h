@@ -16,6 +16,10 @@ extern "C" {
 #include "common/cuda/cuda_backend.h"
 #include "common/base/error.h"
 }
+/* cuDNN and cuBLAS are not linked but loaded at run time: every cudnn* /
+ * cublas* function called anywhere must be in the list of cuda_libs.cu (one
+ * line; the link fails otherwise). */
+#include "common/cuda/cuda_libs.h"
 
 /* ---- status checks: every call's status is checked, one line on failure ---- */
 
