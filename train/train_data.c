@@ -53,7 +53,7 @@ struct kd_data {
     int32_t *label;
     int64_t *image;
     uint16_t *topk_value;
-    int64_t failed;
+    img_skip_log skipped, cache_skipped;
     int S;
 };
 
@@ -77,9 +77,13 @@ const img_norm *kd_data_norm(const kd_data *d)
 {
     return &d->norm;
 }
-int64_t kd_data_failed_images(const kd_data *d)
+const img_skip_log *kd_data_epoch_skipped(const kd_data *d)
 {
-    return d->failed;
+    return &d->skipped;
+}
+const img_skip_log *kd_data_cache_skipped(const kd_data *d)
+{
+    return &d->cache_skipped;
 }
 
 int64_t kd_data_epoch_samples(const kd_data *d)
@@ -260,6 +264,9 @@ kdc_status kd_data_open(const kd_data_config *cfg, kd_data **out, kdc_error *err
             goto fail;
         if ((st = view_params_from_cache(d->h, &d->view, &d->norm, err)))
             goto fail;
+        for (int64_t r = 0; r < d->table->count; r++)
+            if (d->table->skipped[r])
+                img_skip_log_add(&d->cache_skipped, d->table->path[r]);
         if (d->h->num_classes > 1000000) {
             st = kdc_fail(err, KDC_EUNSUPPORTED, "%s: %lld classes", cfg->cache,
                           (long long)d->h->num_classes);
@@ -377,6 +384,7 @@ kdc_status kd_data_start_epoch(kd_data *d, int64_t epoch, kdc_error *err)
 {
     kdc_status st;
     d->epoch = epoch;
+    img_skip_log_clear(&d->skipped);
     if (d->stream) {
         if ((st = cache_stream_start_epoch(d->stream, epoch, err)))
             return st;
@@ -453,7 +461,7 @@ kdc_status kd_data_next_into(kd_data *d, kd_batch *out, float *pixels, kdc_error
                 return st;
             }
         } else if (s->status != KDC_OK) {
-            d->failed++;
+            img_skip_log_add(&d->skipped, s->msg);
             continue; /* online: drop the unreadable image */
         }
         memcpy(pixels + (size_t)n * per, img_batch_sample_pixels(ib, i), per * sizeof(float));

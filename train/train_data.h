@@ -16,7 +16,7 @@
  * Without a cache, every image once per epoch in a shuffled order (a
  * permutation drawn from (seed, epoch)), view number `epoch` drawn online by
  * the policy (rrc, pad-crop or center). Unreadable images are dropped from
- * their batch and counted.
+ * their batch, counted and named (kd_data_epoch_skipped).
  *
  * --no-shuffle: consecutive batches in dataset order (cache mode: the
  * cache's row order).
@@ -38,6 +38,7 @@
 #include "common/image/dataset.h"
 #include "common/base/error.h"
 #include "common/image/image_batch.h"
+#include "common/image/skip_log.h"
 #include "common/image/views.h"
 #include "formats/cache_schema.h"
 
@@ -82,8 +83,13 @@ const img_norm *kd_data_norm(const kd_data *d);
 /* Samples and batches of every epoch. */
 int64_t kd_data_epoch_samples(const kd_data *d);
 int64_t kd_data_epoch_batches(const kd_data *d);
-/* Images dropped since open because they could not be decoded (online mode). */
-int64_t kd_data_failed_images(const kd_data *d);
+/* Images of the current epoch dropped because they could not be decoded
+ * (online mode; with a cache an unreadable image is an error), with the first
+ * few named. Cleared by kd_data_start_epoch. */
+const img_skip_log *kd_data_epoch_skipped(const kd_data *d);
+/* Images the cache marks skipped (kd-precompute could not use them): they are
+ * never served. Count 0 without a cache. */
+const img_skip_log *kd_data_cache_skipped(const kd_data *d);
 
 kdc_status kd_data_start_epoch(kd_data *d, int64_t epoch, kdc_error *err);
 /* The next batch of the epoch; b->count == 0 after the last one. */
