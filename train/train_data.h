@@ -9,9 +9,10 @@
  * every cached view once; images the cache marks skipped never appear. The
  * images are decoded from the dataset folder and the stored view (box + flip)
  * is replayed, so the student sees the pixels the teacher saw. The dataset
- * must be the one the cache was made from: paths, labels and sizes are
- * compared at open (by path: cache rows may be in any order), and every
- * decoded file's CRC-32 against the cache's.
+ * must be the one the cache was made from: formats/cache_match.h, the check
+ * `kd-cache verify --data` runs too (the image set, labels and sizes at open;
+ * each batch's stored views against their images; each decoded file's size,
+ * CRC-32 and pixel size against its row).
  *
  * Without a cache, every image once per epoch in a shuffled order (a
  * permutation drawn from (seed, epoch)), view number `epoch` drawn online by
@@ -99,15 +100,5 @@ kdc_status kd_data_next(kd_data *d, kd_batch *b, kdc_error *err);
  * straight into it) instead of the kd_data's own buffer; b->pixels points
  * there. The end of the epoch leaves b->pixels NULL, as kd_data_next. */
 kdc_status kd_data_next_into(kd_data *d, kd_batch *b, float *pixels, kdc_error *err);
-
-/* Checks that cache image table t describes dataset ds as a set: the same
- * count, every row's path in the dataset exactly once, with the same label
- * and file size. Rows are matched by path, not position, because
- * kd-precompute writes them in a shuffled order by default (--order). On
- * success, ds_of_row[r] (t->count entries, caller's memory; NULL: not wanted)
- * is the dataset index of row r's image. The error names the first image
- * that differs. O(N log N). */
-kdc_status kd_data_check_match(const img_dataset *ds, const cache_image_table *t,
-                               const char *cache_path, int64_t *ds_of_row, kdc_error *err);
 
 #endif

@@ -22,6 +22,7 @@
 #include "common/base/progress.h"
 #include "train/evaluate.h"
 #include "formats/checkpoint.h"
+#include "formats/weights_check.h"
 #include "train/losses.h"
 #include "train/metrics.h"
 #include "train/optim.h"
@@ -788,6 +789,7 @@ kdc_status kd_eval_only(const kd_train_options *o, FILE *out, FILE *log, kdc_err
     }
     if ((st = kdc_model_create(o->student, ds->num_classes, be, 0, &m, err)) ||
         (st = kdc_checkpoint_load(o->weights, kdc_model_params(m), be, err)) ||
+        (st = kdc_weights_check(kdc_model_params(m), be, o->weights, err)) ||
         (st = kd_evaluator_create(&ev, ds, o->image_size, o->resize_size, &norm, o->batch, threads,
                                   o->skip_bad_images, err)))
         goto done;
