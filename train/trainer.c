@@ -621,8 +621,13 @@ static kdc_status run_epoch(trainer *t, int64_t epoch, kd_epoch_metrics *m, kdc_
     const kd_train_options *o = t->o;
     kdc_status st;
     int64_t total = kd_data_epoch_samples(t->data);
-    char label[64];
-    snprintf(label, sizeof label, "epoch %lld/%d", (long long)epoch + 1, o->epochs);
+    char label[128];
+    int64_t cache_skipped = kd_data_cache_skipped(t->data)->count;
+    if (cache_skipped > 0) /* the count below is of the images left */
+        snprintf(label, sizeof label, "epoch %lld/%d (%lld skipped)", (long long)epoch + 1,
+                 o->epochs, (long long)cache_skipped);
+    else
+        snprintf(label, sizeof label, "epoch %lld/%d", (long long)epoch + 1, o->epochs);
     kdc_progress pr;
     kdc_progress_init(&pr, t->log ? t->log : stderr, label, (uint64_t)total, "img",
                       o->quiet || !t->log);
