@@ -24,6 +24,7 @@
 #include "tests/helpers/edit_weights.h"
 #include "tests/helpers/make_inputs.h"
 #include "tests/helpers/testutil.h"
+#include "train/metrics.h"
 
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 
@@ -441,6 +442,37 @@ START_TEST(test_readonly_run_folder)
 }
 END_TEST
 
+/* A run resumed from a checkpoint written before the count columns existed:
+ * the next row comes with the current header, and the old rows get the new
+ * fields empty, so every row has as many fields as the header. */
+START_TEST(test_metrics_of_an_older_run_get_the_new_columns)
+{
+    char *csv = strdup("epoch,lr,loss,ce_loss,kd_loss,proj_loss,train_top1,train_top5,val_loss,"
+                       "val_top1,val_top5,images_per_s,seconds\n"
+                       "1,0.05,1,1,0,0,50,100,,,,10.00,1.00\n");
+    kd_epoch_metrics m = {.epoch = 2, .lr = 0.05, .images = 17, .skipped = 6};
+    kdc_error err = {0};
+    ck_assert_msg(kd_metrics_append(&csv, &m, &err) == KDC_OK, "%s", err.msg);
+    ck_assert_msg(!strncmp(csv, KD_METRICS_HEADER, strlen(KD_METRICS_HEADER)), "%s", csv);
+    int fields_header = 0;
+    for (const char *p = KD_METRICS_HEADER; *p; p++)
+        fields_header += *p == ',';
+    int row = 0, commas = 0;
+    for (const char *p = csv; *p; p++) {
+        commas += *p == ',';
+        if (*p == '\n') {
+            ck_assert_msg(commas == fields_header, "row %d has %d commas: %s", row, commas, csv);
+            commas = 0;
+            row++;
+        }
+    }
+    ck_assert_int_eq(row, 3);
+    ck_assert_msg(strstr(csv, "\n1,0.05,1,1,0,0,50,100,,,,10.00,1.00,,,,\n2,"), "%s", csv);
+    ck_assert_msg(strstr(csv, ",17,6,,\n"), "%s", csv);
+    free(csv);
+}
+END_TEST
+
 int main(void)
 {
     char tmpl[1024];
@@ -462,6 +494,7 @@ int main(void)
     tcase_add_test(tc, test_nan_weights_refused);
     tcase_add_test(tc, test_batch_of_one);
     tcase_add_test(tc, test_readonly_run_folder);
+    tcase_add_test(tc, test_metrics_of_an_older_run_get_the_new_columns);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
