@@ -18,8 +18,8 @@ static int by_path(const void *a, const void *b)
 }
 
 /* Row r against dataset image i: label and size. */
-static kdc_status check_row(const img_dataset *ds, const cache_image_table *t, int64_t r,
-                            size_t i, const char *cache_path, kdc_error *err)
+static kdc_status check_row(const img_dataset *ds, const cache_image_table *t, int64_t r, size_t i,
+                            const char *cache_path, kdc_error *err)
 {
     const img_entry *e = &ds->items[i];
     if (e->label != t->label[r])
@@ -138,8 +138,7 @@ kdc_status cache_match_view(const img_view_params *p, const cache_image_table *t
 }
 
 kdc_status cache_match_chunk_views(const cache_header *h, const cache_image_table *t,
-                                   const cache_chunk *c, const char *cache_path,
-                                   kdc_error *err)
+                                   const cache_chunk *c, const char *cache_path, kdc_error *err)
 {
     img_view_params p;
     img_norm n;
@@ -159,9 +158,8 @@ kdc_status cache_match_file(const cache_image_table *t, int64_t row, const char 
     const char *p = t->path[row] ? t->path[row] : "";
     if (size != t->size[row])
         return kdc_fail(err, KDC_EMISMATCH,
-                        "%s/%s: %llu bytes, but the cache %s was made from a file of %llu",
-                        root, p, (unsigned long long)size, cache_path,
-                        (unsigned long long)t->size[row]);
+                        "%s/%s: %llu bytes, but the cache %s was made from a file of %llu", root, p,
+                        (unsigned long long)size, cache_path, (unsigned long long)t->size[row]);
     if (crc32 != t->crc32[row])
         return kdc_fail(err, KDC_EMISMATCH,
                         "%s/%s: contents differ from the file the cache %s was made from "
@@ -169,8 +167,8 @@ kdc_status cache_match_file(const cache_image_table *t, int64_t row, const char 
                         root, p, cache_path, (unsigned)crc32, (unsigned)t->crc32[row]);
     if (!t->skipped[row] && (width != t->width[row] || height != t->height[row]))
         return kdc_fail(err, KDC_EMISMATCH,
-                        "%s/%s: decodes to %dx%d pixels, the cache %s says %dx%d", root, p,
-                        width, height, cache_path, (int)t->width[row], (int)t->height[row]);
+                        "%s/%s: decodes to %dx%d pixels, the cache %s says %dx%d", root, p, width,
+                        height, cache_path, (int)t->width[row], (int)t->height[row]);
     return KDC_OK;
 }
 

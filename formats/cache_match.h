@@ -45,8 +45,7 @@ kdc_status cache_match_view(const img_view_params *p, const cache_image_table *t
                             const char *cache_path, kdc_error *err);
 /* Every view of the images of chunk c (image-major, V views each). */
 kdc_status cache_match_chunk_views(const cache_header *h, const cache_image_table *t,
-                                   const cache_chunk *c, const char *cache_path,
-                                   kdc_error *err);
+                                   const cache_chunk *c, const char *cache_path, kdc_error *err);
 
 /* A file as read (size, zlib CRC-32, decoded width and height; 0 x 0 when it
  * could not be decoded) against row `row`. root/path name it in messages. */

@@ -26,11 +26,11 @@ enum { NCLS = 2, PER = 4, N = NCLS * PER, V = 2, C = 3, S = 32 };
 
 typedef enum {
     T_NONE,
-    T_DUP_ROW,    /* row 5 names row 4's image */
-    T_LABEL,      /* row 2's label + 1 */
-    T_BOX_RIGHT,  /* row 3's views reach one pixel past the right edge */
-    T_BOX_ABOVE,  /* row 6's views start above the image */
-    T_DIMS,       /* row 1's stored width is the file's + 9 (its boxes still fit) */
+    T_DUP_ROW,   /* row 5 names row 4's image */
+    T_LABEL,     /* row 2's label + 1 */
+    T_BOX_RIGHT, /* row 3's views reach one pixel past the right edge */
+    T_BOX_ABOVE, /* row 6's views start above the image */
+    T_DIMS,      /* row 1's stored width is the file's + 9 (its boxes still fit) */
 } tamper;
 
 static char *g_tmp;
@@ -121,8 +121,13 @@ static void write_cache(const char *path, const char *data_dir, tamper what)
     }
     cache_writer *w;
     ck_assert_msg(cache_writer_create(path, &h, &t, NULL, &w, &err) == KDC_OK, "%s", err.msg);
-    cache_chunk_input in = {.first_image = 0, .count = N, .height = hh, .width = ww,
-                            .box = box, .flip = flip, .logits = logits};
+    cache_chunk_input in = {.first_image = 0,
+                            .count = N,
+                            .height = hh,
+                            .width = ww,
+                            .box = box,
+                            .flip = flip,
+                            .logits = logits};
     ck_assert_msg(cache_writer_append(w, &in, &err) == KDC_OK, "%s", err.msg);
     ck_assert_msg(cache_writer_finish(w, &err) == KDC_OK, "%s", err.msg);
     cache_image_table_free(&t);
@@ -161,8 +166,8 @@ static void expect(const char *cache, const char *data, const char *needle, cons
     kdc_status st = cache_verify(cache, data, &rep, &e);
     char err[4096], run[4096];
     snprintf(err, sizeof err, "%s/err", g_tmp);
-    int vrc = kdc_test_system("%s/kd-cache verify %s --data %s >/dev/null 2>%s",
-                              kdc_test_bin_dir(), cache, data, err);
+    int vrc = kdc_test_system("%s/kd-cache verify %s --data %s >/dev/null 2>%s", kdc_test_bin_dir(),
+                              cache, data, err);
     char vmsg[8192];
     snprintf(vmsg, sizeof vmsg, "%s", slurp(err));
     static int k;
@@ -183,8 +188,7 @@ static void expect(const char *cache, const char *data, const char *needle, cons
     ck_assert_msg(st != KDC_OK, "%s: verify passed a cache kd-train refuses (%s)", what, tmsg);
     ck_assert_msg(strstr(e.msg, needle), "%s: verify's message lacks '%s': %s", what, needle,
                   e.msg);
-    ck_assert_msg(vrc != 0 && strstr(vmsg, needle), "%s: kd-cache verify: %d %s", what, vrc,
-                  vmsg);
+    ck_assert_msg(vrc != 0 && strstr(vmsg, needle), "%s: kd-cache verify: %d %s", what, vrc, vmsg);
     ck_assert_msg(trc != 0, "%s: kd-train accepted it", what);
     ck_assert_msg(strstr(tmsg, needle), "%s: kd-train's message lacks '%s': %s", what, needle,
                   tmsg);
@@ -219,8 +223,7 @@ START_TEST(verify_refuses_what_kd_train_refuses)
     /* the folder changes under a good cache: an extra image, then a file
      * changed in place (same size) */
     snprintf(cache, sizeof cache, "%s/ok.h5", g_tmp);
-    ck_assert_int_eq(kdc_test_system("cp %s/class1/img00.jpg %s/class1/img99.jpg", data, data),
-                     0);
+    ck_assert_int_eq(kdc_test_system("cp %s/class1/img00.jpg %s/class1/img99.jpg", data, data), 0);
     expect(cache, data, "class1/img99.jpg", "extra image in DIR");
     ck_assert_int_eq(kdc_test_system("rm %s/class1/img99.jpg && printf 'Q' | dd "
                                      "of=%s/class0/img02.jpg bs=1 seek=200 conv=notrunc "
@@ -250,14 +253,14 @@ START_TEST(match_dataset_names_what_differs)
     }
     int64_t map[N];
     ck_assert_int_eq(cache_match_dataset(ds, &t, "c.h5", map, &e), KDC_EMISMATCH);
-    ck_assert_msg(strstr(e.msg, ds->items[N - 1].path) && strstr(e.msg, "not in the cache"),
-                  "%s", e.msg);
+    ck_assert_msg(strstr(e.msg, ds->items[N - 1].path) && strstr(e.msg, "not in the cache"), "%s",
+                  e.msg);
     /* a cache row the folder lacks */
     t.count = N - 1;
     ds->count = N - 2;
     ck_assert_int_eq(cache_match_dataset(ds, &t, "c.h5", map, &e), KDC_EMISMATCH);
-    ck_assert_msg(strstr(e.msg, ds->items[N - 2].path) && strstr(e.msg, "not in the dataset"),
-                  "%s", e.msg);
+    ck_assert_msg(strstr(e.msg, ds->items[N - 2].path) && strstr(e.msg, "not in the dataset"), "%s",
+                  e.msg);
     ds->count = N;
     cache_image_table_free(&t);
     img_dataset_free(ds);

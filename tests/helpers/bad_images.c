@@ -10,8 +10,8 @@
 
 #include "tests/helpers/testutil.h"
 
-static const char *NAMES[KDC_BAD_KINDS] = {"marker", "zero_dims", "huge_dims",
-                                           "truncated", "png", "empty"};
+static const char *NAMES[KDC_BAD_KINDS] = {"marker",    "zero_dims", "huge_dims",
+                                           "truncated", "png",       "empty"};
 
 const char *kdc_test_bad_name(kdc_test_bad_kind k)
 {
@@ -148,8 +148,8 @@ void kdc_test_write_cmyk_jpeg(const char *path, int w, int h, uint64_t seed)
     ck_assert(px && u);
     kdc_test_fill_uniform(u, n, seed, 0.0f, 1.0f);
     for (size_t i = 0; i < n; i++) /* smooth ink with a little noise */
-        px[i] = (unsigned char)(40.0f * u[i] + 60.0f + 50.0f * (float)((i / 4) % (size_t)w) /
-                                                           (float)w * (float)(i % 4));
+        px[i] = (unsigned char)(40.0f * u[i] + 60.0f +
+                                50.0f * (float)((i / 4) % (size_t)w) / (float)w * (float)(i % 4));
     tjhandle tj = tjInitCompress();
     ck_assert_ptr_nonnull(tj);
     unsigned char *jpg = NULL;

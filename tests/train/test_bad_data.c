@@ -179,8 +179,8 @@ static void parse_eval(const char *line, long long *images, double *top1, double
                        long long *skipped)
 {
     double top5;
-    ck_assert_msg(sscanf(line, "images %lld top1 %lf top5 %lf loss %lf skipped %lld", images,
-                         top1, &top5, loss, skipped) == 5,
+    ck_assert_msg(sscanf(line, "images %lld top1 %lf top5 %lf loss %lf skipped %lld", images, top1,
+                         &top5, loss, skipped) == 5,
                   "not an eval line: %s", line);
 }
 
@@ -309,8 +309,8 @@ START_TEST(test_nan_student_fails_evaluation)
     snprintf(w, sizeof w, "%s/nan_student.safetensors", g_tmp);
     snprintf(out, sizeof out, "%s/eval.txt", g_tmp);
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        kdc_test_edit_weights(student_weights(), w, "resnet8x4", 2, cases[i].tensor,
-                              cases[i].first, cases[i].count, cases[i].value);
+        kdc_test_edit_weights(student_weights(), w, "resnet8x4", 2, cases[i].tensor, cases[i].first,
+                              cases[i].count, cases[i].value);
         int rc = eval_only(w, clean_folder(), 2, "", out);
         char *msg = strdup(slurp(err_path()));
         printf("%s = %g: exit %d: %s", cases[i].tensor, (double)cases[i].value, rc, msg);
@@ -343,15 +343,15 @@ START_TEST(test_nan_weights_refused)
     snprintf(w, sizeof w, "%s/bad_w.safetensors", g_tmp);
     snprintf(out, sizeof out, "%s/eval.txt", g_tmp);
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        kdc_test_edit_weights(student_weights(), w, "resnet8x4", 2, cases[i].tensor,
-                              cases[i].first, 1, cases[i].value);
+        kdc_test_edit_weights(student_weights(), w, "resnet8x4", 2, cases[i].tensor, cases[i].first,
+                              1, cases[i].value);
         int rc;
         if (cases[i].init)
-            rc = kdc_test_system("%s/kd-train --data %s --student resnet8x4 --out %s "
-                                 "--epochs 1 --batch 5 --view-policy pad-crop --image-size 32 "
-                                 "--init %s --quiet 2>%s",
-                                 kdc_test_bin_dir(), clean_folder(), new_dir("init"), w,
-                                 err_path());
+            rc =
+                kdc_test_system("%s/kd-train --data %s --student resnet8x4 --out %s "
+                                "--epochs 1 --batch 5 --view-policy pad-crop --image-size 32 "
+                                "--init %s --quiet 2>%s",
+                                kdc_test_bin_dir(), clean_folder(), new_dir("init"), w, err_path());
         else
             rc = eval_only(w, clean_folder(), 2, "", out);
         const char *msg = slurp(err_path());
@@ -372,25 +372,25 @@ START_TEST(test_batch_of_one)
     char data[1100], cache[1100];
     snprintf(data, sizeof data, "%s/train/data", kdc_test_fixture_root());
     snprintf(cache, sizeof cache, "%s/c20.h5", g_tmp);
-    kdc_test_cache_spec spec = {.mode = "float32", .num_classes = 4, .feature_dim = 0,
-                                .image_size = 32, .chunk_images = 8};
+    kdc_test_cache_spec spec = {
+        .mode = "float32", .num_classes = 4, .feature_dim = 0, .image_size = 32, .chunk_images = 8};
     kdc_test_make_cache(cache, data, &spec);
     const char *variants[] = {"--view-policy pad-crop --image-size 32", "--kd-weight 1 --cache"};
     for (int v = 0; v < 2; v++) {
         const char *run = new_dir("b1");
-        int rc = kdc_test_system("%s/kd-train --data %s --student resnet8x4 --out %s --epochs 1 "
-                                 "--batch 1 --quiet %s %s 2>%s",
-                                 kdc_test_bin_dir(), data, run, variants[v], v ? cache : "",
-                                 err_path());
+        int rc =
+            kdc_test_system("%s/kd-train --data %s --student resnet8x4 --out %s --epochs 1 "
+                            "--batch 1 --quiet %s %s 2>%s",
+                            kdc_test_bin_dir(), data, run, variants[v], v ? cache : "", err_path());
         const char *msg = slurp(err_path());
         ck_assert_msg(rc != 0 && lines(msg) == 1 && strstr(msg, "more than one value per channel"),
                       "%s: exit %d: %s", variants[v], rc, msg);
         ck_assert_msg(access(run, F_OK) != 0, "%s: made a run folder", variants[v]);
         run = new_dir("b19");
-        rc = kdc_test_system("%s/kd-train --data %s --student resnet8x4 --out %s --epochs 2 "
-                             "--batch 19 --threads 2 --quiet %s %s 2>%s",
-                             kdc_test_bin_dir(), data, run, variants[v], v ? cache : "",
-                             err_path());
+        rc =
+            kdc_test_system("%s/kd-train --data %s --student resnet8x4 --out %s --epochs 2 "
+                            "--batch 19 --threads 2 --quiet %s %s 2>%s",
+                            kdc_test_bin_dir(), data, run, variants[v], v ? cache : "", err_path());
         msg = slurp(err_path());
         ck_assert_msg(rc == 0, "%s: %s", variants[v], msg);
         ck_assert_msg(strstr(msg, "last batch of each epoch holds 1 of 20 images; it is left out"),
