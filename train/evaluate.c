@@ -157,6 +157,11 @@ kdc_status kd_evaluate(kd_evaluator *e, kdc_model *m, kd_eval_result *res, kdc_e
         nonfinite += (int64_t)kd_count_nonfinite_rows(e->logits, (size_t)n, C);
         res->images += n;
     }
+    if (res->images == 0 && res->skipped > 0) {
+        st = kdc_fail(err, KDC_EIMAGE, "none of the %lld validation images could be read: %s",
+                      (long long)res->skipped, e->skipped.msg[0]);
+        goto out;
+    }
     if (res->images > 0 && !isfinite(loss_sum)) {
         st = kdc_fail(err, KDC_EINVAL,
                       "validation loss is %g: %lld of %lld images have a non-finite logit "

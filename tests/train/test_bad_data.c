@@ -238,6 +238,20 @@ START_TEST(test_eval_only_unreadable_images)
         snprintf(want, sizeof want, "skipped %d of %d validation images", NBAD, NALL);
         ck_assert_msg(strstr(msg, want) && strstr(msg, "bad_empty.JPEG"), "%s", msg);
     }
+    /* nothing readable at all: an error, not "images 0 top1 0" */
+    char only[1100], good[1100];
+    snprintf(only, sizeof only, "%s/only_bad", g_tmp);
+    snprintf(good, sizeof good, "%s/class0/img00.jpg", clean_folder());
+    for (int c = 0; c < 2; c++) { /* two classes, as the student has */
+        char cls[1200];
+        snprintf(cls, sizeof cls, "%s/c%d", only, c);
+        ck_assert_int_eq(kdc_test_system("mkdir -p %s", cls), 0);
+        kdc_test_add_bad_images(cls, good, 0);
+    }
+    rc = eval_only(student_weights(), only, 2, "--skip-bad-images", out);
+    msg = slurp(err_path());
+    ck_assert_msg(rc == 1 && lines(msg) == 1 && strstr(msg, "none of the 12 validation images"),
+                  "exit %d: %s", rc, msg);
 }
 END_TEST
 
