@@ -171,6 +171,34 @@ START_TEST(test_online_skips_exactly_the_bad_files)
         ck_assert(strstr(msg, "bad_marker.JPEG: bad JPEG header"));
         ck_assert(strstr(msg, "(and 3 more)"));
     }
+    /* shuffled (the default): the same skipped count; a batch that the bad
+     * files leave with one good image is left out, and the epoch line says so */
+    const char *run = new_dir("shuffled");
+    int rc = kdc_test_system("%s/kd-train --data %s --student resnet8x4 --out %s --epochs 3 "
+                             "--batch 4 --view-policy pad-crop --image-size 32 --threads 2 "
+                             "2>%s",
+                             kdc_test_bin_dir(), bad_folder(), run, err_path());
+    const char *msg = slurp(err_path());
+    ck_assert_msg(rc == 0, "%s", msg);
+    for (int e = 1; e <= 3; e++) {
+        char line[64];
+        snprintf(line, sizeof line, "\nepoch %d/3: loss", e);
+        const char *l = strstr(msg, line);
+        ck_assert_msg(l, "no epoch %d line in %s", e, msg);
+        const char *end = strchr(l + 1, '\n'), *left = strstr(l, " left out in a batch of one");
+        int dropped = 0;
+        if (left && (!end || left < end)) {
+            const char *p = left;
+            while (p > l && p[-1] >= '0' && p[-1] <= '9')
+                p--;
+            dropped = atoi(p);
+        }
+        printf("shuffled, epoch %d: %g trained, %d left out in a batch of one, %g skipped\n", e,
+               metric(run, e, "images"), dropped, metric(run, e, "skipped"));
+        ck_assert(metric(run, e, "skipped") == NBAD);
+        ck_assert_msg(metric(run, e, "images") + dropped == NGOOD, "epoch %d: %g + %d", e,
+                      metric(run, e, "images"), dropped);
+    }
 }
 END_TEST
 
