@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "formats/cache_match.h"
 #include "formats/cache_reader.h"
 #include "common/image/dataset.h"
 
@@ -36,6 +37,8 @@ kdc_status cache_verify(const char *path, const char *data_dir, cache_verify_rep
         if (!cache_reader_chunk_done(r, k))
             continue;
         st = cache_reader_read_chunk(r, k, &c, err);
+        if (st == KDC_OK && data_dir)
+            st = cache_match_chunk_views(h, cache_reader_images(r), &c, path, err);
         rep->chunks_checked++;
     }
     int64_t first, end;
@@ -47,32 +50,9 @@ kdc_status cache_verify(const char *path, const char *data_dir, cache_verify_rep
         st = kdc_fail(err, KDC_EFORMAT, "%s: incomplete: %lld of %lld chunks written", path,
                       (long long)n, (long long)(end - first));
     }
-    if (st == KDC_OK && data_dir) {
-        const cache_image_table *t = cache_reader_images(r);
-        for (int64_t i = 0; i < t->count && st == KDC_OK; i++) {
-            char fp[8192];
-            if ((size_t)snprintf(fp, sizeof fp, "%s/%s", data_dir, t->path[i]) >= sizeof fp) {
-                st = kdc_fail(err, KDC_EINVAL, "image %lld: path too long", (long long)i);
-                break;
-            }
-            uint64_t sz;
-            uint32_t crc;
-            st = cache_file_crc32(fp, &sz, &crc, err);
-            if (st != KDC_OK) {
-                kdc_error_prefix(err, "image %lld: ", (long long)i);
-                break;
-            }
-            if (sz != t->size[i])
-                st = kdc_fail(err, KDC_EMISMATCH, "image %lld: %s has %llu bytes, cache says %llu",
-                              (long long)i, fp, (unsigned long long)sz,
-                              (unsigned long long)t->size[i]);
-            else if (crc != t->crc32[i])
-                st = kdc_fail(err, KDC_EMISMATCH,
-                              "image %lld: %s has crc32 %08x, cache says %08x", (long long)i, fp,
-                              crc, t->crc32[i]);
-            rep->images_checked++;
-        }
-    }
+    if (st == KDC_OK && data_dir)
+        st = cache_match_data_dir(cache_reader_images(r), data_dir, path, &rep->images_checked,
+                                  err);
     cache_chunk_free(&c);
     cache_reader_close(r);
     return st;

@@ -1,6 +1,7 @@
 /* cache_verify.h - full check of a cache file: every written chunk read back
- * (fletcher32 and LZ4 integrity, contents in range), completeness, and
- * optionally the dataset's files against /images/size and /images/crc32.
+ * (fletcher32 and LZ4 integrity, contents in range, views that fit their
+ * images), completeness, and optionally the dataset: cache_match.h, the same
+ * check kd-train runs (the image set, labels, sizes, CRC-32s, image sizes).
  * Used by `kd-cache verify`; not a repair tool. */
 #ifndef KDC_CACHE_VERIFY_H
 #define KDC_CACHE_VERIFY_H

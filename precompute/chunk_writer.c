@@ -1,10 +1,13 @@
 /* chunk_writer.c - the writer thread and its ring of chunk buffers. */
 #include "precompute/chunk_writer.h"
 
+#include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/base/half.h"
 #include "common/base/progress.h"
 
 /* BUF_DROPPED: handed out but abandoned; the thread frees it in ring order. */
@@ -71,6 +74,71 @@ static void zero_skipped(const cache_header *h, cache_chunk *c)
         if (D)
             memset(c->features + d * V * D, 0, V * D * 2);
     }
+}
+
+static int f16_bits_finite(uint16_t v)
+{
+    return (v & 0x7c00u) != 0x7c00u;
+}
+
+/* A float32 value the file can keep (to_f16: it is stored as float16). Under
+ * round-to-nearest-even, |v| < 65520 (the midpoint between float16's largest
+ * value, 65504, and 65536) rounds to a finite half, anything larger to
+ * infinity: kdc_f32_to_f16's rule, without converting every value. */
+static int f32_storable(float v, int to_f16)
+{
+    return isfinite(v) && (!to_f16 || fabsf(v) < 65520.0f);
+}
+
+static int bad_f32(const float *x, size_t n, int to_f16, const char *what, char *why,
+                   size_t len)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!f32_storable(x[i], to_f16)) {
+            snprintf(why, len, "%s %zu is %g%s", what, i, (double)x[i],
+                     isfinite(x[i]) ? ", beyond float16's range" : "");
+            return 1;
+        }
+    return 0;
+}
+
+static int bad_f16(const uint16_t *x, size_t n, const char *what, char *why, size_t len)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!f16_bits_finite(x[i])) {
+            snprintf(why, len, "%s %zu is %g", what, i, (double)kdc_f16_to_f32(x[i]));
+            return 1;
+        }
+    return 0;
+}
+
+int kd_chunk_rows_finite(const kd_chunk_buf *b, kd_chunk_form form, const cache_header *h,
+                         int64_t row, int64_t n, int64_t *bad_row, char *why, size_t why_len)
+{
+    const size_t C = (size_t)h->num_classes, D = (size_t)h->feature_dim, K = (size_t)h->topk;
+    const int f16_logits = h->logit_storage != CACHE_LOGITS_F32;
+    for (int64_t r = row; r < row + n; r++) {
+        size_t i = (size_t)r;
+        int bad;
+        if (form == KD_CHUNK_F32) {
+            bad = bad_f32(b->logits + i * C, C, f16_logits, "logit", why, why_len) ||
+                  (D && bad_f32(b->features + i * D, D, 1, "feature", why, why_len));
+        } else {
+            const cache_chunk *c = &b->stored;
+            if (h->logit_storage == CACHE_LOGITS_F32)
+                bad = bad_f32((const float *)c->logits + i * C, C, 0, "logit", why, why_len);
+            else if (h->logit_storage == CACHE_LOGITS_F16)
+                bad = bad_f16((const uint16_t *)c->logits + i * C, C, "logit", why, why_len);
+            else
+                bad = bad_f16(c->topk_value + i * K, K, "top-k value", why, why_len);
+            bad = bad || (D && bad_f16(c->features + i * D, D, "feature", why, why_len));
+        }
+        if (bad) {
+            *bad_row = r;
+            return 0;
+        }
+    }
+    return 1;
 }
 
 static kdc_status write_buf(kd_chunk_writer *cw, kd_chunk_buf *b, kdc_error *err)

@@ -40,6 +40,15 @@ typedef enum { KD_CHUNK_F32 = 0, KD_CHUNK_STORED = 1 } kd_chunk_form;
 
 typedef struct kd_chunk_writer kd_chunk_writer;
 
+/* Whether rows [row, row + n) of b (image-major, views minor) hold only
+ * values the cache can keep: finite, and inside float16's range where the
+ * file stores float16 (logits in float16 and top-k modes, features always; a
+ * larger value would be stored as infinity). A NaN teacher must not make a
+ * cache that looks complete. On the first bad value: *bad_row and why
+ * ("logit 3 is nan") are set and 0 is returned. */
+int kd_chunk_rows_finite(const kd_chunk_buf *b, kd_chunk_form form, const cache_header *h,
+                         int64_t row, int64_t n, int64_t *bad_row, char *why, size_t why_len);
+
 /* nbufs >= 2 buffers of `form` sized from w's header. */
 kdc_status kd_chunk_writer_start(cache_writer *w, int nbufs, kd_chunk_form form,
                                  kd_chunk_writer **out, kdc_error *err);

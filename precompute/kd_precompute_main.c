@@ -8,16 +8,24 @@
 #include "precompute/precompute_options.h"
 #include "precompute/precompute_run.h"
 
+/* Skipped images named one per line; past this many they are only counted
+ * (a bad disk must not flood the log). */
+#define SKIP_LINES 10
+
 typedef struct ui {
     int quiet;
     kdc_progress *progress;
+    long long skipped;
 } ui;
 
 static void on_skip(void *ctx, const char *path, const char *reason)
 {
-    (void)ctx;
+    ui *u = ctx;
     /* Always shown (also with --quiet): the cache will lack these images. */
-    fprintf(stderr, "kd-precompute: skipped %s: %s\n", path, reason);
+    if (++u->skipped <= SKIP_LINES)
+        fprintf(stderr, "kd-precompute: skipped %s: %s\n", path, reason);
+    if (u->skipped == SKIP_LINES + 1)
+        fprintf(stderr, "kd-precompute: more images skipped; they are counted, not named\n");
 }
 
 static void on_note(void *ctx, const char *msg)
@@ -84,6 +92,12 @@ int main(int argc, char **argv)
     }
     if (!stats.already_complete)
         kdc_progress_finish(&progress);
+    if (stats.images_skipped > 0)
+        fprintf(stderr,
+                "kd-precompute: skipped %lld of %lld images (unreadable, or the teacher's "
+                "output not finite): the cache marks them skipped and kd-train leaves them "
+                "out\n",
+                (long long)stats.images_skipped, (long long)stats.images_run);
     if (!o.quiet)
         report(&o, &stats);
     return 0;

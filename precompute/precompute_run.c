@@ -16,6 +16,7 @@
 #include "common/cuda/cuda_backend.h"
 #include "common/image/dataset.h"
 #include "common/base/fileutil.h"
+#include "common/base/path_check.h"
 #include "common/image/loader.h"
 #include "common/base/threadpool.h"
 #include "formats/cache_reader.h"
@@ -38,6 +39,7 @@ typedef enum { OUT_CREATE, OUT_RESUME, OUT_CHECK_COMPLETE } out_mode;
 typedef struct device_batch {
     kd_chunk_buf *buf;
     int64_t row;   /* first (image, view) row in buf */
+    int n;         /* rows */
     int completes; /* the chunk's last batch: buf goes to the writer after it */
 } device_batch;
 
@@ -91,6 +93,14 @@ static kdc_status check_outputs(run *r, out_mode *mode, kdc_error *err)
         return kdc_fail(err, KDC_EIO, "--out %s: folder %s does not exist", o->out, d);
     if (kdc_is_dir(o->out))
         return kdc_fail(err, KDC_EINVAL, "--out %s is a folder, not a file name", o->out);
+    /* A cache inside its ImageFolder would be listed with it (as an image if
+     * named .jpg, or by the next tool that walks the tree) and break the
+     * dataset match. Real paths: a relative --out or a linked folder counts. */
+    if (o->data && kdc_is_dir(o->data) && kdc_path_is_inside(o->out, o->data) == 1)
+        return kdc_fail(err, KDC_EINVAL,
+                        "--out %s is inside --data %s: the cache would become part of the "
+                        "dataset it describes; write it outside that folder",
+                        o->out, o->data);
     int have_out = kdc_path_exists(o->out), have_partial = kdc_path_exists(r->partial);
     if (have_out && !o->resume)
         return kdc_fail(err, KDC_EINVAL,
@@ -101,6 +111,9 @@ static kdc_status check_outputs(run *r, out_mode *mode, kdc_error *err)
                         "%s exists (an interrupted run): add --resume to complete it, or remove it",
                         r->partial);
     *mode = have_out ? OUT_CHECK_COMPLETE : have_partial ? OUT_RESUME : OUT_CREATE;
+    /* Now, not after the checksum pass and the teacher load. */
+    if (*mode != OUT_CHECK_COMPLETE && (st = kdc_check_dir_writable(d, err)))
+        return kdc_error_prefix(err, "--out %s: ", o->out);
     return KDC_OK;
 }
 
@@ -240,6 +253,34 @@ static kdc_status record_samples(run *r, fill_state *f, const img_batch *b, int 
     return KDC_OK;
 }
 
+/* Rows [row, row + n) of buf against what the cache can keep
+ * (kd_chunk_rows_finite): an image with a NaN, infinite or float16-overflowing
+ * output is handled like an unreadable one, skipped and reported, or the end
+ * of the run with --strict. */
+static kdc_status check_finite(run *r, kd_chunk_buf *buf, kd_chunk_form form, int64_t row,
+                               int64_t n, kdc_error *err)
+{
+    const int64_t V = r->h.views_per_image;
+    int64_t bad;
+    char why[256], msg[KDC_ERROR_MSG_MAX];
+    while (n > 0 && !kd_chunk_rows_finite(buf, form, &r->h, row, n, &bad, why, sizeof why)) {
+        int64_t img = bad / V, next = (img + 1) * V;
+        if (!buf->skipped[img]) {
+            const img_entry *e = &r->ds->items[r->perm[buf->first_image + img]];
+            snprintf(msg, sizeof msg, "the teacher's output is not finite (view %lld: %s)",
+                     (long long)(bad % V), why);
+            if (r->o->strict)
+                return kdc_fail(err, KDC_EINVAL, "%s: %s (--strict)", e->path, msg);
+            buf->skipped[img] = 1;
+            if (r->hk && r->hk->on_skip)
+                r->hk->on_skip(r->hk->ctx, e->path, msg);
+        }
+        n -= next - row;
+        row = next;
+    }
+    return KDC_OK;
+}
+
 /* Valid samples of b: padding requests (index -1) only ever end a batch. */
 static int valid_samples(const img_batch *b)
 {
@@ -308,7 +349,8 @@ static kdc_status forward_batch(run *r, fill_state *f, img_batch *b, kdc_error *
     if (D && (st = r->be->copy_d2h(r->be, f->buf->features + (size_t)f->rows * D, feats,
                                    (size_t)n * D * sizeof(float), err)))
         return st;
-    if ((st = record_samples(r, f, b, n, err)))
+    if ((st = record_samples(r, f, b, n, err)) ||
+        (st = check_finite(r, f->buf, KD_CHUNK_F32, f->rows, n, err)))
         return st;
     r->s->forward_s += kdc_now_seconds() - t0;
     f->rows += n;
@@ -328,7 +370,7 @@ static kdc_status finish_device_batch(run *r, fill_state *f, kdc_error *err)
         return KDC_OK;
     device_batch *p = &r->in_flight;
     kdc_status st = kd_device_forward_download(r->dev, &p->buf->stored, p->row, err);
-    if (st)
+    if (st || (st = check_finite(r, p->buf, KD_CHUNK_STORED, p->row, p->n, err)))
         return st;
     if (p->completes)
         chunk_filled(r, f, p->buf);
@@ -360,7 +402,7 @@ static kdc_status forward_batch_device(run *r, fill_state *f, img_batch *b, kdc_
         (st = finish_device_batch(r, f, err)) || (st = kd_device_forward_run(r->dev, err)))
         return st;
     r->in_flight = (device_batch){
-        .buf = f->buf, .row = f->rows, .completes = f->rows + n == f->rows_total};
+        .buf = f->buf, .row = f->rows, .n = n, .completes = f->rows + n == f->rows_total};
     f->rows += n;
     if (f->rows == f->rows_total)
         f->buf = NULL; /* handed to the writer by finish_device_batch */

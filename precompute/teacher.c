@@ -9,6 +9,7 @@
 
 #include "formats/checkpoint.h"
 #include "formats/safetensors.h"
+#include "formats/weights_check.h"
 
 kdc_status kd_sha256_file(const char *path, char hex[65], kdc_error *err)
 {
@@ -97,7 +98,8 @@ kdc_status kd_teacher_load(const char *arch, const char *weights, kdc_backend *b
                       "architecture?", weights, Din, arch, t->feature_dim);
         goto out;
     }
-    if ((st = kdc_checkpoint_load(weights, kdc_model_params(t->model), be, err)))
+    if ((st = kdc_checkpoint_load(weights, kdc_model_params(t->model), be, err)) ||
+        (st = kdc_weights_check(kdc_model_params(t->model), be, weights, err)))
         goto out;
     st = kdc_model_refold(t->model, err);
 out:

@@ -1,6 +1,7 @@
 /* evaluate.c - center-view evaluation through the loader. */
 #include "train/evaluate.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,7 +13,8 @@ struct kd_evaluator {
     const img_dataset *ds;
     img_loader *loader;
     img_request *plan;
-    int batch, S;
+    int batch, S, skip_bad;
+    img_skip_log skipped;
     float *pixels; /* compacted batch, host */
     int32_t *labels;
     float *logits; /* host copy */
@@ -33,7 +35,7 @@ void kd_evaluator_free(kd_evaluator *e)
 
 kdc_status kd_evaluator_create(kd_evaluator **out, const img_dataset *ds, int image_size,
                                int resize_size, const img_norm *norm, int batch, int threads,
-                               kdc_error *err)
+                               int skip_bad, kdc_error *err)
 {
     *out = NULL;
     kd_evaluator *e = calloc(1, sizeof *e);
@@ -42,6 +44,7 @@ kdc_status kd_evaluator_create(kd_evaluator **out, const img_dataset *ds, int im
     e->ds = ds;
     e->batch = batch;
     e->S = image_size;
+    e->skip_bad = skip_bad;
     img_loader_config c;
     img_loader_config_default(&c);
     c.threads = threads < 1 ? 1 : threads;
@@ -70,9 +73,15 @@ kdc_status kd_evaluator_create(kd_evaluator **out, const img_dataset *ds, int im
     return KDC_OK;
 }
 
+const img_skip_log *kd_evaluator_skipped(const kd_evaluator *e)
+{
+    return &e->skipped;
+}
+
 kdc_status kd_evaluate(kd_evaluator *e, kdc_model *m, kd_eval_result *res, kdc_error *err)
 {
     memset(res, 0, sizeof *res);
+    img_skip_log_clear(&e->skipped);
     kdc_backend *be = kdc_model_backend(m);
     int on_cpu = be->device.type == KDC_DEVICE_CPU;
     size_t C = (size_t)kdc_model_num_classes(m);
@@ -92,7 +101,7 @@ kdc_status kd_evaluate(kd_evaluator *e, kdc_model *m, kd_eval_result *res, kdc_e
     if ((st = img_loader_start(e->loader, e->plan, e->ds->count, err)))
         goto out;
     double loss_sum = 0;
-    int64_t c1 = 0, c5 = 0;
+    int64_t c1 = 0, c5 = 0, nonfinite = 0;
     for (;;) {
         img_batch *b = NULL;
         if ((st = img_loader_next(e->loader, &b, err)))
@@ -101,8 +110,18 @@ kdc_status kd_evaluate(kd_evaluator *e, kdc_model *m, kd_eval_result *res, kdc_e
             break;
         int n = 0;
         for (int i = 0; i < b->count; i++) {
-            if (b->samples[i].status != KDC_OK) {
-                res->failed++;
+            const img_sample *sm = &b->samples[i];
+            if (sm->status != KDC_OK && !e->skip_bad) {
+                st = kdc_fail(err, sm->status,
+                              "%s (a validation image; --skip-bad-images leaves unreadable "
+                              "images out and counts them)",
+                              sm->msg);
+                img_loader_release(e->loader, b);
+                goto out;
+            }
+            if (sm->status != KDC_OK) {
+                img_skip_log_add(&e->skipped, sm->msg);
+                res->skipped++;
                 continue;
             }
             memcpy(e->pixels + (size_t)n * per, img_batch_sample_pixels(b, i),
@@ -135,7 +154,20 @@ kdc_status kd_evaluate(kd_evaluator *e, kdc_model *m, kd_eval_result *res, kdc_e
             goto out;
         loss_sum += l * n;
         kd_count_correct(e->logits, e->labels, (size_t)n, C, &c1, &c5);
+        nonfinite += (int64_t)kd_count_nonfinite_rows(e->logits, (size_t)n, C);
         res->images += n;
+    }
+    if (res->images == 0 && res->skipped > 0) {
+        st = kdc_fail(err, KDC_EIMAGE, "none of the %lld validation images could be read: %s",
+                      (long long)res->skipped, e->skipped.msg[0]);
+        goto out;
+    }
+    if (res->images > 0 && !isfinite(loss_sum)) {
+        st = kdc_fail(err, KDC_EINVAL,
+                      "validation loss is %g: %lld of %lld images have a non-finite logit "
+                      "(the student's weights or inputs are broken)",
+                      loss_sum, (long long)nonfinite, (long long)res->images);
+        goto out;
     }
     if (res->images > 0) {
         res->loss = loss_sum / (double)res->images;

@@ -19,7 +19,7 @@ int main(int argc, char **argv)
         fputs(kd_train_usage(), stdout);
         return 0;
     }
-    kdc_status st = o.eval_only ? kd_eval_only(&o, stdout, &err) : kd_train_run(&o, stderr, &err);
+    kdc_status st = o.eval_only ? kd_eval_only(&o, stdout, stderr, &err) : kd_train_run(&o, stderr, &err);
     if (st) {
         fprintf(stderr, "kd-train: %s\n", err.msg);
         return 1;

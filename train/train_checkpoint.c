@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "formats/safetensors.h"
+#include "formats/weights_check.h"
 
 #define CKPT_FORMAT "1"
 
@@ -98,6 +99,10 @@ kdc_status kd_init_load(const char *path, kdc_param_table *student, kd_projector
     st = check_no_strays(f, student, has_proj ? "projector." : NULL, err);
     if (!st && used != st_count(f))
         st = kdc_fail(err, KDC_EMISMATCH, "%s: unexpected tensors", path);
+    if (!st)
+        st = kdc_weights_check(student, be, path, err);
+    if (!st && has_proj)
+        st = kdc_weights_check(&proj->table, be, path, err);
 out:
     st_close(f);
     return st;

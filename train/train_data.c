@@ -7,6 +7,7 @@
 #include "common/base/half.h"
 #include "common/image/loader.h"
 #include "common/base/rng.h"
+#include "formats/cache_match.h"
 #include "formats/cache_stream.h"
 
 /* Batches per loader plan. The loader decodes ahead within a plan; a plan
@@ -53,7 +54,7 @@ struct kd_data {
     int32_t *label;
     int64_t *image;
     uint16_t *topk_value;
-    int64_t failed;
+    img_skip_log skipped, cache_skipped;
     int S;
 };
 
@@ -77,9 +78,13 @@ const img_norm *kd_data_norm(const kd_data *d)
 {
     return &d->norm;
 }
-int64_t kd_data_failed_images(const kd_data *d)
+const img_skip_log *kd_data_epoch_skipped(const kd_data *d)
 {
-    return d->failed;
+    return &d->skipped;
+}
+const img_skip_log *kd_data_cache_skipped(const kd_data *d)
+{
+    return &d->cache_skipped;
 }
 
 int64_t kd_data_epoch_samples(const kd_data *d)
@@ -91,117 +96,6 @@ int64_t kd_data_epoch_batches(const kd_data *d)
 {
     int64_t n = kd_data_epoch_samples(d), B = d->cfg.batch_size;
     return (n + B - 1) / B;
-}
-
-/* A dataset image by path, for the sorted index that matches cache rows. */
-typedef struct path_index {
-    const char *path;
-    int64_t index;
-} path_index;
-
-static int by_path(const void *a, const void *b)
-{
-    return strcmp(((const path_index *)a)->path, ((const path_index *)b)->path);
-}
-
-/* Row r against dataset image i: label and size. */
-static kdc_status check_row(const img_dataset *ds, const cache_image_table *t, int64_t r,
-                            size_t i, const char *cache_path, kdc_error *err)
-{
-    const img_entry *e = &ds->items[i];
-    if (e->label != t->label[r])
-        return kdc_fail(err, KDC_EMISMATCH,
-                        "%s does not match %s: '%s' has label %d in the cache, %d on disk",
-                        cache_path, ds->root, e->path, (int)t->label[r], (int)e->label);
-    if (e->size != t->size[r])
-        return kdc_fail(err, KDC_EMISMATCH,
-                        "%s does not match %s: '%s' has %llu bytes, the cache expects %llu",
-                        cache_path, ds->root, e->path, (unsigned long long)e->size,
-                        (unsigned long long)t->size[r]);
-    return KDC_OK;
-}
-
-kdc_status kd_data_check_match(const img_dataset *ds, const cache_image_table *t,
-                               const char *cache_path, int64_t *ds_of_row, kdc_error *err)
-{
-    if ((int64_t)ds->count != t->count)
-        return kdc_fail(err, KDC_EMISMATCH,
-                        "%s was made from %lld images but %s holds %zu: not the same dataset",
-                        cache_path, (long long)t->count, ds->root, ds->count);
-    const size_t n = ds->count;
-    kdc_status st = KDC_OK;
-    /* Fast path: rows in dataset order (--order dataset, older caches). */
-    size_t same = 0;
-    while (same < n && t->path[same] && !strcmp(t->path[same], ds->items[same].path))
-        same++;
-    if (same == n) {
-        for (size_t i = 0; i < n; i++) {
-            if ((st = check_row(ds, t, (int64_t)i, i, cache_path, err)))
-                return st;
-            if (ds_of_row)
-                ds_of_row[i] = (int64_t)i;
-        }
-        return KDC_OK;
-    }
-    path_index *sorted = malloc(n * sizeof *sorted);
-    unsigned char *used = calloc(n, 1);
-    if (!sorted || !used) {
-        free(sorted);
-        free(used);
-        return kdc_fail(err, KDC_ENOMEM, "matching %zu cache rows to %s: out of memory", n,
-                        ds->root);
-    }
-    for (size_t i = 0; i < n; i++)
-        sorted[i] = (path_index){ds->items[i].path, (int64_t)i};
-    qsort(sorted, n, sizeof *sorted, by_path);
-    /* A list file could name an image twice: then "the same image set" is
-     * ambiguous, so refuse it. */
-    for (size_t k = 1; k < n && !st; k++)
-        if (!strcmp(sorted[k].path, sorted[k - 1].path))
-            st = kdc_fail(err, KDC_EMISMATCH, "%s lists '%s' twice", ds->root, sorted[k].path);
-    for (int64_t r = 0; r < t->count && !st; r++) {
-        const char *p = t->path[r] ? t->path[r] : "";
-        path_index key = {p, -1};
-        const path_index *hit = bsearch(&key, sorted, n, sizeof *sorted, by_path);
-        int64_t i = hit ? hit->index : -1;
-        if (i < 0)
-            st = kdc_fail(err, KDC_EMISMATCH,
-                          "%s does not match %s: '%s' (cache row %lld) is not in the dataset",
-                          cache_path, ds->root, p, (long long)r);
-        else if (used[i])
-            st = kdc_fail(err, KDC_EMISMATCH, "%s: '%s' appears twice in the image table",
-                          cache_path, p);
-        else if (!(st = check_row(ds, t, r, (size_t)i, cache_path, err))) {
-            used[i] = 1;
-            if (ds_of_row)
-                ds_of_row[r] = i;
-        }
-    }
-    free(sorted);
-    free(used);
-    return st;
-}
-
-static kdc_status view_params_from_cache(const cache_header *h, img_view_params *p, img_norm *n,
-                                         kdc_error *err)
-{
-    kdc_status st;
-    img_view_params_default(p);
-    if ((st = img_view_policy_parse(h->view_policy, &p->policy, err)))
-        return kdc_error_prefix(err, "cache view_policy: ");
-    p->image_size = (int)h->image_size;
-    p->resize_size = (int)h->resize_size;
-    memcpy(p->scale, h->scale_range, sizeof p->scale);
-    memcpy(p->ratio, h->ratio_range, sizeof p->ratio);
-    p->pad = (int)h->pad;
-    p->seed = h->seed;
-    for (int c = 0; c < 3; c++) {
-        n->mean[c] = (float)h->mean[c];
-        n->std[c] = (float)h->std[c];
-    }
-    if ((st = img_view_params_check(p, err)) || (st = img_norm_check(n, err)))
-        return kdc_error_prefix(err, "cache view attributes: ");
-    return KDC_OK;
 }
 
 void kd_data_close(kd_data *d)
@@ -256,10 +150,13 @@ kdc_status kd_data_open(const kd_data_config *cfg, kd_data **out, kdc_error *err
             st = kdc_fail(err, KDC_ENOMEM, "out of memory");
             goto fail;
         }
-        if ((st = kd_data_check_match(d->ds, d->table, cfg->cache, d->ds_of_row, err)))
+        if ((st = cache_match_dataset(d->ds, d->table, cfg->cache, d->ds_of_row, err)))
             goto fail;
-        if ((st = view_params_from_cache(d->h, &d->view, &d->norm, err)))
+        if ((st = cache_match_view_params(d->h, &d->view, &d->norm, err)))
             goto fail;
+        for (int64_t r = 0; r < d->table->count; r++)
+            if (d->table->skipped[r])
+                img_skip_log_add(&d->cache_skipped, d->table->path[r]);
         if (d->h->num_classes > 1000000) {
             st = kdc_fail(err, KDC_EUNSUPPORTED, "%s: %lld classes", cfg->cache,
                           (long long)d->h->num_classes);
@@ -337,6 +234,10 @@ static kdc_status fill_segment(kd_data *d, int s, kdc_error *err)
             if ((st = cache_stream_next(d->stream, rb, err)))
                 return st;
             n = rb->count;
+            for (int i = 0; i < n; i++)
+                if ((st = cache_match_view(&d->view, d->table, rb->image[i], rb->view[i],
+                                           rb->box + 4 * i, rb->flip[i], d->cfg.cache, err)))
+                    return st;
             for (int i = 0; i < n; i++) {
                 img_request *q = &g->reqs[g->nreqs + (size_t)i];
                 q->index = d->ds_of_row[rb->image[i]]; /* rb->image: cache rows */
@@ -377,6 +278,7 @@ kdc_status kd_data_start_epoch(kd_data *d, int64_t epoch, kdc_error *err)
 {
     kdc_status st;
     d->epoch = epoch;
+    img_skip_log_clear(&d->skipped);
     if (d->stream) {
         if ((st = cache_stream_start_epoch(d->stream, epoch, err)))
             return st;
@@ -435,25 +337,28 @@ kdc_status kd_data_next_into(kd_data *d, kd_batch *out, float *pixels, kdc_error
     for (int i = 0; i < ib->count; i++) {
         const img_sample *s = &ib->samples[i];
         if (d->stream) {
-            /* The file must be the one the teacher saw. */
-            if (s->status != KDC_OK) {
-                st = kdc_fail(err, s->status, "%s (the cache has outputs for it)", s->msg);
+            /* The file must be the one the teacher saw (cache_match.h): its
+             * bytes first, so a changed file is named as changed even when it
+             * no longer decodes. Samples arrive in request order: sample i is
+             * row rb->image[i]. */
+            int64_t row = g->rows[bi].image[i];
+            int read = s->status == KDC_OK || s->status == KDC_EIMAGE;
+            int ok = s->status == KDC_OK;
+            if (read && (st = cache_match_file(d->table, row, d->ds->root, s->file_size,
+                                               s->crc32, ok ? s->width : d->table->width[row],
+                                               ok ? s->height : d->table->height[row],
+                                               d->cfg.cache, err))) {
                 img_loader_release(d->loader, ib);
                 return st;
             }
-            /* Samples arrive in request order: sample i is row rb->image[i]. */
-            int64_t row = g->rows[bi].image[i];
-            if (s->crc32 != d->table->crc32[row] || s->file_size != d->table->size[row]) {
-                st = kdc_fail(err, KDC_EMISMATCH,
-                              "%s/%s: contents differ from the file the cache %s was made from "
-                              "(crc32 %08x, expected %08x)",
-                              d->ds->root, d->ds->items[s->index].path, d->cfg.cache,
-                              (unsigned)s->crc32, (unsigned)d->table->crc32[row]);
+            if (!ok) {
+                st = kdc_fail(err, s->status == KDC_EIMAGE ? KDC_EMISMATCH : s->status,
+                              "%s (the cache %s has outputs for it)", s->msg, d->cfg.cache);
                 img_loader_release(d->loader, ib);
                 return st;
             }
         } else if (s->status != KDC_OK) {
-            d->failed++;
+            img_skip_log_add(&d->skipped, s->msg);
             continue; /* online: drop the unreadable image */
         }
         memcpy(pixels + (size_t)n * per, img_batch_sample_pixels(ib, i), per * sizeof(float));

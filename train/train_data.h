@@ -9,14 +9,15 @@
  * every cached view once; images the cache marks skipped never appear. The
  * images are decoded from the dataset folder and the stored view (box + flip)
  * is replayed, so the student sees the pixels the teacher saw. The dataset
- * must be the one the cache was made from: paths, labels and sizes are
- * compared at open (by path: cache rows may be in any order), and every
- * decoded file's CRC-32 against the cache's.
+ * must be the one the cache was made from: formats/cache_match.h, the check
+ * `kd-cache verify --data` runs too (the image set, labels and sizes at open;
+ * each batch's stored views against their images; each decoded file's size,
+ * CRC-32 and pixel size against its row).
  *
  * Without a cache, every image once per epoch in a shuffled order (a
  * permutation drawn from (seed, epoch)), view number `epoch` drawn online by
  * the policy (rrc, pad-crop or center). Unreadable images are dropped from
- * their batch and counted.
+ * their batch, counted and named (kd_data_epoch_skipped).
  *
  * --no-shuffle: consecutive batches in dataset order (cache mode: the
  * cache's row order).
@@ -38,6 +39,7 @@
 #include "common/image/dataset.h"
 #include "common/base/error.h"
 #include "common/image/image_batch.h"
+#include "common/image/skip_log.h"
 #include "common/image/views.h"
 #include "formats/cache_schema.h"
 
@@ -82,8 +84,13 @@ const img_norm *kd_data_norm(const kd_data *d);
 /* Samples and batches of every epoch. */
 int64_t kd_data_epoch_samples(const kd_data *d);
 int64_t kd_data_epoch_batches(const kd_data *d);
-/* Images dropped since open because they could not be decoded (online mode). */
-int64_t kd_data_failed_images(const kd_data *d);
+/* Images of the current epoch dropped because they could not be decoded
+ * (online mode; with a cache an unreadable image is an error), with the first
+ * few named. Cleared by kd_data_start_epoch. */
+const img_skip_log *kd_data_epoch_skipped(const kd_data *d);
+/* Images the cache marks skipped (kd-precompute could not use them): they are
+ * never served. Count 0 without a cache. */
+const img_skip_log *kd_data_cache_skipped(const kd_data *d);
 
 kdc_status kd_data_start_epoch(kd_data *d, int64_t epoch, kdc_error *err);
 /* The next batch of the epoch; b->count == 0 after the last one. */
@@ -93,15 +100,5 @@ kdc_status kd_data_next(kd_data *d, kd_batch *b, kdc_error *err);
  * straight into it) instead of the kd_data's own buffer; b->pixels points
  * there. The end of the epoch leaves b->pixels NULL, as kd_data_next. */
 kdc_status kd_data_next_into(kd_data *d, kd_batch *b, float *pixels, kdc_error *err);
-
-/* Checks that cache image table t describes dataset ds as a set: the same
- * count, every row's path in the dataset exactly once, with the same label
- * and file size. Rows are matched by path, not position, because
- * kd-precompute writes them in a shuffled order by default (--order). On
- * success, ds_of_row[r] (t->count entries, caller's memory; NULL: not wanted)
- * is the dataset index of row r's image. The error names the first image
- * that differs. O(N log N). */
-kdc_status kd_data_check_match(const img_dataset *ds, const cache_image_table *t,
-                               const char *cache_path, int64_t *ds_of_row, kdc_error *err);
 
 #endif

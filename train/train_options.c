@@ -22,6 +22,8 @@ static const char USAGE[] =
     "  --val DIR             evaluate on this ImageFolder (center view) after every epoch\n"
     "  --init FILE           start from these weights (projector.weight/bias too, if present)\n"
     "  --eval-only --weights FILE   only evaluate saved student weights on --val\n"
+    "  --skip-bad-images     --eval-only: leave unreadable images out (counted, named)\n"
+    "                        instead of failing, as a torchvision ImageFolder would\n"
     "optimisation:\n"
     "  --epochs E (10)  --batch B (64)  --lr LR (0.05)  --wd WD (5e-4)\n"
     "  --schedule cosine|step|constant (cosine)  --warmup-epochs W (0)\n"
@@ -49,7 +51,7 @@ enum {
     O_WARMUP, O_LR_STEPS, O_LR_GAMMA, O_OPTIMIZER, O_MOMENTUM, O_DOT_DELTA, O_CE_W, O_KD_W,
     O_TEMP, O_PROJ_W, O_PROJ_ALPHA, O_DEVICE, O_INIT, O_NO_SHUFFLE, O_THREADS, O_RESUME, O_SEED,
     O_QUIET, O_EVAL_ONLY, O_WEIGHTS, O_VIEW_POLICY, O_SCALE, O_RATIO, O_PAD, O_IMAGE_SIZE,
-    O_RESIZE_SIZE, O_MEAN, O_STD, O_PROJ_TASK, O_HELP
+    O_RESIZE_SIZE, O_MEAN, O_STD, O_PROJ_TASK, O_HELP, O_SKIP_BAD
 };
 
 static const struct option LONGOPTS[] = {
@@ -93,6 +95,7 @@ static const struct option LONGOPTS[] = {
     {"mean", required_argument, 0, O_MEAN},
     {"std", required_argument, 0, O_STD},
     {"help", no_argument, 0, O_HELP},
+    {"skip-bad-images", no_argument, 0, O_SKIP_BAD},
     {0, 0, 0, 0},
 };
 
@@ -251,6 +254,7 @@ kdc_status kd_train_parse_options(int argc, char **argv, kd_train_options *o, in
         case O_RESUME: o->resume = 1; break;
         case O_QUIET: o->quiet = 1; break;
         case O_EVAL_ONLY: o->eval_only = 1; break;
+        case O_SKIP_BAD: o->skip_bad_images = 1; break;
         case O_PROJ_TASK: o->proj_on_task_side = 1; break;
         case O_HELP: *help = 1; return KDC_OK;
         case '?':
@@ -273,6 +277,13 @@ kdc_status kd_train_parse_options(int argc, char **argv, kd_train_options *o, in
     }
     if (!o->data)
         return kdc_fail(err, KDC_EINVAL, "--data DIR is required (see --help)");
+    /* PyTorch: "Expected more than 1 value per channel when training". A
+     * batch of one would train nothing and still exit 0. */
+    if (o->batch < 2)
+        return kdc_fail(err, KDC_EINVAL,
+                        "--batch %d: BatchNorm training needs more than one value per channel "
+                        "(PyTorch refuses it too); use --batch 2 or more",
+                        o->batch);
     if (!o->student)
         return kdc_fail(err, KDC_EINVAL, "--student ARCH is required (see --help)");
     if (!o->out)

@@ -25,6 +25,7 @@ typedef struct kd_train_options {
     kd_optimizer_kind optimizer;
     double ce_weight, kd_weight, temperature, proj_weight, proj_alpha;
     int no_shuffle, resume, quiet, eval_only;
+    int skip_bad_images; /* --eval-only: leave unreadable images out (else an error) */
     /* Online views (no cache): the same view flags as kd-precompute. */
     const char *view_policy;
     double scale[2], ratio[2];

@@ -16,11 +16,13 @@
 #include "common/device/device.h"
 #include "common/nn/backend.h"
 #include "common/base/fileutil.h"
+#include "common/base/path_check.h"
 #include "common/base/half.h"
 #include "common/models/model.h"
 #include "common/base/progress.h"
 #include "train/evaluate.h"
 #include "formats/checkpoint.h"
+#include "formats/weights_check.h"
 #include "train/losses.h"
 #include "train/metrics.h"
 #include "train/optim.h"
@@ -237,6 +239,32 @@ static void make_signature(trainer *t)
              t->h ? t->h->dataset_fingerprint : "online");
 }
 
+/* Start-up notes on images that will not train (shown with --quiet too: a
+ * run that loses images must say so): those the cache marks skipped, and a
+ * last batch of one image, which is left out as drop_last would (BatchNorm
+ * training needs more than one value per channel). */
+static void note_left_out(const trainer *t, const img_dataset *ds)
+{
+    if (!t->log)
+        return;
+    const img_skip_log *cs = kd_data_cache_skipped(t->data);
+    int64_t n = kd_data_epoch_samples(t->data);
+    if (cs->count > 0) {
+        char names[2048];
+        img_skip_log_names(cs, names, sizeof names);
+        fprintf(t->log,
+                "kd-train: %s marks %lld of %zu images skipped (kd-precompute could not use "
+                "them), so each epoch trains on %lld: %s\n",
+                t->o->cache, (long long)cs->count, ds->count, (long long)n, names);
+    }
+    if (n % t->B == 1)
+        fprintf(t->log,
+                "kd-train: the last batch of each epoch holds 1 of %lld images; it is left out "
+                "(BatchNorm training needs more than one value per channel, as with "
+                "drop_last)\n",
+                (long long)n);
+}
+
 static kdc_status trainer_setup(trainer *t, kdc_error *err)
 {
     const kd_train_options *o = t->o;
@@ -270,6 +298,7 @@ static kdc_status trainer_setup(trainer *t, kdc_error *err)
     if (t->h && o->kd_weight > 0 && t->h->num_classes < 2)
         return kdc_fail(err, KDC_EINVAL, "%s: KD needs at least 2 classes", o->cache);
     const img_dataset *ds = kd_data_dataset(t->data);
+    note_left_out(t, ds);
     for (size_t i = 0; i < ds->count; i++)
         if (ds->items[i].label < 0 || ds->items[i].label >= t->C)
             return kdc_fail(err, KDC_EMISMATCH, "%s: label %d of '%s' is outside %d classes",
@@ -317,12 +346,17 @@ static kdc_status trainer_setup(trainer *t, kdc_error *err)
         int R = vp->policy == IMG_VIEW_PAD_CROP ? vp->image_size : vp->resize_size;
         if ((st = img_dataset_open_folder(&t->val_ds, o->val, err)))
             return st;
+        /* During training an unreadable validation image is left out and
+         * reported every epoch (a failure here would lose the epoch just
+         * trained); --eval-only refuses it unless --skip-bad-images. */
         if ((st = kd_evaluator_create(&t->eval, t->val_ds, vp->image_size, R,
-                                      kd_data_norm(t->data), t->B, threads, err)))
+                                      kd_data_norm(t->data), t->B, threads, 1, err)))
             return st;
     }
-    if ((st = kdc_mkdirs(o->out, err)))
-        return st;
+    /* Before the first step: a run folder that cannot take files would
+     * otherwise fail only when the first epoch is saved. */
+    if ((st = kdc_mkdirs(o->out, err)) || (st = kdc_check_dir_writable(o->out, err)))
+        return kdc_error_prefix(err, "--out: ");
     snprintf(t->run_dir, sizeof t->run_dir, "%s", o->out);
     make_signature(t);
     return KDC_OK;
@@ -587,8 +621,13 @@ static kdc_status run_epoch(trainer *t, int64_t epoch, kd_epoch_metrics *m, kdc_
     const kd_train_options *o = t->o;
     kdc_status st;
     int64_t total = kd_data_epoch_samples(t->data);
-    char label[64];
-    snprintf(label, sizeof label, "epoch %lld/%d", (long long)epoch + 1, o->epochs);
+    char label[128];
+    int64_t cache_skipped = kd_data_cache_skipped(t->data)->count;
+    if (cache_skipped > 0) /* the count below is of the images left */
+        snprintf(label, sizeof label, "epoch %lld/%d (%lld skipped)", (long long)epoch + 1,
+                 o->epochs, (long long)cache_skipped);
+    else
+        snprintf(label, sizeof label, "epoch %lld/%d", (long long)epoch + 1, o->epochs);
     kdc_progress pr;
     kdc_progress_init(&pr, t->log ? t->log : stderr, label, (uint64_t)total, "img",
                       o->quiet || !t->log);
@@ -598,7 +637,8 @@ static kdc_status run_epoch(trainer *t, int64_t epoch, kd_epoch_metrics *m, kdc_
     memset(m, 0, sizeof *m);
     m->epoch = (int)epoch + 1;
     m->lr = kd_schedule_lr(&t->sched, (long)epoch, 0);
-    int64_t seen = 0, trained = 0, c1 = 0, c5 = 0, steps = 0;
+    int64_t seen = 0, trained = 0, c1 = 0, c5 = 0, steps = 0, dropped = 0;
+    const img_skip_log *skipped = kd_data_epoch_skipped(t->data);
     double sum_total = 0, sum_ce = 0, sum_kd = 0, sum_proj = 0;
     /* GPU: the batch of the coming step, already on its way to the device */
     kd_gpu_batch gb = {0};
@@ -619,6 +659,7 @@ static kdc_status run_epoch(trainer *t, int64_t epoch, kd_epoch_metrics *m, kdc_
             count = b.count;
         }
         seen += count;
+        dropped += count == 1; /* a batch of one is not trained on (trainer.h) */
         if (t->gpu) {
             if ((st = gpu_step(t, &gb, epoch, step, &steps, &trained, &c1, &c5, &sum_total,
                                &sum_ce, &sum_kd, &sum_proj, err)))
@@ -641,7 +682,8 @@ static kdc_status run_epoch(trainer *t, int64_t epoch, kd_epoch_metrics *m, kdc_
         if (t->gpu && steps > 0)
             kdc_progress_set_extra(&pr, "loss %.4f acc %.1f%%", sum_total / (double)steps,
                                    100.0 * (double)c1 / (double)trained);
-        kdc_progress_update(&pr, (uint64_t)seen);
+        /* Unreadable images count as done, so the line reaches its total. */
+        kdc_progress_update(&pr, (uint64_t)(seen + skipped->count));
     }
     kdc_progress_finish(&pr);
     double secs = kdc_now_seconds() - t0;
@@ -655,7 +697,32 @@ static kdc_status run_epoch(trainer *t, int64_t epoch, kd_epoch_metrics *m, kdc_
     }
     m->seconds = secs;
     m->images_per_s = secs > 0 ? (double)trained / secs : 0;
+    m->images = trained;
+    m->dropped = dropped;
+    m->skipped = skipped->count + kd_data_cache_skipped(t->data)->count;
     return KDC_OK;
+}
+
+/* The images an epoch and its evaluation could not read, named (also with
+ * --quiet: the numbers of a run that lost images must not look complete). */
+static void report_skipped(const trainer *t, const kd_epoch_metrics *m)
+{
+    if (!t->log)
+        return;
+    char names[2048];
+    const img_skip_log *ts = kd_data_epoch_skipped(t->data);
+    if (ts->count > 0) {
+        img_skip_log_names(ts, names, sizeof names);
+        fprintf(t->log, "kd-train: epoch %d: skipped %lld of %zu images that could not be read: %s\n",
+                m->epoch, (long long)ts->count, kd_data_dataset(t->data)->count, names);
+    }
+    if (t->eval && m->val_skipped > 0) {
+        img_skip_log_names(kd_evaluator_skipped(t->eval), names, sizeof names);
+        fprintf(t->log,
+                "kd-train: epoch %d: validation skipped %lld of %zu images that could not be "
+                "read: %s\n",
+                m->epoch, (long long)m->val_skipped, t->val_ds->count, names);
+    }
 }
 
 kdc_status kd_train_run(const kd_train_options *o, FILE *log, kdc_error *err)
@@ -680,27 +747,35 @@ kdc_status kd_train_run(const kd_train_options *o, FILE *log, kdc_error *err)
             m.val_loss = r.loss;
             m.val_top1 = r.top1;
             m.val_top5 = r.top5;
+            m.val_images = r.images;
+            m.val_skipped = r.skipped;
         }
         if ((st = kd_metrics_append(&t.metrics_csv, &m, err)) || (st = save_epoch(&t, e + 1, err)))
             goto out;
+        report_skipped(&t, &m);
         if (log && !o->quiet) {
-            fprintf(log, "epoch %d/%d: loss %.4f (ce %.4f kd %.4f proj %.4f) train top-1 %.2f%%",
-                    m.epoch, o->epochs, m.loss, m.ce, m.kd, m.proj, m.train_top1);
+            fprintf(log, "epoch %d/%d: loss %.4f (ce %.4f kd %.4f proj %.4f) train top-1 %.2f%% "
+                    "on %lld images",
+                    m.epoch, o->epochs, m.loss, m.ce, m.kd, m.proj, m.train_top1,
+                    (long long)m.images);
+            if (m.skipped)
+                fprintf(log, ", %lld skipped", (long long)m.skipped);
+            if (m.dropped)
+                fprintf(log, ", %lld left out in a batch of one", (long long)m.dropped);
             if (m.have_val)
-                fprintf(log, ", val top-1 %.2f%% top-5 %.2f%% loss %.4f", m.val_top1,
-                        m.val_top5, m.val_loss);
+                fprintf(log, ", val top-1 %.2f%% top-5 %.2f%% loss %.4f on %lld images",
+                        m.val_top1, m.val_top5, m.val_loss, (long long)m.val_images);
+            if (m.have_val && m.val_skipped)
+                fprintf(log, ", %lld skipped", (long long)m.val_skipped);
             fprintf(log, ", %.1f img/s\n", m.images_per_s);
         }
     }
-    if (kd_data_failed_images(t.data) > 0 && log && !o->quiet)
-        fprintf(log, "kd-train: %lld unreadable images were skipped\n",
-                (long long)kd_data_failed_images(t.data));
 out:
     trainer_free(&t);
     return st;
 }
 
-kdc_status kd_eval_only(const kd_train_options *o, FILE *out, kdc_error *err)
+kdc_status kd_eval_only(const kd_train_options *o, FILE *out, FILE *log, kdc_error *err)
 {
     kdc_backend *be = NULL;
     img_dataset *ds = NULL;
@@ -719,14 +794,21 @@ kdc_status kd_eval_only(const kd_train_options *o, FILE *out, kdc_error *err)
     }
     if ((st = kdc_model_create(o->student, ds->num_classes, be, 0, &m, err)) ||
         (st = kdc_checkpoint_load(o->weights, kdc_model_params(m), be, err)) ||
+        (st = kdc_weights_check(kdc_model_params(m), be, o->weights, err)) ||
         (st = kd_evaluator_create(&ev, ds, o->image_size, o->resize_size, &norm, o->batch, threads,
-                                  err)))
+                                  o->skip_bad_images, err)))
         goto done;
     kd_eval_result r;
     if ((st = kd_evaluate(ev, m, &r, err)))
         goto done;
-    fprintf(out, "images %lld top1 %.4f top5 %.4f loss %.6f\n", (long long)r.images, r.top1,
-            r.top5, r.loss);
+    if (r.skipped > 0 && log) {
+        char names[2048];
+        img_skip_log_names(kd_evaluator_skipped(ev), names, sizeof names);
+        fprintf(log, "kd-train: skipped %lld of %zu validation images that could not be read "
+                "(--skip-bad-images): %s\n", (long long)r.skipped, ds->count, names);
+    }
+    fprintf(out, "images %lld top1 %.4f top5 %.4f loss %.6f skipped %lld\n",
+            (long long)r.images, r.top1, r.top5, r.loss, (long long)r.skipped);
 done:
     kd_evaluator_free(ev);
     kdc_model_free(m);

@@ -11,8 +11,10 @@
  * After every epoch: --val evaluation, RUN_DIR/metrics.csv, student.safetensors
  * (torchvision names), projector.safetensors (when trained) and
  * checkpoint.safetensors (train_checkpoint.h), each written atomically.
- * Batches of fewer than 2 samples (a last batch of 1) are skipped: batch
- * statistics of one sample are degenerate.
+ * Batches of fewer than 2 samples (a last batch of 1) are not trained on, as
+ * with drop_last: BatchNorm training needs more than one value per channel
+ * (PyTorch refuses it), and --batch 1 is refused. The epoch line and
+ * metrics.csv count the images trained on and those skipped.
  *
  * The library functions return a status and never exit; progress and the
  * per-epoch summary go to the FILE given (NULL: silent). */
@@ -27,7 +29,9 @@
 kdc_status kd_train_run(const kd_train_options *o, FILE *log, kdc_error *err);
 
 /* --eval-only: evaluates --weights on --val and prints one line to out:
- * "images N top1 P top5 P loss L". */
-kdc_status kd_eval_only(const kd_train_options *o, FILE *out, kdc_error *err);
+ * "images N top1 P top5 P loss L skipped K" (K: unreadable images left out,
+ * only with --skip-bad-images; without it they fail the evaluation). The
+ * skipped images are named on log (NULL: not named). */
+kdc_status kd_eval_only(const kd_train_options *o, FILE *out, FILE *log, kdc_error *err);
 
 #endif

@@ -42,7 +42,8 @@ void img_decoder_free(img_decoder *d)
 {
     if (!d)
         return;
-    tjDestroy(d->tj);
+    if (d->tj)
+        tjDestroy(d->tj);
     free(d->file);
     free(d->pix);
     free(d);
@@ -78,6 +79,22 @@ static uint32_t crc32_of(const uint8_t *p, size_t n)
     return (uint32_t)c;
 }
 
+/* libjpeg-turbo 2.1's tjDecompressHeader3 does not abort the decompressor when
+ * a header fails to parse: the handle stays inside the bad header, and every
+ * later file on it fails with the same message ("Unsupported marker type 0x44"),
+ * so one bad file would cost every image after it on that thread. After any
+ * TurboJPEG failure the handle is replaced by a fresh one (a rare path: the
+ * allocation is per bad file, not per image). */
+static kdc_status reset_handle(img_decoder *d, kdc_status st, kdc_error *err)
+{
+    tjDestroy(d->tj);
+    d->tj = tjInitDecompress();
+    if (!d->tj)
+        return kdc_fail(err, KDC_ENOMEM, "jpeg decoder: tjInitDecompress failed: %s",
+                        tjGetErrorStr2(NULL));
+    return st;
+}
+
 /* Parses the header of the bytes in d->file. */
 static kdc_status parse_header(img_decoder *d, kdc_error *err)
 {
@@ -87,9 +104,14 @@ static kdc_status parse_header(img_decoder *d, kdc_error *err)
     if (d->file_len < 2 || d->file[0] != 0xFF || d->file[1] != 0xD8)
         return kdc_fail(err, KDC_EIMAGE, "%s: not a JPEG file (starts with 0x%02x 0x%02x)", d->name,
                         d->file[0], d->file_len > 1 ? d->file[1] : 0);
+    if (!d->tj && reset_handle(d, KDC_OK, err))
+        return KDC_ENOMEM;
     int w, h, ss, cs;
-    if (tjDecompressHeader3(d->tj, d->file, (unsigned long)d->file_len, &w, &h, &ss, &cs) != 0)
-        return kdc_fail(err, KDC_EIMAGE, "%s: bad JPEG header: %s", d->name, tjGetErrorStr2(d->tj));
+    if (tjDecompressHeader3(d->tj, d->file, (unsigned long)d->file_len, &w, &h, &ss, &cs) != 0) {
+        kdc_status st = kdc_fail(err, KDC_EIMAGE, "%s: bad JPEG header: %s", d->name,
+                                 tjGetErrorStr2(d->tj));
+        return reset_handle(d, st, err);
+    }
     if (w <= 0 || h <= 0)
         return kdc_fail(err, KDC_EIMAGE, "%s: JPEG declares an empty image (%dx%d)", d->name, w, h);
     if ((uint64_t)w * (uint64_t)h > d->max_pixels)
@@ -205,8 +227,13 @@ kdc_status img_decoder_decode(img_decoder *d, int scale_eighths, const uint8_t *
         /* libjpeg warnings (e.g. extraneous bytes before a marker) still give a
          * complete image, as PIL accepts them; a premature end means missing data,
          * which PIL refuses ("image file is truncated"), and so do we. */
-        if (tjGetErrorCode(d->tj) != TJERR_WARNING || strstr(msg, "Premature end"))
-            return kdc_fail(err, KDC_EIMAGE, "%s: corrupt or truncated JPEG: %s", d->name, msg);
+        int fatal = tjGetErrorCode(d->tj) != TJERR_WARNING || strstr(msg, "Premature end");
+        kdc_status st = KDC_OK;
+        if (fatal)
+            st = kdc_fail(err, KDC_EIMAGE, "%s: corrupt or truncated JPEG: %s", d->name, msg);
+        /* Warning or not, start the next file on a clean handle. */
+        if ((st = reset_handle(d, st, err)))
+            return st;
     }
     if (cmyk) {
         uint8_t *out = d->pix + npix * 4;

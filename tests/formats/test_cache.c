@@ -688,26 +688,11 @@ START_TEST(test_merge_shards)
 }
 END_TEST
 
-/* verify --data: the dataset's files against /images/size and crc32. */
+/* verify --data is tests/formats/test_cache_match.c (formats/cache_match.h: the
+ * check kd-train runs, on real JPEG folders); here the CRC-32 it reads with. */
 START_TEST(test_verify_data_dir)
 {
-    char *data = tpath("data");
-    cache_header h;
-    cache_image_table t;
-    make_header(&h, CACHE_LOGITS_F16, 0);
-    make_table(&t);
     kdc_error e;
-    for (int i = 0; i < N; i++) {
-        char p[4096];
-        snprintf(p, sizeof p, "%s/c%d", data, i % 4);
-        kdc_test_system("mkdir -p '%s'", p);
-        snprintf(p, sizeof p, "%s/%s", data, t.path[i]);
-        FILE *f = fopen(p, "wb");
-        for (int j = 0; j < 100 + i * 37; j++)
-            fputc((j * 31 + i) & 0xff, f);
-        fclose(f);
-        ck_assert_int_eq(cache_file_crc32(p, &t.size[i], &t.crc32[i], &e), KDC_OK);
-    }
     /* zlib's CRC-32 of a known string, against the published check value. */
     char *chk = tpath("chk");
     FILE *f = fopen(chk, "wb");
@@ -717,30 +702,7 @@ START_TEST(test_verify_data_dir)
     uint32_t crc;
     ck_assert_int_eq(cache_file_crc32(chk, &sz, &crc, &e), KDC_OK);
     ck_assert_uint_eq(crc, 0xcbf43926u);
-    rows *r = malloc(sizeof *r);
-    make_rows(r);
-    char *p = tpath("v.h5");
-    cache_writer *w;
-    ck_assert_int_eq(cache_writer_create(p, &h, &t, NULL, &w, &e), KDC_OK);
-    cache_chunk_input in = input_for(r, 0, N);
-    ck_assert_int_eq(cache_writer_append(w, &in, &e), KDC_OK);
-    ck_assert_int_eq(cache_writer_finish(w, &e), KDC_OK);
-    cache_verify_report rep;
-    ck_assert_msg(cache_verify(p, data, &rep, &e) == KDC_OK, "%s", e.msg);
-    ck_assert_int_eq(rep.images_checked, N);
-    /* Same size, one byte changed. */
-    char fp[4096];
-    snprintf(fp, sizeof fp, "%s/%s", data, t.path[9]);
-    FILE *g = fopen(fp, "r+b");
-    fputc('Z', g);
-    fclose(g);
-    ck_assert_int_eq(cache_verify(p, data, &rep, &e), KDC_EMISMATCH);
-    ck_assert_msg(strstr(e.msg, "img_09") && strstr(e.msg, "crc32"), "%s", e.msg);
-    ck_assert_int_ne(kdc_test_system("'%s/kd-cache' verify '%s' --data '%s' 2>/dev/null",
-                                     kdc_test_bin_dir(), p, data),
-                     0);
-    cache_image_table_free(&t);
-    free(r);
+    ck_assert_uint_eq(sz, 9);
 }
 END_TEST
 

@@ -9,6 +9,7 @@
 #include "common/image/image_batch.h"
 #include "common/image/jpeg_decode.h"
 #include "common/image/views.h"
+#include "tests/helpers/bad_images.h"
 #include "tests/helpers/testutil.h"
 
 static uint8_t *read_all(const char *path, size_t *n)
@@ -198,6 +199,96 @@ START_TEST(bad_files_give_their_errors)
 }
 END_TEST
 
+/* Decodes path with decoder d; returns the status and, on success, a malloc'd
+ * copy of the pixels. */
+static kdc_status decode_copy(img_decoder *d, const char *path, uint8_t **px, size_t *n,
+                              kdc_error *err)
+{
+    *px = NULL;
+    *n = 0;
+    kdc_status st = img_decoder_load_file(d, path, err);
+    const uint8_t *rgb;
+    int w, h;
+    if (st == KDC_OK)
+        st = img_decoder_decode(d, 8, &rgb, &w, &h, err);
+    if (st == KDC_OK) {
+        *n = (size_t)w * (size_t)h * 3;
+        *px = malloc(*n);
+        memcpy(*px, rgb, *n);
+    }
+    return st;
+}
+
+/* One bad file costs one image: after any bad file, the same decoder decodes
+ * the next files (baseline, progressive, grayscale, CMYK) to the bytes a
+ * fresh decoder gives. libjpeg-turbo 2.1 leaves its handle inside a header
+ * that failed to parse, so without a reset every later file failed with the
+ * bad file's message. */
+START_TEST(one_bad_file_costs_one_image)
+{
+    char *dir = kdc_test_tmpdir("badimg");
+    char good[1024], cmyk[1024], bad[1100];
+    photo_path(good, sizeof good, "photos", "flower_500x375.jpg");
+    snprintf(cmyk, sizeof cmyk, "%s/cmyk.jpg", dir);
+    kdc_test_write_cmyk_jpeg(cmyk, 40, 30, 77);
+    const char *next_names[] = {"tiny_32x32.jpg", "storm_500x333_prog.jpg", "flower_gray.jpg",
+                                "ladybird_cmyk.jpg"};
+    enum { NNEXT = 5 };
+    char next[NNEXT][1100];
+    for (int i = 0; i < NNEXT - 1; i++)
+        photo_path(next[i], sizeof next[i], "photos", next_names[i]);
+    snprintf(next[NNEXT - 1], sizeof next[NNEXT - 1], "%s", cmyk);
+    /* what a fresh decoder gives for each */
+    uint8_t *ref[NNEXT];
+    size_t nref[NNEXT];
+    kdc_error err = {0};
+    for (int i = 0; i < NNEXT; i++) {
+        img_decoder *d;
+        ck_assert_int_eq(img_decoder_create(&d, &err), KDC_OK);
+        ck_assert_msg(decode_copy(d, next[i], &ref[i], &nref[i], &err) == KDC_OK, "%s", err.msg);
+        img_decoder_free(d);
+    }
+    const char *want[KDC_BAD_KINDS] = {"bad JPEG header", "JPEG", "JPEG", "JPEG",
+                                       "not a JPEG file", "empty file"};
+    img_decoder *d;
+    ck_assert_int_eq(img_decoder_create(&d, &err), KDC_OK);
+    for (int k = 0; k < KDC_BAD_KINDS; k++) {
+        snprintf(bad, sizeof bad, "%s/bad_%s.JPEG", dir, kdc_test_bad_name((kdc_test_bad_kind)k));
+        kdc_test_write_bad_image(bad, (kdc_test_bad_kind)k, good);
+        uint8_t *px;
+        size_t n;
+        kdc_status st = decode_copy(d, bad, &px, &n, &err);
+        printf("%-10s -> %s: %s\n", kdc_test_bad_name((kdc_test_bad_kind)k),
+               kdc_status_name(st), err.msg);
+        ck_assert_msg(st == KDC_EIMAGE, "%s: status %d", bad, st);
+        ck_assert_msg(strstr(err.msg, bad) && strstr(err.msg, want[k]), "%s", err.msg);
+        for (int i = 0; i < NNEXT; i++) {
+            st = decode_copy(d, next[i], &px, &n, &err);
+            ck_assert_msg(st == KDC_OK, "after %s, %s fails: %s",
+                          kdc_test_bad_name((kdc_test_bad_kind)k), next[i], err.msg);
+            ck_assert_msg(n == nref[i] && !memcmp(px, ref[i], n), "after %s, %s decodes "
+                          "differently", kdc_test_bad_name((kdc_test_bad_kind)k), next[i]);
+            free(px);
+        }
+    }
+    /* two bad files in a row, then a good one */
+    snprintf(bad, sizeof bad, "%s/bad_marker.JPEG", dir);
+    uint8_t *px;
+    size_t n;
+    ck_assert_int_eq(decode_copy(d, bad, &px, &n, &err), KDC_EIMAGE);
+    snprintf(bad, sizeof bad, "%s/bad_huge_dims.JPEG", dir);
+    ck_assert_int_eq(decode_copy(d, bad, &px, &n, &err), KDC_EIMAGE);
+    ck_assert_msg(decode_copy(d, next[0], &px, &n, &err) == KDC_OK, "%s", err.msg);
+    ck_assert(n == nref[0] && !memcmp(px, ref[0], n));
+    free(px);
+    img_decoder_free(d);
+    for (int i = 0; i < NNEXT; i++)
+        free(ref[i]);
+    kdc_test_system("rm -rf %s", dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(crc32_is_zlibs)
 {
     /* "123456789" -> 0xCBF43926, the CRC-32 check value (and Python's zlib.crc32). */
@@ -219,6 +310,7 @@ int main(void)
     tcase_add_test(tc, decode_matches_pil);
     tcase_add_test(tc, center_view_matches_torchvision);
     tcase_add_test(tc, bad_files_give_their_errors);
+    tcase_add_test(tc, one_bad_file_costs_one_image);
     tcase_add_test(tc, crc32_is_zlibs);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -11,6 +11,8 @@
 
 #include "common/image/jpeg_decode.h"
 #include "common/image/loader.h"
+#include "tests/helpers/bad_images.h"
+#include "tests/helpers/make_inputs.h"
 #include "tests/helpers/testutil.h"
 
 static const char *files[] = {
@@ -201,6 +203,76 @@ START_TEST(consumer_does_not_wait_when_decoding_keeps_up)
 }
 END_TEST
 
+/* One bad file costs one image at any thread count: a folder whose bad files
+ * (each kind of bad_images.h) sit between good ones, decoded with 1, 2 and 4
+ * threads; exactly the bad files' samples fail, and the good ones (a CMYK
+ * JPEG among them) have the same pixels whatever the thread count. */
+START_TEST(one_bad_file_costs_one_image_at_any_thread_count)
+{
+    char *dir = kdc_test_tmpdir("loader-bad"), cls[1100], p[1200];
+    snprintf(cls, sizeof cls, "%s/c", dir);
+    ck_assert_int_eq(kdc_test_system("mkdir -p %s", cls), 0);
+    for (int i = 0; i < 6; i++) {
+        /* a*.jpg sort before the bad files, z*.jpg after them */
+        snprintf(p, sizeof p, "%s/%c%02d.jpg", cls, i < 2 ? 'a' : 'z', i);
+        kdc_test_write_jpeg(p, 48, 40, i, 500 + (uint64_t)i, i % 2);
+    }
+    snprintf(p, sizeof p, "%s/a00.jpg", cls);
+    int nbad = kdc_test_add_bad_images(cls, p, 1);
+    img_dataset *ds;
+    kdc_error err = {0};
+    ck_assert_msg(img_dataset_open_folder(&ds, dir, &err) == KDC_OK, "%s", err.msg);
+    const int n = (int)ds->count, V = 2, B = 3;
+    ck_assert_int_eq(n, 6 + nbad + 1);
+    img_request *plan = calloc((size_t)n * V, sizeof *plan);
+    for (int k = 0; k < n * V; k++)
+        plan[k] = (img_request){.index = k / V, .view_index = (uint32_t)(k % V)};
+    const size_t per = (size_t)3 * 32 * 32;
+    float *ref = calloc((size_t)n * V * per, sizeof(float));
+    const int threads[] = {1, 2, 4};
+    for (int t = 0; t < 3; t++) {
+        img_loader_config cfg;
+        img_loader_config_default(&cfg);
+        cfg.threads = threads[t];
+        cfg.batch_size = B;
+        cfg.view.policy = IMG_VIEW_RRC;
+        cfg.view.image_size = 32;
+        img_loader *l;
+        ck_assert_msg(img_loader_create(&l, ds, &cfg, &err) == KDC_OK, "%s", err.msg);
+        ck_assert_int_eq(img_loader_start(l, plan, (size_t)n * V, &err), KDC_OK);
+        img_batch *b;
+        int k = 0, failed = 0;
+        while (img_loader_next(l, &b, &err) == KDC_OK && b) {
+            for (int i = 0; i < b->count; i++, k++) {
+                const img_sample *sm = &b->samples[i];
+                const char *path = ds->items[sm->index].path;
+                int bad = strstr(path, "/bad_") != NULL;
+                failed += sm->status != KDC_OK;
+                ck_assert_msg(bad == (sm->status != KDC_OK), "%d threads: %s: %s", threads[t],
+                              path, sm->status ? sm->msg : "decoded");
+                float *px = img_batch_sample_pixels(b, i);
+                if (t == 0)
+                    memcpy(ref + (size_t)k * per, px, per * sizeof(float));
+                else
+                    ck_assert_msg(!memcmp(ref + (size_t)k * per, px, per * sizeof(float)),
+                                  "%d threads: %s differs", threads[t], path);
+            }
+            img_loader_release(l, b);
+        }
+        printf("%d decode threads: %d of %d samples failed (%d bad files x %d views)\n",
+               threads[t], failed, k, nbad, V);
+        ck_assert_int_eq(k, n * V);
+        ck_assert_int_eq(failed, nbad * V);
+        img_loader_destroy(l);
+    }
+    free(ref);
+    free(plan);
+    img_dataset_free(ds);
+    kdc_test_system("rm -rf %s", dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("loader");
@@ -209,6 +281,7 @@ int main(void)
     tcase_add_test(tc, same_batches_with_1_and_4_threads);
     tcase_add_test(tc, replay_of_reported_views_and_single_image_path);
     tcase_add_test(tc, consumer_does_not_wait_when_decoding_keeps_up);
+    tcase_add_test(tc, one_bad_file_costs_one_image_at_any_thread_count);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -7,7 +7,13 @@
  *     attributes as an uninterrupted run; shards merged by kd-cache likewise;
  *   - --resume refuses other arguments, weights, dataset or batch size;
  *   - bad weights / flags / dataset: one-line error, non-zero exit, no output;
- *   - unreadable JPEGs are skipped and recorded, or abort with --strict. */
+ *   - unreadable JPEGs are skipped and recorded, or abort with --strict; one bad
+ *     file costs one image at any decode thread count, in either row order;
+ *   - weights that can only give NaN are refused at load, naming the tensor;
+ *     non-finite teacher outputs are skipped like unreadable images, or abort
+ *     with --strict;
+ *   - --out inside --data (however spelled) and an unwritable output folder are
+ *     refused before any work. */
 #include <check.h>
 #include <math.h>
 #include <signal.h>
@@ -20,6 +26,9 @@
 
 #include "common/base/progress.h"
 #include "formats/cache_reader.h"
+#include "tests/helpers/bad_images.h"
+#include "tests/helpers/edit_weights.h"
+#include "tests/helpers/make_inputs.h"
 #include "tests/helpers/testutil.h"
 
 /* Paths here are short temporary names; snprintf truncation cannot happen in
@@ -864,6 +873,283 @@ START_TEST(test_unreadable_images_skipped_or_strict)
 }
 END_TEST
 
+/* ---- one bad file costs one image ---- */
+
+/* A folder of 2 x 8 good 32 x 32 JPEGs, a CMYK JPEG and one file of each bad
+ * kind (bad_images.h) in class c1, where they sort before its good images.
+ * Returns the number of bad files. */
+static int make_bad_folder(const char *root)
+{
+    kdc_test_make_image_folder(root, 2, 8, 32, 32, 0, 900);
+    char cls[4096], good[4200];
+    snprintf(cls, sizeof cls, "%s/class1", root);
+    snprintf(good, sizeof good, "%s/class0/img00.jpg", root);
+    return kdc_test_add_bad_images(cls, good, 1);
+}
+
+static void center32_args(char *buf, size_t len, const char *data, const char *weights,
+                          const char *out, const char *extra)
+{
+    snprintf(buf, len,
+             "--data %s --teacher resnet18 --weights %s --out %s --view-policy center "
+             "--image-size 32 --resize-size 32 --threads 2 --batch 4 --chunk-images 5 "
+             "--logits float32 %s",
+             data, weights, out, extra);
+}
+
+/* The bad files of make_bad_folder are skipped, nothing else, whatever the
+ * decode thread count and row order; every good image's logits equal those of
+ * a run on a folder without the bad files. Before the decoder reset, one bad
+ * header failed every later image on its decoding thread. */
+START_TEST(test_one_bad_file_costs_one_image)
+{
+    char *dir = kdc_test_tmpdir("pc-bad1"), data[4096], clean[4096], weights[4096];
+    char out[4200], ref[4200], err[4200], args[16384];
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(clean, sizeof clean, "%s/clean", dir);
+    snprintf(weights, sizeof weights, "%s/resnet18_c10.safetensors", fx);
+    snprintf(err, sizeof err, "%s/err", dir);
+    int nbad = make_bad_folder(data);
+    kdc_test_make_image_folder(clean, 2, 8, 32, 32, 0, 900);
+    char cmyk[4200];
+    snprintf(cmyk, sizeof cmyk, "%s/class1/cmyk.JPEG", clean);
+    kdc_test_write_cmyk_jpeg(cmyk, 40, 30, 77);
+    snprintf(ref, sizeof ref, "%s/ref.h5", dir);
+    center32_args(args, sizeof args, clean, weights, ref, "--order dataset");
+    ck_assert_msg(run_tool(err, args) == 0, "%s", slurp(err));
+    loaded R;
+    load_cache(ref, &R);
+    const char *orders[] = {"--order dataset", "--order shuffled"};
+    const int threads[] = {1, 2, 4};
+    for (int o = 0; o < 2; o++)
+        for (int t = 0; t < 3; t++) {
+            char extra[128];
+            snprintf(extra, sizeof extra, "%s --decode-threads %d", orders[o], threads[t]);
+            snprintf(out, sizeof out, "%s/c_%d_%d.h5", dir, o, threads[t]);
+            center32_args(args, sizeof args, data, weights, out, extra);
+            ck_assert_msg(run_tool(err, args) == 0, "%s: %s", extra, slurp(err));
+            const char *msg = slurp(err);
+            char want[128];
+            snprintf(want, sizeof want, "skipped %d of %d images", nbad, 16 + 1 + nbad);
+            ck_assert_msg(strstr(msg, want), "%s: no '%s' in: %s", extra, want, msg);
+            for (int k = 0; k < nbad; k++) {
+                char name[64];
+                snprintf(name, sizeof name, "skipped class1/bad_%s.JPEG: ",
+                         kdc_test_bad_name((kdc_test_bad_kind)k));
+                ck_assert_msg(strstr(msg, name), "%s: '%s' not named in: %s", extra, name, msg);
+            }
+            loaded L;
+            load_cache(out, &L);
+            int skipped = 0;
+            for (int64_t i = 0; i < L.n; i++) {
+                int bad = strstr(L.path[i], "/bad_") != NULL;
+                skipped += L.skipped[i];
+                ck_assert_msg(L.skipped[i] == bad, "%s: %s skipped %d", extra, L.path[i],
+                              L.skipped[i]);
+                if (bad)
+                    continue;
+                int64_t r = row_of_path(&R, L.path[i]);
+                ck_assert_msg(r >= 0, "%s", L.path[i]);
+                /* equal up to the GEMM's rounding in another batch position */
+                double e = kdc_test_rel_err_f32(L.logits + i * 10, R.logits + r * 10, 10);
+                ck_assert_msg(e < 1e-5, "%s: %s has other logits than without the bad files "
+                              "(relative error %g)", extra, L.path[i], e);
+            }
+            printf("kd-precompute %s: %d of %lld images skipped (%d bad files)\n", extra,
+                   skipped, (long long)L.n, nbad);
+            ck_assert_int_eq(skipped, nbad);
+            free_loaded(&L);
+        }
+    free_loaded(&R);
+    kdc_test_system("rm -rf %s", dir);
+    free(dir);
+}
+END_TEST
+
+/* ---- weights and outputs that are not finite ---- */
+
+/* Weights that can only give NaN are refused when the teacher loads, naming
+ * the tensor, before any output exists. Before weights_check, each of these
+ * made a cache that was 100% NaN and marked complete. */
+START_TEST(test_nan_teacher_weights_refused)
+{
+    char *dir = kdc_test_tmpdir("pc-nanw"), src[4096], w[4200], out[4200], args[16384];
+    snprintf(src, sizeof src, "%s/resnet18_c10.safetensors", fx);
+    snprintf(w, sizeof w, "%s/w.safetensors", dir);
+    snprintf(out, sizeof out, "%s/c.h5", dir);
+    struct {
+        const char *tensor;
+        long first, count;
+        float value;
+    } cases[] = {
+        {"conv1.weight", 17, 1, NAN},
+        {"fc.bias", 3, 1, INFINITY},
+        {"layer2.0.bn1.running_var", 5, 2, -0.5f},
+        {"layer4.1.bn2.running_mean", 0, 1, -INFINITY},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        kdc_test_edit_weights(src, w, "resnet18", 10, cases[i].tensor, cases[i].first,
+                              cases[i].count, cases[i].value);
+        char data[4096];
+        snprintf(data, sizeof data, "%s/small", fx);
+        center32_args(args, sizeof args, data, w, out, "");
+        expect_refused(dir, args, 1, cases[i].tensor);
+        const char *msg = slurp(dir_err(dir));
+        ck_assert_msg(strstr(msg, cases[i].tensor) && strstr(msg, "w.safetensors"), "%s", msg);
+    }
+    kdc_test_system("rm -rf %s", dir);
+    free(dir);
+}
+END_TEST
+
+/* Finite weights whose outputs are not storable: a logit overflowing float32
+ * (fc.weight 1e38), a logit beyond float16 in a float16 cache (fc.bias 1e5),
+ * a feature beyond float16 (the last BN's weight 1e30; features are always
+ * float16). Without --strict every image is skipped like an unreadable one,
+ * named with the reason; with --strict the run fails naming the first image. */
+START_TEST(test_nonfinite_outputs_skipped_or_strict)
+{
+    char *dir = kdc_test_tmpdir("pc-nano"), src[4096], w[4200], out[4200], err[4200];
+    char args[16384], data[4096];
+    snprintf(src, sizeof src, "%s/resnet18_c10.safetensors", fx);
+    snprintf(w, sizeof w, "%s/w.safetensors", dir);
+    snprintf(out, sizeof out, "%s/c.h5", dir);
+    snprintf(err, sizeof err, "%s/err", dir);
+    snprintf(data, sizeof data, "%s/data", dir);
+    kdc_test_make_image_folder(data, 2, 3, 32, 32, 0, 40);
+    struct {
+        const char *tensor;
+        long first, count;
+        float value;
+        const char *logits, *why;
+    } cases[] = {
+        {"fc.weight", 3 * 512, 512, 1e38f, "float32", "logit 3 is inf"},
+        {"fc.bias", 2, 1, 1e5f, "float16", "logit 2 is 100000, beyond float16"},
+        {"layer4.1.bn2.weight", 0, -1, 1e30f, "float32", "beyond float16"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        kdc_test_edit_weights(src, w, "resnet18", 10, cases[i].tensor, cases[i].first,
+                              cases[i].count, cases[i].value);
+        char extra[64];
+        snprintf(extra, sizeof extra, "--logits %s", cases[i].logits);
+        center32_args(args, sizeof args, data, w, out, extra);
+        kdc_test_system("rm -f %s", out);
+        ck_assert_msg(run_tool(err, args) == 0, "%s: %s", cases[i].tensor, slurp(err));
+        const char *msg = slurp(err);
+        printf("%s = %g: %s", cases[i].tensor, (double)cases[i].value, msg);
+        ck_assert_msg(strstr(msg, "skipped 6 of 6 images") && strstr(msg, cases[i].why) &&
+                          strstr(msg, "not finite"),
+                      "%s: %s", cases[i].tensor, msg);
+        loaded L;
+        load_cache(out, &L);
+        for (int64_t k = 0; k < L.n; k++)
+            ck_assert_msg(L.skipped[k] == 1, "%s: %s not skipped", cases[i].tensor, L.path[k]);
+        free_loaded(&L);
+        kdc_test_system("rm -f %s", out);
+        char strict[16400];
+        snprintf(strict, sizeof strict, "%s --strict", args);
+        int rc = run_tool(err, strict);
+        msg = slurp(err);
+        ck_assert_msg(rc == 1 && count_lines(msg) == 1 && strstr(msg, "not finite") &&
+                          strstr(msg, "--strict") && strstr(msg, ".jpg"),
+                      "%s --strict: exit %d: %s", cases[i].tensor, rc, msg);
+        ck_assert(!exists("%s", out)); /* OUT.partial stays, as after any failure */
+        kdc_test_system("rm -f %s %s.partial", out, out);
+    }
+    kdc_test_system("rm -rf %s", dir);
+    free(dir);
+}
+END_TEST
+
+/* ---- where the cache goes ---- */
+
+/* --out inside --data is refused however it is spelled: a file at the root
+ * or in a class folder (named .jpg, it would be listed as an image), a path
+ * through "..", a relative --out from inside the folder, --out through a link
+ * to the folder, --data through a link. A sibling folder whose name starts
+ * like the data folder's is fine. */
+START_TEST(test_out_inside_data_refused)
+{
+    char *dir = kdc_test_tmpdir("pc-inside"), data[4096], w[4096], args[16384], out[4200];
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(w, sizeof w, "%s/resnet18_c10.safetensors", fx);
+    kdc_test_make_image_folder(data, 2, 2, 32, 32, 0, 70);
+    ck_assert_int_eq(kdc_test_system("ln -s data %s/link && mkdir %s/data2", dir, dir), 0);
+    const char *outs[][2] = {
+        {"%s/data/c.h5", "%s/data"},
+        {"%s/data/class0/c.jpg", "%s/data"},
+        {"%s/data/class1/../class0/c.h5", "%s/data"},
+        {"%s/link/class1/c.h5", "%s/data"},
+        {"%s/data/c.h5", "%s/link"},
+    };
+    for (size_t i = 0; i < sizeof outs / sizeof *outs; i++) {
+        char d[4200];
+        snprintf(out, sizeof out, outs[i][0], dir);
+        snprintf(d, sizeof d, outs[i][1], dir);
+        center32_args(args, sizeof args, d, w, out, "");
+        int rc = run_tool(dir_err(dir), args);
+        const char *msg = slurp(dir_err(dir));
+        ck_assert_msg(rc == 1 && strstr(msg, "is inside --data") && count_lines(msg) == 1,
+                      "--out %s --data %s: exit %d: %s", out, d, rc, msg);
+        ck_assert_msg(access(out, F_OK) != 0, "%s was written", out);
+    }
+    /* relative, from inside the class folder */
+    char abs_tool[4096], abs_w[4096];
+    ck_assert(realpath(tool, abs_tool) && realpath(w, abs_w));
+    int rc = kdc_test_system("cd %s/data/class0 && %s --data %s/data --teacher resnet18 "
+                             "--weights %s --out c.h5 --view-policy center --image-size 32 "
+                             "--resize-size 32 --quiet 2>%s",
+                             dir, abs_tool, dir, abs_w, dir_err(dir));
+    ck_assert_msg(rc == 1 && strstr(slurp(dir_err(dir)), "is inside --data"), "%s",
+                  slurp(dir_err(dir)));
+    /* the sibling data2/ is not inside data/ */
+    snprintf(out, sizeof out, "%s/data2/c.h5", dir);
+    center32_args(args, sizeof args, data, w, out, "");
+    ck_assert_msg(run_tool(dir_err(dir), args) == 0, "%s", slurp(dir_err(dir)));
+    ck_assert(access(out, F_OK) == 0);
+    kdc_test_system("rm -rf %s", dir);
+    free(dir);
+}
+END_TEST
+
+/* Runs the tool without the power to override file permissions, so that a
+ * read-only folder is read-only for root too (tests run as root in CI). */
+static const char *unprivileged(void)
+{
+    return geteuid() == 0 ? "setpriv --bounding-set -dac_override,-dac_read_search " : "";
+}
+
+/* An existing output folder that cannot take files fails at once, naming it,
+ * before the checksum pass and the teacher; with the cache already complete
+ * there, --resume still says so (nothing to write). */
+START_TEST(test_unwritable_out_folder)
+{
+    char *dir = kdc_test_tmpdir("pc-ro"), data[4096], w[4096], out[4200], args[16384];
+    snprintf(data, sizeof data, "%s/small", fx);
+    snprintf(w, sizeof w, "%s/resnet18_c10.safetensors", fx);
+    snprintf(out, sizeof out, "%s/ro/c.h5", dir);
+    ck_assert_int_eq(kdc_test_system("mkdir %s/ro", dir), 0);
+    center32_args(args, sizeof args, data, w, out, "");
+    ck_assert_msg(run_tool(dir_err(dir), args) == 0, "%s", slurp(dir_err(dir)));
+    ck_assert_int_eq(kdc_test_system("chmod 555 %s/ro", dir), 0);
+    int rc = kdc_test_system("%s%s %s --resume --quiet 2>%s", unprivileged(), tool, args,
+                             dir_err(dir));
+    ck_assert_msg(rc == 0, "complete cache in a read-only folder: %s", slurp(dir_err(dir)));
+    snprintf(out, sizeof out, "%s/ro/d.h5", dir);
+    center32_args(args, sizeof args, data, w, out, "");
+    double t0 = kdc_now_seconds();
+    rc = kdc_test_system("%s%s %s --quiet 2>%s", unprivileged(), tool, args, dir_err(dir));
+    const char *msg = slurp(dir_err(dir));
+    printf("read-only --out folder: exit %d after %.2f s: %s", rc, kdc_now_seconds() - t0, msg);
+    ck_assert_msg(rc == 1 && strstr(msg, "cannot write in") && strstr(msg, "/ro") &&
+                      count_lines(msg) == 1,
+                  "%s", msg);
+    ck_assert(access(out, F_OK) != 0);
+    kdc_test_system("chmod 755 %s/ro; rm -rf %s", dir, dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     init_paths();
@@ -880,6 +1166,11 @@ int main(void)
     tcase_add_test(tc, test_kill_and_resume);
     tcase_add_test(tc, test_shards_merge_to_the_same_cache);
     tcase_add_test(tc, test_shuffled_order_is_a_permutation_of_dataset_order);
+    tcase_add_test(tc, test_one_bad_file_costs_one_image);
+    tcase_add_test(tc, test_nan_teacher_weights_refused);
+    tcase_add_test(tc, test_nonfinite_outputs_skipped_or_strict);
+    tcase_add_test(tc, test_out_inside_data_refused);
+    tcase_add_test(tc, test_unwritable_out_folder);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

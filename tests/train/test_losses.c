@@ -13,6 +13,7 @@
 #include "common/base/half.h"
 #include "tests/helpers/testutil.h"
 #include "train/losses.h"
+#include "train/metrics.h"
 
 #define SUITE "losses"
 #define TOL 1e-5
@@ -340,6 +341,48 @@ START_TEST(test_bad_input)
 }
 END_TEST
 
+/* Top-1/top-5 counting: a row with any NaN or infinite logit is wrong, wherever
+ * the bad value sits (NaN compares false with everything, so the label used
+ * to rank first and a NaN student scored 100%). Closed form: rows built so the
+ * label is first (or fifth, or sixth) among finite logits. */
+START_TEST(test_count_correct_nonfinite_rows)
+{
+    enum { C = 7, B = 11 };
+    float z[B][C];
+    int32_t y[B];
+    for (int b = 0; b < B; b++) {
+        y[b] = b % C;
+        for (int c = 0; c < C; c++)
+            z[b][c] = (float)(c == y[b] ? 10 : -c); /* the label first */
+    }
+    /* rows 0-2 stay finite: row 1 with the label 5th, row 2 with it 6th */
+    z[1][y[1]] = -3.5f; /* above it: the classes with -c > -3.5 except itself */
+    z[2][y[2]] = -5.5f;
+    z[3][y[3]] = NAN;          /* NaN at the label */
+    z[4][(y[4] + 1) % C] = NAN; /* NaN elsewhere */
+    for (int c = 0; c < C; c++)
+        z[5][c] = NAN;              /* all NaN */
+    z[6][y[6]] = INFINITY;         /* +inf at the label */
+    z[7][(y[7] + 2) % C] = -INFINITY; /* -inf elsewhere */
+    z[8][(y[8] + 3) % C] = INFINITY;  /* +inf elsewhere */
+    /* 9, 10 finite, label first */
+    int64_t top1 = 0, top5 = 0;
+    kd_count_correct(&z[0][0], y, B, C, &top1, &top5);
+    /* finite rows: 0, 9, 10 (label first), 1 (among the top 5), 2 (6th) */
+    int above1 = 0, above2 = 0;
+    for (int c = 0; c < C; c++) {
+        above1 += c != y[1] && (z[1][c] > z[1][y[1]] || (z[1][c] == z[1][y[1]] && c < y[1]));
+        above2 += c != y[2] && (z[2][c] > z[2][y[2]] || (z[2][c] == z[2][y[2]] && c < y[2]));
+    }
+    ck_assert_int_lt(above1, 5);
+    ck_assert_int_ge(above2, 5);
+    ck_assert_int_eq(top1, 3);
+    ck_assert_int_eq(top5, 4);
+    ck_assert_uint_eq(kd_count_nonfinite_rows(&z[0][0], B, C), 6);
+    ck_assert_uint_eq(kd_count_nonfinite_rows(&z[0][0], 3, C), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create(SUITE);
@@ -353,6 +396,7 @@ int main(void)
     tcase_add_loop_test(tc, test_proj_vs_torch, 0, (int)(sizeof proj_cases / sizeof *proj_cases));
     tcase_add_test(tc, test_proj_through_linear);
     tcase_add_test(tc, test_bad_input);
+    tcase_add_test(tc, test_count_correct_nonfinite_rows);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

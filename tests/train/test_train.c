@@ -13,6 +13,7 @@
 
 #include "common/image/dataset.h"
 #include "common/image/views.h"
+#include "formats/cache_match.h"
 #include "formats/cache_writer.h"
 #include "formats/safetensors.h"
 #include "tests/helpers/make_inputs.h"
@@ -351,7 +352,8 @@ START_TEST(test_metrics_columns)
     size_t n;
     char *csv = slurp(p, &n);
     const char *head = "epoch,lr,loss,ce_loss,kd_loss,proj_loss,train_top1,train_top5,"
-                       "val_loss,val_top1,val_top5,images_per_s,seconds\n";
+                       "val_loss,val_top1,val_top5,images_per_s,seconds,images,skipped,"
+                       "val_images,val_skipped\n";
     ck_assert_msg(!strncmp(csv, head, strlen(head)), "header: %s", csv);
     /* row 1: epoch 1, lr 0.01, and the first terms of the epoch average near the
      * reference's first-step terms (3 steps averaged, so only the order). */
@@ -369,7 +371,7 @@ START_TEST(test_metrics_columns)
     int commas = 0;
     for (const char *s = csv + strlen(head); *s && *s != '\n'; s++)
         commas += *s == ',';
-    ck_assert_int_eq(commas, 12);
+    ck_assert_int_eq(commas, 16);
     free(csv);
     free(r);
 }
@@ -417,7 +419,7 @@ START_TEST(test_mismatch_refused)
 END_TEST
 
 /* A cache whose rows are a permutation of the dataset (kd-precompute's
- * default --order shuffled) matches by path: kd_data_check_match maps every
+ * default --order shuffled) matches by path: cache_match_dataset maps every
  * row to its image, and kd_data serves each image with its own label and
  * teacher logits. A path outside the dataset, a repeated path or another
  * label is refused, naming the image. */
@@ -443,18 +445,18 @@ START_TEST(test_shuffled_cache_rows)
         t.label[r] = e->label;
         t.size[r] = e->size;
     }
-    ck_assert_msg(kd_data_check_match(ds, &t, "perm.h5", map, &err) == KDC_OK, "%s", err.msg);
+    ck_assert_msg(cache_match_dataset(ds, &t, "perm.h5", map, &err) == KDC_OK, "%s", err.msg);
     for (int64_t r = 0; r < n; r++)
         ck_assert_int_eq(map[r], perm[r]);
     /* another label */
     t.label[5] = (t.label[5] + 1) % NCLS;
-    ck_assert_int_eq(kd_data_check_match(ds, &t, "perm.h5", map, &err), KDC_EMISMATCH);
+    ck_assert_int_eq(cache_match_dataset(ds, &t, "perm.h5", map, &err), KDC_EMISMATCH);
     ck_assert_msg(strstr(err.msg, t.path[5]) && strstr(err.msg, "label"), "%s", err.msg);
     t.label[5] = ds->items[perm[5]].label;
     /* a path that is not in the dataset */
     free(t.path[9]);
     t.path[9] = strdup("class0/nosuch.jpg");
-    ck_assert_int_eq(kd_data_check_match(ds, &t, "perm.h5", map, &err), KDC_EMISMATCH);
+    ck_assert_int_eq(cache_match_dataset(ds, &t, "perm.h5", map, &err), KDC_EMISMATCH);
     ck_assert_msg(strstr(err.msg, "class0/nosuch.jpg") && strstr(err.msg, "not in the dataset"),
                   "%s", err.msg);
     /* the same image twice (and another one missing) */
@@ -462,7 +464,7 @@ START_TEST(test_shuffled_cache_rows)
     t.path[9] = strdup(t.path[10]);
     t.label[9] = t.label[10];
     t.size[9] = t.size[10];
-    ck_assert_int_eq(kd_data_check_match(ds, &t, "perm.h5", map, &err), KDC_EMISMATCH);
+    ck_assert_int_eq(cache_match_dataset(ds, &t, "perm.h5", map, &err), KDC_EMISMATCH);
     ck_assert_msg(strstr(err.msg, t.path[10]) && strstr(err.msg, "twice"), "%s", err.msg);
     cache_image_table_free(&t);
 
