@@ -25,6 +25,7 @@
 #include "train/metrics.h"
 #include "train/optim.h"
 #include "train/projector.h"
+#include "train/recipe.h"
 #include "train/schedule.h"
 #include "train/train_checkpoint.h"
 #include "train/train_data.h"
@@ -33,7 +34,8 @@
 #define PATH_MAX_LEN 4096
 
 typedef struct trainer {
-    const kd_train_options *o;
+    const kd_train_options *o; /* &opts */
+    kd_train_options opts;     /* the command line with the loss weights settled */
     FILE *log;
     kdc_backend *be;
     int on_cpu;
@@ -267,6 +269,8 @@ static kdc_status trainer_setup(trainer *t, kdc_error *err)
     t->C = kd_data_num_classes(t->data);
     t->B = o->batch;
     t->S = kd_data_view_params(t->data)->image_size;
+    char source[256];
+    kd_train_resolve_losses(&t->opts, t->S, source, sizeof source);
     if (t->h && o->kd_weight > 0 && t->h->num_classes < 2)
         return kdc_fail(err, KDC_EINVAL, "%s: KD needs at least 2 classes", o->cache);
     const img_dataset *ds = kd_data_dataset(t->data);
@@ -325,6 +329,12 @@ static kdc_status trainer_setup(trainer *t, kdc_error *err)
         return st;
     snprintf(t->run_dir, sizeof t->run_dir, "%s", o->out);
     make_signature(t);
+    if (t->log && !o->quiet) {
+        char lines[1024];
+        kd_train_describe(o, source, lines, sizeof lines);
+        for (char *l = lines, *nl; *l && (nl = strchr(l, '\n')); l = nl + 1)
+            fprintf(t->log, "kd-train: %.*s\n", (int)(nl - l), l);
+    }
     return KDC_OK;
 }
 
@@ -592,6 +602,8 @@ static kdc_status run_epoch(trainer *t, int64_t epoch, kd_epoch_metrics *m, kdc_
     kdc_progress pr;
     kdc_progress_init(&pr, t->log ? t->log : stderr, label, (uint64_t)total, "img",
                       o->quiet || !t->log);
+    kdc_progress_set_log_every(&pr, o->log_every);
+    uint64_t epoch_steps = (uint64_t)kd_data_epoch_batches(t->data);
     double t0 = kdc_now_seconds();
     if ((st = kd_data_start_epoch(t->data, epoch, err)))
         return st;
@@ -635,12 +647,13 @@ static kdc_status run_epoch(trainer *t, int64_t epoch, kd_epoch_metrics *m, kdc_
             sum_proj += L.proj;
             steps++;
             trained += b.count;
-            kdc_progress_set_extra(&pr, "loss %.4f acc %.1f%%", sum_total / (double)steps,
-                                   100.0 * (double)c1 / (double)trained);
         }
-        if (t->gpu && steps > 0)
-            kdc_progress_set_extra(&pr, "loss %.4f acc %.1f%%", sum_total / (double)steps,
+        if (steps > 0) /* running epoch means of the weighted total and the bare terms */
+            kdc_progress_set_extra(&pr, "loss %.4f (ce %.4f kd %.4f proj %.4f), top-1 %.1f%%",
+                                   sum_total / (double)steps, sum_ce / (double)steps,
+                                   sum_kd / (double)steps, sum_proj / (double)steps,
                                    100.0 * (double)c1 / (double)trained);
+        kdc_progress_set_step(&pr, (uint64_t)step + 1, epoch_steps);
         kdc_progress_update(&pr, (uint64_t)seen);
     }
     kdc_progress_finish(&pr);
@@ -662,7 +675,9 @@ kdc_status kd_train_run(const kd_train_options *o, FILE *log, kdc_error *err)
 {
     trainer t;
     memset(&t, 0, sizeof t);
-    t.o = o;
+    t.opts = *o;
+    t.o = &t.opts;
+    o = t.o;
     t.log = log;
     kdc_status st;
     int64_t start = 0;
