@@ -114,7 +114,7 @@ void kd_train_describe(const kd_train_options *o, const char *source, char *buf,
     }
     snprintf(buf, len,
              "losses: CE %g + KD %g (T %g)%s [%s]\n"
-             "optimiser: %s, lr %g, weight decay %g, batch %d, %d epochs, schedule %s\n",
+             "optimiser: %s, lr %g, weight decay %g, batch %d, %d epoch%s, schedule %s\n",
              o->ce_weight, o->kd_weight, o->temperature, proj, source, opt, o->lr, o->wd,
-             o->batch, o->epochs, sched);
+             o->batch, o->epochs, o->epochs == 1 ? "" : "s", sched);
 }

@@ -27,6 +27,7 @@
 #include "train/projector.h"
 #include "train/recipe.h"
 #include "train/schedule.h"
+#include "train/student_meta.h"
 #include "train/train_checkpoint.h"
 #include "train/train_data.h"
 #include "train/trainer_gpu.h"
@@ -65,6 +66,7 @@ typedef struct trainer {
 
     char run_dir[PATH_MAX_LEN];
     char signature[1024];
+    kd_student_meta_text meta; /* student.safetensors' metadata (student_meta.h) */
     char *metrics_csv;
 } trainer;
 
@@ -314,11 +316,18 @@ static kdc_status trainer_setup(trainer *t, kdc_error *err)
     if ((st = setup_optimizer(t, err)) || (st = setup_schedule(t, err)))
         return st;
 
+    const img_view_params *vp = kd_data_view_params(t->data);
+    kd_student_meta sm = {.num_classes = t->C, .image_size = vp->image_size,
+                          .resize_size = kd_eval_resize_size(vp->policy, vp->image_size,
+                                                             vp->resize_size),
+                          .policy = vp->policy,
+                          .norm = *kd_data_norm(t->data)};
+    snprintf(sm.arch, sizeof sm.arch, "%s", o->student);
+    kd_student_meta_format(&sm, &t->meta);
     if (o->val) {
-        const img_view_params *vp = kd_data_view_params(t->data);
         /* Square datasets under pad-crop (CIFAR-like): the val view is the whole
          * S x S image, as the CIFAR recipes evaluate. */
-        int R = vp->policy == IMG_VIEW_PAD_CROP ? vp->image_size : vp->resize_size;
+        int R = kd_eval_resize_size(vp->policy, vp->image_size, vp->resize_size);
         if ((st = img_dataset_open_folder(&t->val_ds, o->val, err)))
             return st;
         if ((st = kd_evaluator_create(&t->eval, t->val_ds, vp->image_size, R,
@@ -525,7 +534,8 @@ static kdc_status save_epoch(trainer *t, int64_t epochs_done, kdc_error *err)
     char path[PATH_MAX_LEN];
     kdc_status st;
     if ((st = path_in_run(t, "student.safetensors", path, err)) ||
-        (st = kdc_checkpoint_save(path, kdc_model_params(t->model), t->be, t->o->student, err)))
+        (st = kdc_checkpoint_save_meta(path, kdc_model_params(t->model), t->be, t->meta.pairs,
+                                       t->meta.n, err)))
         return st;
     if (t->has_proj &&
         ((st = path_in_run(t, "projector.safetensors", path, err)) ||
@@ -722,8 +732,9 @@ kdc_status kd_eval_only(const kd_train_options *o, FILE *out, kdc_error *err)
     kdc_model *m = NULL;
     kd_evaluator *ev = NULL;
     kdc_status st;
-    img_norm norm;
-    norm_from_options(o, &norm);
+    kd_eval_settings es; /* the weights' metadata, or the flags (student_meta.h) */
+    if ((st = kd_eval_settings_resolve(o, &es, err)))
+        return st;
     int threads = default_threads(o->threads);
     if ((st = kdc_backend_create(o->device, o->threads, &be, err)) ||
         (st = img_dataset_open_folder(&ds, o->val, err)))
@@ -732,10 +743,17 @@ kdc_status kd_eval_only(const kd_train_options *o, FILE *out, kdc_error *err)
         st = kdc_fail(err, KDC_EINVAL, "%s: no classes or no images", o->val);
         goto done;
     }
-    if ((st = kdc_model_create(o->student, ds->num_classes, be, 0, &m, err)) ||
+    if (es.num_classes && es.num_classes != ds->num_classes) {
+        st = kdc_fail(err, KDC_EMISMATCH,
+                      "%s has %d class folders but %s was trained on %d classes (labels are "
+                      "folder indices, so they would not line up)",
+                      o->val, ds->num_classes, o->weights, es.num_classes);
+        goto done;
+    }
+    if ((st = kdc_model_create(es.arch, ds->num_classes, be, 0, &m, err)) ||
         (st = kdc_checkpoint_load(o->weights, kdc_model_params(m), be, err)) ||
-        (st = kd_evaluator_create(&ev, ds, o->image_size, o->resize_size, &norm, o->batch, threads,
-                                  err)))
+        (st = kd_evaluator_create(&ev, ds, es.image_size, es.resize_size, &es.norm, o->batch,
+                                  threads, err)))
         goto done;
     kd_eval_result r;
     if ((st = kd_evaluate(ev, m, &r, err)))
