@@ -743,14 +743,15 @@ kdc_status kd_eval_only(const kd_train_options *o, FILE *out, kdc_error *err)
         st = kdc_fail(err, KDC_EINVAL, "%s: no classes or no images", o->val);
         goto done;
     }
-    if (es.num_classes && es.num_classes != ds->num_classes) {
+    /* Labels are folder indices below the student's classes, as for the run's --val */
+    if (es.num_classes && ds->num_classes > es.num_classes) {
         st = kdc_fail(err, KDC_EMISMATCH,
-                      "%s has %d class folders but %s was trained on %d classes (labels are "
-                      "folder indices, so they would not line up)",
-                      o->val, ds->num_classes, o->weights, es.num_classes);
+                      "%s has %d class folders but %s was trained on %d classes", o->val,
+                      ds->num_classes, o->weights, es.num_classes);
         goto done;
     }
-    if ((st = kdc_model_create(es.arch, ds->num_classes, be, 0, &m, err)) ||
+    if ((st = kdc_model_create(es.arch, es.num_classes ? es.num_classes : ds->num_classes, be,
+                               0, &m, err)) ||
         (st = kdc_checkpoint_load(o->weights, kdc_model_params(m), be, err)) ||
         (st = kd_evaluator_create(&ev, ds, es.image_size, es.resize_size, &es.norm, o->batch,
                                   threads, err)))
