@@ -8,12 +8,32 @@
 /* mdistiller configs/cifar100/dot/ and configs/imagenet/r34_r18/dot.yaml
  * (ALGORITHMS.md): CE 0.1 + KD 0.9 at T 4 on CIFAR, 0.5 + 0.5 at T 1 on ImageNet. */
 static const kd_recipe RECIPES[] = {
-    {.name = "cifar", .temperature = 4, .ce_weight = 0.1, .kd_weight = 0.9, .lr = 0.05,
-     .wd = 5e-4, .momentum = 0.9, .dot_delta = 0.075, .lr_gamma = 0.1, .batch = 64,
-     .epochs = 240, .lr_steps = {150, 180, 210}, .n_lr_steps = 3},
-    {.name = "imagenet", .temperature = 1, .ce_weight = 0.5, .kd_weight = 0.5, .lr = 0.2,
-     .wd = 1e-4, .momentum = 0.9, .dot_delta = 0.09, .lr_gamma = 0.1, .batch = 512,
-     .epochs = 100, .lr_steps = {30, 60, 90}, .n_lr_steps = 3},
+    {.name = "cifar",
+     .temperature = 4,
+     .ce_weight = 0.1,
+     .kd_weight = 0.9,
+     .lr = 0.05,
+     .wd = 5e-4,
+     .momentum = 0.9,
+     .dot_delta = 0.075,
+     .lr_gamma = 0.1,
+     .batch = 64,
+     .epochs = 240,
+     .lr_steps = {150, 180, 210},
+     .n_lr_steps = 3},
+    {.name = "imagenet",
+     .temperature = 1,
+     .ce_weight = 0.5,
+     .kd_weight = 0.5,
+     .lr = 0.2,
+     .wd = 1e-4,
+     .momentum = 0.9,
+     .dot_delta = 0.09,
+     .lr_gamma = 0.1,
+     .batch = 512,
+     .epochs = 100,
+     .lr_steps = {30, 60, 90},
+     .n_lr_steps = 3},
 };
 
 const kd_recipe *kd_recipe_find(const char *name)
@@ -80,8 +100,8 @@ void kd_train_resolve_losses(kd_train_options *o, int image_size, char *source, 
         snprintf(source, len, "recipe %s (--recipe)", r->name);
     else
         snprintf(source, len,
-                 "recipe %s, chosen for %d px images (<= %d px: cifar, above: imagenet)",
-                 r->name, image_size, KD_RECIPE_CIFAR_MAX_IMAGE);
+                 "recipe %s, chosen for %d px images (<= %d px: cifar, above: imagenet)", r->name,
+                 image_size, KD_RECIPE_CIFAR_MAX_IMAGE);
 }
 
 static const char *schedule_name(kd_train_schedule s)
@@ -93,14 +113,11 @@ void kd_train_describe(const kd_train_options *o, const char *source, char *buf,
 {
     char proj[96] = "", opt[160], sched[256];
     if (o->proj_weight > 0)
-        snprintf(proj, sizeof proj, " + projector %g (alpha %g%s)", o->proj_weight,
-                 o->proj_alpha, o->optimizer == KD_OPT_DOT && o->proj_on_task_side
-                                    ? ", task side"
-                                    : "");
+        snprintf(proj, sizeof proj, " + projector %g (alpha %g%s)", o->proj_weight, o->proj_alpha,
+                 o->optimizer == KD_OPT_DOT && o->proj_on_task_side ? ", task side" : "");
     if (o->optimizer == KD_OPT_DOT)
         snprintf(opt, sizeof opt, "dot (momentum %g, delta %g: %g task, %g distillation)",
-                 o->momentum, o->dot_delta, o->momentum - o->dot_delta,
-                 o->momentum + o->dot_delta);
+                 o->momentum, o->dot_delta, o->momentum - o->dot_delta, o->momentum + o->dot_delta);
     else
         snprintf(opt, sizeof opt, "sgd (momentum %g)", o->momentum);
     int n = snprintf(sched, sizeof sched, "%s", schedule_name(o->schedule));
@@ -115,6 +132,6 @@ void kd_train_describe(const kd_train_options *o, const char *source, char *buf,
     snprintf(buf, len,
              "losses: CE %g + KD %g (T %g)%s [%s]\n"
              "optimiser: %s, lr %g, weight decay %g, batch %d, %d epoch%s, schedule %s\n",
-             o->ce_weight, o->kd_weight, o->temperature, proj, source, opt, o->lr, o->wd,
-             o->batch, o->epochs, o->epochs == 1 ? "" : "s", sched);
+             o->ce_weight, o->kd_weight, o->temperature, proj, source, opt, o->lr, o->wd, o->batch,
+             o->epochs, o->epochs == 1 ? "" : "s", sched);
 }

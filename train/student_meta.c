@@ -43,8 +43,8 @@ void kd_student_meta_format(const kd_student_meta *m, kd_student_meta_text *t)
     put(t, "created_by", "kd-train (kdcache) %s commit %s", kdc_version(), kdc_git_commit());
 }
 
-static kdc_status meta_int(st_file *f, const char *key, long lo, long hi, int *out,
-                           unsigned bit, unsigned *have, kdc_error *err)
+static kdc_status meta_int(st_file *f, const char *key, long lo, long hi, int *out, unsigned bit,
+                           unsigned *have, kdc_error *err)
 {
     const char *v = st_metadata(f, key);
     if (!v)
@@ -60,8 +60,8 @@ static kdc_status meta_int(st_file *f, const char *key, long lo, long hi, int *o
     return KDC_OK;
 }
 
-static kdc_status meta_floats3(st_file *f, const char *key, int positive, float *out,
-                               unsigned bit, unsigned *have, kdc_error *err)
+static kdc_status meta_floats3(st_file *f, const char *key, int positive, float *out, unsigned bit,
+                               unsigned *have, kdc_error *err)
 {
     const char *v = st_metadata(f, key), *p = v;
     if (!v)
@@ -97,8 +97,9 @@ kdc_status kd_student_meta_read(const char *path, kd_student_meta *m, kdc_error 
             ok = (arch[i] >= 'a' && arch[i] <= 'z') || (arch[i] >= '0' && arch[i] <= '9') ||
                  arch[i] == '_';
         if (!ok) {
-            st = kdc_fail(err, KDC_EFORMAT, "%s: metadata arch = '%.40s' is not an architecture "
-                                            "name",
+            st = kdc_fail(err, KDC_EFORMAT,
+                          "%s: metadata arch = '%.40s' is not an architecture "
+                          "name",
                           path, arch);
             goto out;
         }
@@ -109,8 +110,8 @@ kdc_status kd_student_meta_read(const char *path, kd_student_meta *m, kdc_error 
         kdc_error e2;
         if (img_view_policy_parse(pol, &m->policy, &e2)) {
             st = kdc_fail(err, KDC_EFORMAT,
-                          "%s: metadata view_policy = '%.40s' is not center, rrc or pad-crop",
-                          path, pol);
+                          "%s: metadata view_policy = '%.40s' is not center, rrc or pad-crop", path,
+                          pol);
             goto out;
         }
         m->have |= KD_META_POLICY;
@@ -119,8 +120,8 @@ kdc_status kd_student_meta_read(const char *path, kd_student_meta *m, kdc_error 
                        err)) ||
         (st = meta_int(f, "image_size", 8, 4096, &m->image_size, KD_META_IMAGE_SIZE, &m->have,
                        err)) ||
-        (st = meta_int(f, "resize_size", 8, 8192, &m->resize_size, KD_META_RESIZE_SIZE,
-                       &m->have, err)) ||
+        (st = meta_int(f, "resize_size", 8, 8192, &m->resize_size, KD_META_RESIZE_SIZE, &m->have,
+                       err)) ||
         (st = meta_floats3(f, "mean", 0, m->norm.mean, KD_META_MEAN, &m->have, err)) ||
         (st = meta_floats3(f, "std", 1, m->norm.std, KD_META_STD, &m->have, err)))
         goto out;
@@ -148,8 +149,7 @@ static void fmt3(const float *v, char *buf, size_t len)
     snprintf(buf, len, "%g,%g,%g", (double)v[0], (double)v[1], (double)v[2]);
 }
 
-kdc_status kd_eval_settings_resolve(const kd_train_options *o, kd_eval_settings *s,
-                                    kdc_error *err)
+kdc_status kd_eval_settings_resolve(const kd_train_options *o, kd_eval_settings *s, kdc_error *err)
 {
     kd_student_meta m;
     kdc_status st = kd_student_meta_read(o->weights, &m, err);

@@ -71,7 +71,6 @@ typedef struct kd_eval_settings {
     img_norm norm;
 } kd_eval_settings;
 
-kdc_status kd_eval_settings_resolve(const kd_train_options *o, kd_eval_settings *s,
-                                    kdc_error *err);
+kdc_status kd_eval_settings_resolve(const kd_train_options *o, kd_eval_settings *s, kdc_error *err);
 
 #endif

@@ -47,8 +47,8 @@ static int run(const char *args, char **out, char **err)
 }
 
 static const char *const HELP_COMMANDS[] = {
-    "kd-precompute",    "kd-train",          "kd-cache",          "kd-cache info",
-    "kd-cache verify",  "kd-cache merge",    "kd-cache export",
+    "kd-precompute",   "kd-train",       "kd-cache",        "kd-cache info",
+    "kd-cache verify", "kd-cache merge", "kd-cache export",
 };
 
 START_TEST(test_help)
@@ -69,7 +69,7 @@ START_TEST(test_help)
     char *out, *err;
     ck_assert_int_eq(run("kd-train --help", &out, &err), 0);
     const char *train_flags[] = {"--recipe cifar", "--recipe imagenet", "--log-every",
-                                 "--version", "--force", "--eval-only"};
+                                 "--version",      "--force",           "--eval-only"};
     for (size_t i = 0; i < sizeof train_flags / sizeof train_flags[0]; i++)
         ck_assert_msg(strstr(out, train_flags[i]), "kd-train --help lacks %s", train_flags[i]);
     free(out);
@@ -96,8 +96,8 @@ static void expected_commit(char *buf, size_t len)
     }
     char *c = slurp(p);
     c[strcspn(c, "\n")] = '\0';
-    int dirty = kdc_test_system("git -C %s diff --quiet HEAD -- 2>/dev/null",
-                                kdc_test_repo_root()) != 0;
+    int dirty =
+        kdc_test_system("git -C %s diff --quiet HEAD -- 2>/dev/null", kdc_test_repo_root()) != 0;
     snprintf(buf, len, "%s%s", c, dirty ? "-dirty" : "");
     free(c);
 }
@@ -184,9 +184,9 @@ START_TEST(test_usage_errors_exit_2)
         char *out, *err;
         int rc = run(cases[i], &out, &err);
         ck_assert_msg(rc == 2, "'%s': exit %d, expected 2 (stderr: %s)", cases[i], rc, err);
-        const char *tool = !strncmp(cases[i], "kd-train", 8)        ? "kd-train"
+        const char *tool = !strncmp(cases[i], "kd-train", 8)         ? "kd-train"
                            : !strncmp(cases[i], "kd-precompute", 13) ? "kd-precompute"
-                                                                      : "kd-cache";
+                                                                     : "kd-cache";
         /* kd-cache with no command prints its usage only */
         if (strcmp(cases[i], "kd-cache"))
             ck_assert_msg(!strncmp(err, tool, strlen(tool)) && err[strlen(tool)] == ':',

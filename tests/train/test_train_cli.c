@@ -59,9 +59,14 @@ static void setup(void)
     size_t n = NCLS * 5;
     float *logits = kdc_test_load_f32("train", "teacher_logits", n * NCLS, NULL);
     float *feats = kdc_test_load_f32("train", "teacher_features", n * DT, NULL);
-    kdc_test_cache_spec spec = {.mode = "float32", .num_classes = NCLS, .feature_dim = DT,
-                                .image_size = 32, .chunk_images = 8, .logits = logits,
-                                .features = feats, .created_by = "test_train_cli"};
+    kdc_test_cache_spec spec = {.mode = "float32",
+                                .num_classes = NCLS,
+                                .feature_dim = DT,
+                                .image_size = 32,
+                                .chunk_images = 8,
+                                .logits = logits,
+                                .features = feats,
+                                .created_by = "test_train_cli"};
     kdc_test_make_cache(g_cache, g_data, &spec);
     free(logits);
     free(feats);
@@ -70,8 +75,8 @@ static void setup(void)
 /* kd-train ARGS with stdout to TMP/<tag>.out and stderr to TMP/<tag>.err. */
 static int train(const char *tag, const char *args)
 {
-    return kdc_test_system("%s/kd-train %s >%s/%s.out 2>%s/%s.err", kdc_test_bin_dir(), args,
-                           g_tmp, tag, g_tmp, tag);
+    return kdc_test_system("%s/kd-train %s >%s/%s.out 2>%s/%s.err", kdc_test_bin_dir(), args, g_tmp,
+                           tag, g_tmp, tag);
 }
 
 static char *output(const char *tag, const char *ext)
@@ -97,8 +102,8 @@ static eval_line eval_result(const char *tag)
 {
     eval_line e;
     char *s = output(tag, "out");
-    ck_assert_msg(sscanf(s, "images %lld top1 %lf top5 %lf loss %lf", &e.images, &e.top1,
-                         &e.top5, &e.loss) == 4,
+    ck_assert_msg(sscanf(s, "images %lld top1 %lf top5 %lf loss %lf", &e.images, &e.top1, &e.top5,
+                         &e.loss) == 4,
                   "%s: '%s'", tag, s);
     free(s);
     return e;
@@ -165,8 +170,9 @@ START_TEST(test_eval_only_one_answer)
     metrics_row(run, m);
     ck_assert_msg(isfinite(m[M_VLOSS]), "no val_loss in metrics.csv");
     /* 1: nothing but the weights and the folder */
-    snprintf(args, sizeof args, "--eval-only --weights %s/student.safetensors --val %s "
-                                "--threads 2",
+    snprintf(args, sizeof args,
+             "--eval-only --weights %s/student.safetensors --val %s "
+             "--threads 2",
              run, g_data);
     ck_assert_int_eq(train("e1", args), 0);
     /* 2: every setting repeated, as the scripts do */
@@ -188,8 +194,8 @@ START_TEST(test_eval_only_one_answer)
         /* metrics.csv prints 6 significant digits */
         ck_assert_msg(close_rel(e.loss, m[M_VLOSS], 2e-5), "%s: loss %.6f, the run's val %.6g",
                       tags[i], e.loss, m[M_VLOSS]);
-        ck_assert_msg(fabs(e.top1 - m[M_VTOP1]) < 1e-3, "%s: top-1 %.4f, the run's %.4f",
-                      tags[i], e.top1, m[M_VTOP1]);
+        ck_assert_msg(fabs(e.top1 - m[M_VTOP1]) < 1e-3, "%s: top-1 %.4f, the run's %.4f", tags[i],
+                      e.top1, m[M_VTOP1]);
     }
 }
 END_TEST
@@ -219,8 +225,9 @@ START_TEST(test_eval_only_refuses_disagreeing_flags)
         free(err);
     }
     /* --force: the flag wins (a 28 px evaluation gives another loss) */
-    snprintf(args, sizeof args, "--eval-only --weights %s/student.safetensors --val %s "
-                                "--threads 2",
+    snprintf(args, sizeof args,
+             "--eval-only --weights %s/student.safetensors --val %s "
+             "--threads 2",
              run, g_data);
     ck_assert_int_eq(train("plain", args), 0);
     snprintf(args, sizeof args,
@@ -233,11 +240,10 @@ START_TEST(test_eval_only_refuses_disagreeing_flags)
     /* a val folder with more classes than the student's: labels out of range */
     char v5[1200];
     snprintf(v5, sizeof v5, "%s/val5", g_tmp);
-    ck_assert_int_eq(kdc_test_system("rm -rf %s && cp -r %s %s && cp -r %s/class3 %s/class4",
-                                     v5, g_data, v5, v5, v5),
+    ck_assert_int_eq(kdc_test_system("rm -rf %s && cp -r %s %s && cp -r %s/class3 %s/class4", v5,
+                                     g_data, v5, v5, v5),
                      0);
-    snprintf(args, sizeof args, "--eval-only --weights %s/student.safetensors --val %s", run,
-             v5);
+    snprintf(args, sizeof args, "--eval-only --weights %s/student.safetensors --val %s", run, v5);
     ck_assert_int_eq(train("val5", args), 1);
     char *err = output("val5", "err");
     ck_assert_msg(strstr(err, "5 class folders") && strstr(err, "4 classes"), "%s", err);
@@ -252,25 +258,25 @@ START_TEST(test_metadata_for_pytorch)
 {
     char run[1100];
     train_eval_run(run, sizeof run);
-    int rc = kdc_test_system(
-        "cd %s/scripts/tools && %s -c \"\n"
-        "import json, struct, numpy as np, torchvision\n"
-        "from export_weights import load_file\n"
-        "p = '%s/student.safetensors'\n"
-        "b = open(p, 'rb').read()\n"
-        "h = json.loads(b[8:8 + struct.unpack('<Q', b[:8])[0]])\n"
-        "m = h['__metadata__']\n"
-        "assert all(isinstance(v, str) for v in m.values()), m\n"
-        "assert m['format'] == 'pt' and m['arch'] == 'resnet18', m\n"
-        "assert m['num_classes'] == '%d' and m['image_size'] == '32', m\n"
-        "assert m['resize_size'] == '32' and m['view_policy'] == 'pad-crop', m\n"
-        "f = np.float32\n"
-        "assert [f(x) for x in m['mean'].split(',')] == [f(0.3)] * 3, m\n"
-        "assert [f(x) for x in m['std'].split(',')] == [f(0.35)] * 3, m\n"
-        "net = torchvision.models.resnet18(num_classes=%d)\n"
-        "net.load_state_dict(load_file(p))\n"
-        "\"",
-        kdc_test_repo_root(), python(), run, NCLS, NCLS);
+    int rc =
+        kdc_test_system("cd %s/scripts/tools && %s -c \"\n"
+                        "import json, struct, numpy as np, torchvision\n"
+                        "from export_weights import load_file\n"
+                        "p = '%s/student.safetensors'\n"
+                        "b = open(p, 'rb').read()\n"
+                        "h = json.loads(b[8:8 + struct.unpack('<Q', b[:8])[0]])\n"
+                        "m = h['__metadata__']\n"
+                        "assert all(isinstance(v, str) for v in m.values()), m\n"
+                        "assert m['format'] == 'pt' and m['arch'] == 'resnet18', m\n"
+                        "assert m['num_classes'] == '%d' and m['image_size'] == '32', m\n"
+                        "assert m['resize_size'] == '32' and m['view_policy'] == 'pad-crop', m\n"
+                        "f = np.float32\n"
+                        "assert [f(x) for x in m['mean'].split(',')] == [f(0.3)] * 3, m\n"
+                        "assert [f(x) for x in m['std'].split(',')] == [f(0.35)] * 3, m\n"
+                        "net = torchvision.models.resnet18(num_classes=%d)\n"
+                        "net.load_state_dict(load_file(p))\n"
+                        "\"",
+                        kdc_test_repo_root(), python(), run, NCLS, NCLS);
     ck_assert_int_eq(rc, 0);
 }
 END_TEST
@@ -336,8 +342,7 @@ START_TEST(test_eval_only_without_or_with_bad_metadata)
                  g_data);
         ck_assert_msg(train("bad", args) == 1, "%s accepted", bad[i][0]);
         err = output("bad", "err");
-        ck_assert_msg(strstr(err, bad[i][1]) && strstr(err, "metadata"), "%s: %s", bad[i][0],
-                      err);
+        ck_assert_msg(strstr(err, bad[i][1]) && strstr(err, "metadata"), "%s: %s", bad[i][0], err);
         assert_one_line(bad[i][0], err);
         free(err);
     }
@@ -380,8 +385,8 @@ START_TEST(test_cache_turns_kd_on)
     /* --kd-weight 0 with a cache: plain CE, weight 1 */
     char r3[1100];
     run_dir("kd_off", r3, sizeof r3);
-    snprintf(args, sizeof args, "--data %s --cache %s --out %s %s --kd-weight 0", g_data,
-             g_cache, r3, common);
+    snprintf(args, sizeof args, "--data %s --cache %s --out %s %s --kd-weight 0", g_data, g_cache,
+             r3, common);
     ck_assert_int_eq(train("kd_off", args), 0);
     err = output("kd_off", "err");
     ck_assert_msg(strstr(err, "losses: CE 1 + KD 0 "), "%s", err);
@@ -437,8 +442,8 @@ START_TEST(test_resume_names_flags)
     char r[1100], args[4096];
     run_dir("resume", r, sizeof r);
     const char *base = "--student resnet8x4 --batch 8 --lr 0.05 --threads 2 --quiet";
-    snprintf(args, sizeof args, "--data %s --cache %s --out %s %s --epochs 1", g_data, g_cache,
-             r, base);
+    snprintf(args, sizeof args, "--data %s --cache %s --out %s %s --epochs 1", g_data, g_cache, r,
+             base);
     ck_assert_int_eq(train("res1", args), 0);
     const char *cases[][4] = {
         {"--epochs 2 --batch 4 --lr 0.1 --optimizer dot", "--batch was 8, now 4",
@@ -490,8 +495,8 @@ START_TEST(test_progress_off_a_terminal)
 {
     setup();
     char r[1100], args[4096];
-    const char *step_line[] = {"epoch 1/1: step ", " img, ", " img/s, ETA ", "loss ", "(ce ",
-                               "top-1 "};
+    const char *step_line[] = {
+        "epoch 1/1: step ", " img, ", " img/s, ETA ", "loss ", "(ce ", "top-1 "};
     /* --log-every 0: a line at every step (3 steps of 8, 8, 4 images) */
     run_dir("progress0", r, sizeof r);
     snprintf(args, sizeof args,
