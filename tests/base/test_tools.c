@@ -147,7 +147,9 @@ START_TEST(test_version)
         ck_assert_msg(rc == 0, "%s: exit %d (%s)", tools[i][1], rc, err);
         snprintf(want, sizeof want, "%s (kdcache) %s\ncommit %s\nbuild: %s, %s, ", tools[i][0],
                  version, commit, cuda, san);
-        ck_assert_msg(!strncmp(out, want, strlen(want)), "%s printed:\n%s\nexpected:\n%s...",
+        ck_assert_msg(!strncmp(out, want, strlen(want)),
+                      "%s printed:\n%s\nexpected:\n%s...\n(a commit or an edit since the "
+                      "tools were built? make tools, then rerun)",
                       tools[i][1], out, want);
         ck_assert_msg(err[0] == '\0', "%s: wrote to stderr: %s", tools[i][1], err);
         free(out);
