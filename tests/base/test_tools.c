@@ -145,7 +145,7 @@ START_TEST(test_version)
         char *out, *err;
         int rc = run(tools[i][1], &out, &err);
         ck_assert_msg(rc == 0, "%s: exit %d (%s)", tools[i][1], rc, err);
-        snprintf(want, sizeof want, "%s (kdcache) %s\ncommit %s\nbuild: %s, %s, ", tools[i][0],
+        snprintf(want, sizeof want, "%s (kdcache) %s\ncommit %s\nbuild: %s, %s", tools[i][0],
                  version, commit, cuda, san);
         ck_assert_msg(!strncmp(out, want, strlen(want)),
                       "%s printed:\n%s\nexpected:\n%s...\n(a commit or an edit since the "
