@@ -131,6 +131,30 @@ tools: $(TOOLS)
 tests: $(TEST_BINS)
 bench: $(BENCH_BINS)
 
+# --version (common/base/version.c): the release, the git commit and the build options.
+# The commit is "unknown" outside a git checkout (a release tarball) unless given,
+# e.g. make KDC_GIT_COMMIT=d6baa61; "-dirty" marks tracked files that differ from it.
+# Only version.o sees these defines; $(BUILD)/version.stamp changes when they do, so a
+# new commit recompiles one file and relinks.
+KDC_VERSION ?= 1.0
+ifeq ($(origin KDC_GIT_COMMIT),undefined)
+KDC_GIT_COMMIT := $(or $(if $(wildcard .git),$(shell git rev-parse --short HEAD 2>/dev/null)),unknown)
+ifneq ($(KDC_GIT_COMMIT),unknown)
+KDC_GIT_COMMIT := $(KDC_GIT_COMMIT)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+endif
+endif
+VERSION_STAMP = $(BUILD)/version.stamp
+VERSION_INFO  = $(KDC_VERSION) $(KDC_GIT_COMMIT) cuda=$(CUDA) sanitize=$(SANITIZE) $(OPT)
+$(VERSION_STAMP): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(VERSION_INFO)' | cmp -s - $@ || echo '$(VERSION_INFO)' > $@
+$(BUILD)/obj/common/base/version.o: $(VERSION_STAMP)
+$(BUILD)/obj/common/base/version.o: CFLAGS += -DKDC_VERSION='"$(KDC_VERSION)"' \
+    -DKDC_GIT_COMMIT='"$(KDC_GIT_COMMIT)"' -DKDC_BUILD_CUDA=$(CUDA) \
+    -DKDC_BUILD_SANITIZE=$(SANITIZE) -DKDC_BUILD_OPT='"$(OPT)"'
+.PHONY: FORCE
+FORCE:
+
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -MMD -MP -c $< -o $@

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "formats/cache_h5.h"
+#include "common/base/fileutil.h"
 #include "common/base/half.h"
 
 /* The creation-time tables (label, size, crc32) are written once: larger
@@ -395,11 +396,17 @@ kdc_status cache_writer_create(const char *path, const cache_header *hin,
     cache_writer *w;
     if ((st = alloc_writer(path, &h, &w, err)) != KDC_OK)
         return st;
+    /* libhdf5's error stack does not say why a create failed: the system does */
+    if ((st = kdc_create_empty(w->partial, err)) != KDC_OK) {
+        writer_free(w);
+        return st;
+    }
     hid_t fapl = cache_h5_fapl_for_writing();
     w->file = H5Fcreate(w->partial, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     if (w->file < 0) {
         st = cache_h5_fail(err, KDC_EIO, "cannot create %s", w->partial);
+        remove(w->partial);
         writer_free(w);
         return st;
     }

@@ -123,12 +123,17 @@ static kdc_status fetch_param(void *ctx, int i, void *dst, size_t bytes, kdc_err
     return st ? st : c->be->synchronize(c->be, err);
 }
 
-kdc_status kdc_checkpoint_save(const char *path, const kdc_param_table *params,
-                               kdc_backend *be, const char *arch, kdc_error *err)
+kdc_status kdc_checkpoint_save_meta(const char *path, const kdc_param_table *params,
+                                    kdc_backend *be, const char *const (*meta)[2], int n_meta,
+                                    kdc_error *err)
 {
     st_item *items = calloc((size_t)params->count + 1, sizeof *items);
-    if (!items)
+    const char *(*all)[2] = calloc((size_t)(n_meta > 0 ? n_meta : 0) + 1, sizeof *all);
+    if (!items || !all) {
+        free(items);
+        free(all);
         return kdc_fail(err, KDC_ENOMEM, "%s: out of memory", path);
+    }
     for (int i = 0; i < params->count; i++) {
         const kdc_param *p = &params->items[i];
         items[i].name = p->name;
@@ -138,10 +143,25 @@ kdc_status kdc_checkpoint_save(const char *path, const kdc_param_table *params,
         items[i].data = NULL;
     }
     /* "format": "pt" lets safetensors.torch.load_file hand back torch tensors */
-    const char *const meta[2][2] = {{"format", "pt"}, {"arch", arch ? arch : ""}};
+    int n = 0;
+    all[n][0] = "format";
+    all[n++][1] = "pt";
+    for (int i = 0; i < n_meta; i++)
+        if (strcmp(meta[i][0], "format")) {
+            all[n][0] = meta[i][0];
+            all[n++][1] = meta[i][1];
+        }
     save_ctx ctx = {params, be};
-    kdc_status st = st_write(path, items, params->count, meta, arch ? 2 : 1, fetch_param, &ctx,
-                             err);
+    kdc_status st = st_write(path, items, params->count, (const char *const (*)[2])all, n,
+                             fetch_param, &ctx, err);
+    free(all);
     free(items);
     return st;
+}
+
+kdc_status kdc_checkpoint_save(const char *path, const kdc_param_table *params,
+                               kdc_backend *be, const char *arch, kdc_error *err)
+{
+    const char *const meta[1][2] = {{"arch", arch ? arch : ""}};
+    return kdc_checkpoint_save_meta(path, params, be, meta, arch ? 1 : 0, err);
 }

@@ -27,4 +27,11 @@ kdc_status kdc_checkpoint_load(const char *path, kdc_param_table *params, kdc_ba
 kdc_status kdc_checkpoint_save(const char *path, const kdc_param_table *params,
                                kdc_backend *be, const char *arch, kdc_error *err);
 
+/* The same with n_meta more "__metadata__" string pairs (keys other than
+ * "format", which is always "pt"), e.g. the settings kd-train's --eval-only reads
+ * back (train/student_meta.h). */
+kdc_status kdc_checkpoint_save_meta(const char *path, const kdc_param_table *params,
+                                    kdc_backend *be, const char *const (*meta)[2], int n_meta,
+                                    kdc_error *err);
+
 #endif

@@ -1,9 +1,13 @@
 /* kd_cache_main.c - kd-cache: inspect, verify, merge and export teacher
  * caches. Thin command-line layer over formats/cache_*.h: parses arguments,
- * prints, and exits non-zero with one line on any problem. */
+ * prints, and exits non-zero with one line on any problem (1: the command
+ * failed, 2: a bad command line). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/base/cli.h"
+#include "common/base/version.h"
 
 #include "formats/cache_export.h"
 #include "formats/cache_merge.h"
@@ -16,7 +20,8 @@ static const char *usage_main =
     "  verify CACHE [--data DIR]          read every chunk; with --data compare the images\n"
     "  merge OUT IN...                    join the shards of kd-precompute --shard i/n\n"
     "  export CACHE --format npy --out DIR  write every dataset as .npy\n"
-    "kd-cache COMMAND --help for details.\n";
+    "kd-cache COMMAND --help for details; kd-cache --version for the build.\n"
+    "Exit status: 0 done, 1 failed (e.g. a corrupt cache), 2 bad command line.\n";
 
 static const char *usage_info =
     "usage: kd-cache info CACHE\n"
@@ -37,12 +42,32 @@ static const char *usage_export =
     "Writes each dataset as DIR/<name>.npy in its stored dtype, paths.txt and\n"
     "attributes.json.\n";
 
-static int wants_help(int argc, char **argv)
+static int print_version(void)
 {
-    for (int i = 0; i < argc; i++)
+    char v[512];
+    kdc_version_text("kd-cache", v, sizeof v);
+    fputs(v, stdout);
+    return KDC_EXIT_OK;
+}
+
+/* -h/--help anywhere among a command's arguments: 1; --version: 2. */
+static int wants_help_or_version(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
             return 1;
+        if (!strcmp(argv[i], "--version"))
+            return 2;
+    }
     return 0;
+}
+
+static int wants_help(int argc, char **argv)
+{
+    int w = wants_help_or_version(argc, argv);
+    if (w == 2)
+        exit(print_version());
+    return w;
 }
 
 static int fail(const kdc_error *e)
@@ -207,13 +232,15 @@ int main(int argc, char **argv)
 {
     if (argc < 2) {
         fputs(usage_main, stderr);
-        return 2;
+        return KDC_EXIT_USAGE;
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         fputs(usage_main, stdout);
-        return 0;
+        return KDC_EXIT_OK;
     }
+    if (!strcmp(cmd, "--version"))
+        return print_version();
     if (!strcmp(cmd, "info"))
         return cmd_info(argc - 2, argv + 2);
     if (!strcmp(cmd, "verify"))
@@ -223,5 +250,5 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "export"))
         return cmd_export(argc - 2, argv + 2);
     fprintf(stderr, "kd-cache: unknown command '%s' (try kd-cache --help)\n", cmd);
-    return 2;
+    return KDC_EXIT_USAGE;
 }

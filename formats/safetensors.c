@@ -450,9 +450,18 @@ static kdc_status build_header(const char *path, const st_item *items, int count
         return kdc_fail(err, KDC_ENOMEM, "%s: out of memory", path);
     kdc_status st = KDC_OK;
     if (n_meta > 0) {
+        /* safetensors' __metadata__ is a map of strings to strings (readers such as
+         * safetensors.safe_open refuse anything else): json_string refuses text
+         * that is not UTF-8, and each pair is checked. */
         json_t *m = json_object();
         for (int i = 0; m && i < n_meta; i++)
-            json_object_set_new(m, meta[i][0], json_string(meta[i][1]));
+            if (!meta[i][0] || !meta[i][1] ||
+                json_object_set_new(m, meta[i][0], json_string(meta[i][1]))) {
+                json_decref(m);
+                st = kdc_fail(err, KDC_EINVAL, "%s: metadata '%s' is not a UTF-8 string pair",
+                              path, meta[i][0] ? meta[i][0] : "(null)");
+                goto done;
+            }
         if (!m || json_object_set_new(root, "__metadata__", m)) {
             st = kdc_fail(err, KDC_ENOMEM, "%s: cannot build metadata", path);
             goto done;
@@ -530,7 +539,7 @@ kdc_status st_write(const char *path, const st_item *items, int count,
     memset(header + hlen, ' ', padded - hlen);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        st = kdc_fail(err, KDC_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+        st = kdc_fail(err, KDC_EIO, "cannot create %s: %s", tmp, strerror(errno));
         goto done;
     }
     unsigned char lenbuf[8];

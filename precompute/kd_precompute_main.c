@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/base/cli.h"
 #include "common/base/progress.h"
+#include "common/base/version.h"
 #include "precompute/precompute_options.h"
 #include "precompute/precompute_run.h"
 
@@ -68,17 +70,24 @@ int main(int argc, char **argv)
 {
     kd_precompute_options o;
     kdc_error err = {0};
-    int help;
-    if (kd_precompute_parse_options(argc, argv, &o, &help, &err) != KDC_OK) {
+    int action = KDC_CLI_RUN;
+    if (kd_precompute_parse_options(argc, argv, &o, &action, &err) != KDC_OK) {
         fprintf(stderr, "kd-precompute: %s\n", err.msg);
-        return 2;
+        return KDC_EXIT_USAGE;
     }
-    if (help) {
+    if (action == KDC_CLI_HELP) {
         fputs(kd_precompute_usage(), stdout);
-        return 0;
+        return KDC_EXIT_OK;
+    }
+    if (action == KDC_CLI_VERSION) {
+        char v[512];
+        kdc_version_text("kd-precompute", v, sizeof v);
+        fputs(v, stdout);
+        return KDC_EXIT_OK;
     }
     kdc_progress progress;
     kdc_progress_init(&progress, stderr, "kd-precompute", 0, "img", o.quiet);
+    kdc_progress_set_log_every(&progress, o.log_every);
     ui u = {.quiet = o.quiet, .progress = &progress};
     kd_precompute_hooks hooks = {
         .ctx = &u, .on_skip = on_skip, .on_note = on_note, .progress = &progress};
@@ -88,7 +97,7 @@ int main(int argc, char **argv)
         if (progress.done && progress.is_tty && !o.quiet)
             fputc('\n', stderr);
         fprintf(stderr, "kd-precompute: %s\n", err.msg);
-        return 1;
+        return KDC_EXIT_FAILURE;
     }
     if (!stats.already_complete)
         kdc_progress_finish(&progress);
@@ -100,5 +109,5 @@ int main(int argc, char **argv)
                 (long long)stats.images_skipped, (long long)stats.images_run);
     if (!o.quiet)
         report(&o, &stats);
-    return 0;
+    return KDC_EXIT_OK;
 }

@@ -12,6 +12,7 @@ static const char USAGE[] =
     "\n"
     "Runs the teacher once over every image and view and writes its logits and pooled\n"
     "features to one HDF5 cache (LZ4-compressed) that kd-train reads.\n"
+    "Exit status: 0 done, 1 failed, 2 bad command line.\n"
     "\n"
     "  --data DIR             ImageFolder root (DIR/<class>/<image>)\n"
     "  --list FILE            or a file of 'relative/path<TAB>label' lines (paths relative to\n"
@@ -36,7 +37,9 @@ static const char USAGE[] =
     "  --shard i/n     process the i-th of n contiguous, chunk-aligned image ranges\n"
     "  --resume        complete an interrupted run (same arguments required)\n"
     "  --strict        stop at the first unreadable image (default: record and skip it)\n"
-    "  --seed S (0)  --quiet  --help\n"
+    "  --log-every SECONDS (30)  progress line interval when stderr is not a terminal\n"
+    "                 (a log file, a Slurm job); 0: every batch\n"
+    "  --seed S (0)  --quiet  -h, --help  --version\n"
     "tuning:\n"
     "  --chunk-images N  images per HDF5 chunk (default: ~1 MiB chunks, a multiple of 64)\n"
     "  --decode-threads T  JPEG decoding threads (default: --threads)\n";
@@ -50,7 +53,7 @@ enum {
     O_DATA = 256, O_LIST, O_TEACHER, O_WEIGHTS, O_OUT, O_VIEWS, O_VIEW_POLICY, O_SCALE,
     O_RATIO, O_PAD, O_IMAGE_SIZE, O_RESIZE_SIZE, O_LOGITS, O_NO_FEATURES, O_BATCH, O_THREADS,
     O_DEVICE, O_SHARD, O_RESUME, O_SEED, O_QUIET, O_STRICT, O_MEAN, O_STD, O_HELP,
-    O_CHUNK_IMAGES, O_DECODE_THREADS, O_PRECISION, O_ORDER
+    O_CHUNK_IMAGES, O_DECODE_THREADS, O_PRECISION, O_ORDER, O_VERSION, O_LOG_EVERY
 };
 
 static const struct option LONGOPTS[] = {
@@ -83,6 +86,8 @@ static const struct option LONGOPTS[] = {
     {"decode-threads", required_argument, 0, O_DECODE_THREADS},
     {"precision", required_argument, 0, O_PRECISION},
     {"order", required_argument, 0, O_ORDER},
+    {"version", no_argument, 0, O_VERSION},
+    {"log-every", required_argument, 0, O_LOG_EVERY},
     {0, 0, 0, 0},
 };
 
@@ -108,7 +113,8 @@ kdc_status kd_precompute_parse_options(int argc, char **argv, kd_precompute_opti
     o->logits = KD_LOGITS_F16;
     o->batch = 32;
     o->shard_count = 1;
-    *help = 0;
+    o->log_every = KDC_LOG_EVERY_DEFAULT_S;
+    *help = KDC_CLI_RUN;
 
     long v;
     kdc_status st;
@@ -117,7 +123,7 @@ kdc_status kd_precompute_parse_options(int argc, char **argv, kd_precompute_opti
     int c, li = 0, views_given = 0;
     const kdc_cli_view_fields vf = {&o->pad, &o->image_size, &o->resize_size, o->scale,
                                     o->ratio, o->mean, o->std};
-    while ((c = getopt_long(argc, argv, "", LONGOPTS, &li)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", LONGOPTS, &li)) != -1) {
         const char *a = optarg;
         switch (c) {
         case O_DATA: o->data = a; break;
@@ -203,7 +209,13 @@ kdc_status kd_precompute_parse_options(int argc, char **argv, kd_precompute_opti
             else
                 return kdc_fail(err, KDC_EINVAL, "--order: '%s' is not shuffled or dataset", a);
             break;
-        case O_HELP: *help = 1; return KDC_OK;
+        case O_LOG_EVERY:
+            if ((st = kdc_cli_double("--log-every", a, 0, 86400, &o->log_every, err)))
+                return st;
+            break;
+        case 'h':
+        case O_HELP: *help = KDC_CLI_HELP; return KDC_OK;
+        case O_VERSION: *help = KDC_CLI_VERSION; return KDC_OK;
         default:
             return kdc_fail(err, KDC_EINVAL, "unknown option or missing value: %s (see --help)",
                             argv[optind - 1]);

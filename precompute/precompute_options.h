@@ -21,10 +21,13 @@ typedef struct kd_precompute_options {
     int decode_threads; /* --decode-threads: JPEG decoding threads; 0 = --threads */
     kdc_precision precision; /* --precision: the teacher's conv/linear arithmetic (cuda) */
     int order_dataset; /* --order dataset: cache rows in dataset order (default: shuffled) */
+    double log_every;  /* --log-every SECONDS: progress lines off a terminal */
 } kd_precompute_options;
 
+/* *action: KDC_CLI_RUN, KDC_CLI_HELP (-h/--help) or KDC_CLI_VERSION (cli.h). */
+
 kdc_status kd_precompute_parse_options(int argc, char **argv, kd_precompute_options *o,
-                                       int *help, kdc_error *err);
+                                       int *action, kdc_error *err);
 const char *kd_precompute_usage(void);
 
 #endif

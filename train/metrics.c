@@ -1,6 +1,7 @@
 /* metrics.c - top-k counting and the metrics.csv text. */
 #include "train/metrics.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,14 +125,17 @@ kdc_status kd_write_text_file(const char *path, const char *text, kdc_error *err
         return st;
     FILE *f = fopen(tmp, "wb");
     if (!f)
-        return kdc_fail(err, KDC_EIO, "%s: cannot create", tmp);
+        return kdc_fail(err, KDC_EIO, "cannot create %s: %s", tmp, strerror(errno));
     size_t n = strlen(text);
+    errno = 0;
     int bad = fwrite(text, 1, n, f) != n;
     bad |= fflush(f) != 0;
+    int e = errno;
     bad |= fclose(f) != 0;
     if (bad) {
+        e = e ? e : errno;
         remove(tmp);
-        return kdc_fail(err, KDC_EIO, "%s: write failed (disk full?)", tmp);
+        return kdc_fail(err, KDC_EIO, "%s: write failed: %s", tmp, e ? strerror(e) : "I/O error");
     }
     return kdc_commit_file(tmp, path, err);
 }

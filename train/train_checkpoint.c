@@ -161,6 +161,110 @@ kdc_status kd_checkpoint_write(const char *path, const kdc_param_table *student,
     return st;
 }
 
+/* The trainer's signature (trainer.c: "student=resnet8x4 batch=64 lr=0.05 ...",
+ * unchanged since the first checkpoints, so old ones still resume) key by key, each
+ * key with the flag it comes from and how to show its values. */
+static const struct {
+    const char *key, *flag;
+    const char *names; /* integer codes: "0name|1name|..." in order; NULL: as is */
+} SIG_KEYS[] = {
+    {"student", "--student", NULL},
+    {"classes", "classes (of --data)", NULL},
+    {"batch", "--batch", NULL},
+    {"lr", "--lr", NULL},
+    {"wd", "--wd", NULL},
+    {"schedule", "--schedule", "cosine|step|constant"},
+    {"warmup", "--warmup-epochs", NULL},
+    {"lr_steps", "--lr-steps", NULL},
+    {"gamma", "--lr-gamma", NULL},
+    {"optimizer", "--optimizer", "sgd|dot"},
+    {"momentum", "--momentum", NULL},
+    {"delta", "--dot-delta", NULL},
+    {"ce", "--ce-weight", NULL},
+    {"kd", "--kd-weight", NULL},
+    {"T", "--temperature", NULL},
+    {"proj", "--proj-weight", NULL},
+    {"alpha", "--proj-alpha", NULL},
+    {"proj_task", "--proj-task-side", "off|on"},
+    {"seed", "--seed", NULL},
+    {"shuffle", "--no-shuffle", "given|not given"},
+    {"data", "the data (cache fingerprint, or online)", NULL},
+};
+
+/* The value of `key` in a signature, into buf ("" when absent); 1 if present. */
+static int sig_value(const char *sig, const char *key, char *buf, size_t len)
+{
+    size_t kl = strlen(key);
+    buf[0] = '\0';
+    for (const char *p = sig; p && *p;) {
+        while (*p == ' ')
+            p++;
+        const char *end = strchr(p, ' ');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n > kl && !strncmp(p, key, kl) && p[kl] == '=') {
+            size_t vl = n - kl - 1 < len - 1 ? n - kl - 1 : len - 1;
+            memcpy(buf, p + kl + 1, vl);
+            buf[vl] = '\0';
+            return 1;
+        }
+        p = end;
+    }
+    return 0;
+}
+
+/* A value for people: codes by name, numbers in %g unless that hides the difference. */
+static void show_value(int k, const char *v, const char *other, char *out, size_t len)
+{
+    const char *names = SIG_KEYS[k].names;
+    char *end;
+    long code = strtol(v, &end, 10);
+    if (names && *v && !*end && code >= 0) {
+        const char *p = names;
+        for (long i = 0; i < code && p; i++)
+            p = strchr(p, '|') ? strchr(p, '|') + 1 : NULL;
+        if (p) {
+            size_t n = strchr(p, '|') ? (size_t)(strchr(p, '|') - p) : strlen(p);
+            snprintf(out, len, "%.*s", (int)n, p);
+            return;
+        }
+    }
+    /* %.17g in the signature; %g when it still tells the two values apart */
+    char *oend;
+    double x = strtod(v, &end), y = strtod(other, &oend);
+    if (*v && !*end && *other && !*oend) {
+        char a[64], b[64];
+        snprintf(a, sizeof a, "%g", x);
+        snprintf(b, sizeof b, "%g", y);
+        if (strcmp(a, b)) {
+            snprintf(out, len, "%s", a);
+            return;
+        }
+    }
+    snprintf(out, len, "%s", *v ? v : "(none)");
+}
+
+void kd_signature_diff(const char *old_sig, const char *new_sig, char *buf, size_t len)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (size_t k = 0; k < sizeof SIG_KEYS / sizeof SIG_KEYS[0]; k++) {
+        char a[256], b[256], sa[256], sb[256];
+        int ha = sig_value(old_sig, SIG_KEYS[k].key, a, sizeof a);
+        int hb = sig_value(new_sig, SIG_KEYS[k].key, b, sizeof b);
+        if (ha == hb && !strcmp(a, b))
+            continue;
+        show_value((int)k, ha ? a : "", b, sa, sizeof sa);
+        show_value((int)k, hb ? b : "", a, sb, sizeof sb);
+        int w = snprintf(buf + n, len - n, "%s%s was %s, now %s", n ? "; " : "",
+                         SIG_KEYS[k].flag, ha ? sa : "(not recorded)", hb ? sb : "(none)");
+        if (w < 0 || (size_t)w >= len - n)
+            break;
+        n += (size_t)w;
+    }
+    if (!n)
+        snprintf(buf, len, "the options differ (checkpoint: '%.200s')", old_sig);
+}
+
 static kdc_status meta_i64(st_file *f, const char *key, int64_t *out, kdc_error *err)
 {
     const char *v = st_metadata(f, key);
@@ -190,9 +294,12 @@ kdc_status kd_checkpoint_read(const char *path, kdc_param_table *student, kd_pro
     }
     const char *sig = st_metadata(f, "signature");
     if (!sig || strcmp(sig, s->signature ? s->signature : "")) {
+        char diff[768];
+        kd_signature_diff(sig ? sig : "", s->signature ? s->signature : "", diff, sizeof diff);
         st = kdc_fail(err, KDC_EMISMATCH,
-                      "%s was written with other options (%s); resume with the same flags",
-                      path, sig ? sig : "none");
+                      "cannot resume: %s was written with other options: %s; resume with the "
+                      "same flags, or use another --out",
+                      path, diff);
         goto out;
     }
     int64_t e, steps;

@@ -45,9 +45,14 @@ kdc_status kd_checkpoint_write(const char *path, const kdc_param_table *student,
                                const kd_resume_state *s, kdc_error *err);
 
 /* Loads weights into student/proj and the buffers into s->buffer (whose sizes
- * must match); checks the signature against s->signature; fills epochs_done,
+ * must match); checks the signature against s->signature (a difference fails,
+ * naming each flag with its old and new value); fills epochs_done,
  * optimizer_steps and metrics_csv (free() it). */
 kdc_status kd_checkpoint_read(const char *path, kdc_param_table *student, kd_projector *proj,
                               kdc_backend *be, kd_resume_state *s, kdc_error *err);
+
+/* "--lr was 0.05, now 0.1; --batch was 64, now 32": the flags behind the keys in
+ * which two trainer signatures differ. */
+void kd_signature_diff(const char *old_sig, const char *new_sig, char *buf, size_t len);
 
 #endif

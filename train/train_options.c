@@ -5,17 +5,19 @@
 #include <string.h>
 
 #include "common/base/cli.h"
+#include "train/recipe.h"
 
 static const char USAGE[] =
     "usage: kd-train --data DIR [--cache CACHE.h5] --student ARCH --out RUN_DIR [options]\n"
+    "       kd-train --eval-only --weights RUN_DIR/student.safetensors --val DIR [options]\n"
     "\n"
     "Trains a student from an image folder and, with --cache, from a teacher cache made\n"
     "by kd-precompute (the teacher is never loaded). Writes RUN_DIR/metrics.csv and\n"
-    "RUN_DIR/student.safetensors.\n"
+    "RUN_DIR/student.safetensors. Exit status: 0 done, 1 failed, 2 bad command line.\n"
     "\n"
     "data and model:\n"
     "  --data DIR            training images (ImageFolder: DIR/<class>/<image>)\n"
-    "  --cache FILE.h5       teacher cache; views are replayed from it\n"
+    "  --cache FILE.h5       teacher cache; views are replayed from it; turns KD on\n"
     "  --student ARCH        resnet18|resnet34|resnet50|resnet101|resnet152|wide_resnet50_2|\n"
     "                        mobilenet_v1|resnet8x4|resnet32x4|wrn_16_2|wrn_40_2\n"
     "  --out RUN_DIR         output folder\n"
@@ -24,22 +26,39 @@ static const char USAGE[] =
     "  --eval-only --weights FILE   only evaluate saved student weights on --val\n"
     "  --skip-bad-images     --eval-only: leave unreadable images out (counted, named)\n"
     "                        instead of failing, as a torchvision ImageFolder would\n"
-    "optimisation:\n"
+    "recipes (explicit flags override them, in any order):\n"
+    "  --recipe cifar        mdistiller's CIFAR-100 KD/DOT: CE 0.1 + KD 0.9, T 4, lr 0.05,\n"
+    "                        batch 64, wd 5e-4, 240 epochs, step x0.1 at 150,180,210,\n"
+    "                        momentum 0.9, DOT delta 0.075\n"
+    "  --recipe imagenet     CE 0.5 + KD 0.5, T 1, lr 0.2, batch 512, wd 1e-4, 100 epochs,\n"
+    "                        step x0.1 at 30,60,90, momentum 0.9, DOT delta 0.09\n"
+    "optimisation (defaults without a recipe):\n"
     "  --epochs E (10)  --batch B (64)  --lr LR (0.05)  --wd WD (5e-4)\n"
     "  --schedule cosine|step|constant (cosine)  --warmup-epochs W (0)\n"
     "  --lr-steps a,b,c (epochs; for step)  --lr-gamma G (0.1)\n"
     "  --optimizer sgd|dot (sgd)  --momentum M (0.9)  --dot-delta D (0.075)\n"
     "losses:\n"
-    "  --ce-weight A (1)  --kd-weight B (0)  --temperature T (4)\n"
+    "  --ce-weight A  --kd-weight B  --temperature T   without them: with --cache the\n"
+    "                        recipe's (--recipe, else cifar for images <= 64 px, imagenet\n"
+    "                        above); without a cache CE 1 only; --kd-weight 0: CE 1 only\n"
     "  --proj-weight G (0)  --proj-alpha ALPHA (4)  --proj-task-side (DOT: projector\n"
     "                        term on the task momentum instead of the distillation one)\n"
     "views without a cache (ignored with --cache, which fixes them):\n"
     "  --view-policy rrc|pad-crop|center (rrc)  --scale a,b (0.08,1)  --ratio a,b (0.75,1.3333)\n"
     "  --pad P (4)  --image-size S (224)  --resize-size R (256)\n"
     "  --mean r,g,b  --std r,g,b (ImageNet defaults)\n"
+    "evaluation only:\n"
+    "  --eval-only --weights FILE   evaluate saved weights on --val; a kd-train student\n"
+    "                        carries its architecture, classes, image and resize size,\n"
+    "                        mean/std and view policy, so nothing else is needed; files\n"
+    "                        without them (e.g. a torchvision export) need --student and\n"
+    "                        the view flags\n"
+    "  --force               use view/model flags that disagree with the weights' metadata\n"
     "run:\n"
     "  --device cpu|cuda[:i] (cpu)  --threads T (all cores)  --seed S (0)\n"
-    "  --no-shuffle  --resume  --quiet  --help\n";
+    "  --log-every SECONDS (30)  progress line interval when stderr is not a terminal\n"
+    "                        (a log file, a Slurm job); 0: every step\n"
+    "  --no-shuffle  --resume  --quiet  -h, --help  --version\n";
 
 const char *kd_train_usage(void)
 {
@@ -51,7 +70,8 @@ enum {
     O_WARMUP, O_LR_STEPS, O_LR_GAMMA, O_OPTIMIZER, O_MOMENTUM, O_DOT_DELTA, O_CE_W, O_KD_W,
     O_TEMP, O_PROJ_W, O_PROJ_ALPHA, O_DEVICE, O_INIT, O_NO_SHUFFLE, O_THREADS, O_RESUME, O_SEED,
     O_QUIET, O_EVAL_ONLY, O_WEIGHTS, O_VIEW_POLICY, O_SCALE, O_RATIO, O_PAD, O_IMAGE_SIZE,
-    O_RESIZE_SIZE, O_MEAN, O_STD, O_PROJ_TASK, O_HELP, O_SKIP_BAD
+    O_RESIZE_SIZE, O_MEAN, O_STD, O_PROJ_TASK, O_HELP, O_VERSION, O_RECIPE, O_LOG_EVERY,
+    O_FORCE, O_SKIP_BAD
 };
 
 static const struct option LONGOPTS[] = {
@@ -95,6 +115,10 @@ static const struct option LONGOPTS[] = {
     {"mean", required_argument, 0, O_MEAN},
     {"std", required_argument, 0, O_STD},
     {"help", no_argument, 0, O_HELP},
+    {"version", no_argument, 0, O_VERSION},
+    {"recipe", required_argument, 0, O_RECIPE},
+    {"log-every", required_argument, 0, O_LOG_EVERY},
+    {"force", no_argument, 0, O_FORCE},
     {"skip-bad-images", no_argument, 0, O_SKIP_BAD},
     {0, 0, 0, 0},
 };
@@ -124,13 +148,40 @@ static void defaults(kd_train_options *o)
     o->image_size = 224;
     o->resize_size = 256;
     o->threads = 0;
+    o->log_every = KDC_LOG_EVERY_DEFAULT_S;
+}
+
+/* The KD_GIVEN_* bit of an option, or -1. */
+static int given_bit(int c)
+{
+    switch (c) {
+    case O_EPOCHS: return KD_GIVEN_EPOCHS;
+    case O_BATCH: return KD_GIVEN_BATCH;
+    case O_LR: return KD_GIVEN_LR;
+    case O_WD: return KD_GIVEN_WD;
+    case O_SCHEDULE: return KD_GIVEN_SCHEDULE;
+    case O_LR_STEPS: return KD_GIVEN_LR_STEPS;
+    case O_LR_GAMMA: return KD_GIVEN_LR_GAMMA;
+    case O_MOMENTUM: return KD_GIVEN_MOMENTUM;
+    case O_DOT_DELTA: return KD_GIVEN_DOT_DELTA;
+    case O_CE_W: return KD_GIVEN_CE_W;
+    case O_KD_W: return KD_GIVEN_KD_W;
+    case O_TEMP: return KD_GIVEN_TEMP;
+    case O_STUDENT: return KD_GIVEN_STUDENT;
+    case O_IMAGE_SIZE: return KD_GIVEN_IMAGE_SIZE;
+    case O_RESIZE_SIZE: return KD_GIVEN_RESIZE_SIZE;
+    case O_MEAN: return KD_GIVEN_MEAN;
+    case O_STD: return KD_GIVEN_STD;
+    case O_VIEW_POLICY: return KD_GIVEN_VIEW_POLICY;
+    default: return -1;
+    }
 }
 
 kdc_status kd_train_parse_options(int argc, char **argv, kd_train_options *o, int *help,
                                   kdc_error *err)
 {
     defaults(o);
-    *help = 0;
+    *help = KDC_CLI_RUN;
     long v;
     kdc_status st = KDC_OK;
     optind = 1;
@@ -138,8 +189,10 @@ kdc_status kd_train_parse_options(int argc, char **argv, kd_train_options *o, in
     int c, li = 0;
     const kdc_cli_view_fields vf = {&o->pad, &o->image_size, &o->resize_size, o->scale,
                                     o->ratio, o->mean, o->std};
-    while ((c = getopt_long(argc, argv, "", LONGOPTS, &li)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", LONGOPTS, &li)) != -1) {
         const char *a = optarg;
+        if (given_bit(c) >= 0)
+            o->given |= 1u << given_bit(c);
         switch (c) {
         case O_DATA: o->data = a; break;
         case O_CACHE: o->cache = a; break;
@@ -256,7 +309,19 @@ kdc_status kd_train_parse_options(int argc, char **argv, kd_train_options *o, in
         case O_EVAL_ONLY: o->eval_only = 1; break;
         case O_SKIP_BAD: o->skip_bad_images = 1; break;
         case O_PROJ_TASK: o->proj_on_task_side = 1; break;
-        case O_HELP: *help = 1; return KDC_OK;
+        case O_RECIPE:
+            if (!kd_recipe_find(a))
+                return kdc_fail(err, KDC_EINVAL, "--recipe: '%s' is not cifar or imagenet", a);
+            o->recipe = a;
+            break;
+        case O_LOG_EVERY:
+            if ((st = kdc_cli_double("--log-every", a, 0, 86400, &o->log_every, err)))
+                return st;
+            break;
+        case O_FORCE: o->force = 1; break;
+        case 'h':
+        case O_HELP: *help = KDC_CLI_HELP; return KDC_OK;
+        case O_VERSION: *help = KDC_CLI_VERSION; return KDC_OK;
         case '?':
         default:
             if (optopt)
@@ -270,11 +335,15 @@ kdc_status kd_train_parse_options(int argc, char **argv, kd_train_options *o, in
         return kdc_fail(err, KDC_EINVAL, "unexpected argument '%s' (see --help)", argv[optind]);
 
     if (o->eval_only) {
-        if (!o->weights || !o->val || !o->student)
-            return kdc_fail(err, KDC_EINVAL,
-                            "--eval-only needs --weights FILE, --val DIR and --student ARCH");
+        if (!o->weights || !o->val)
+            return kdc_fail(err, KDC_EINVAL, "--eval-only needs --weights FILE and --val DIR");
         return KDC_OK;
     }
+    if (o->force)
+        return kdc_fail(err, KDC_EINVAL,
+                        "--force only applies to --eval-only (flags over the weights' metadata)");
+    if (o->recipe)
+        kd_recipe_apply_training(kd_recipe_find(o->recipe), o);
     if (!o->data)
         return kdc_fail(err, KDC_EINVAL, "--data DIR is required (see --help)");
     /* PyTorch: "Expected more than 1 value per channel when training". A
@@ -291,7 +360,10 @@ kdc_status kd_train_parse_options(int argc, char **argv, kd_train_options *o, in
     if (!o->cache && (o->kd_weight > 0 || o->proj_weight > 0))
         return kdc_fail(err, KDC_EINVAL,
                         "--kd-weight/--proj-weight need --cache (the teacher is never loaded)");
-    if (o->ce_weight == 0 && o->kd_weight == 0 && o->proj_weight == 0)
+    /* Weights not given are settled later (recipe.h); zero only when CE is given as 0
+     * and nothing can distil. */
+    if (KD_WAS_GIVEN(o, KD_GIVEN_CE_W) && o->ce_weight == 0 && o->proj_weight == 0 &&
+        (!o->cache || (KD_WAS_GIVEN(o, KD_GIVEN_KD_W) && o->kd_weight == 0)))
         return kdc_fail(err, KDC_EINVAL, "all loss weights are zero: nothing to train");
     if (o->schedule == KD_SCHED_STEP && o->n_lr_steps == 0)
         return kdc_fail(err, KDC_EINVAL, "--schedule step needs --lr-steps a,b,c");
@@ -301,6 +373,10 @@ kdc_status kd_train_parse_options(int argc, char **argv, kd_train_options *o, in
         return kdc_fail(err, KDC_EINVAL, "--momentum - --dot-delta must not be negative");
     if (o->warmup_epochs >= o->epochs && o->warmup_epochs > 0)
         return kdc_fail(err, KDC_EINVAL, "--warmup-epochs must be below --epochs");
+    if (o->warmup_epochs > 0 && o->schedule != KD_SCHED_COSINE)
+        return kdc_fail(err, KDC_EINVAL, "--warmup-epochs needs --schedule cosine");
+    if (o->warmup_epochs != (double)(long)o->warmup_epochs)
+        return kdc_fail(err, KDC_EINVAL, "--warmup-epochs must be a whole number of epochs");
     if (strcmp(o->view_policy, "rrc") && strcmp(o->view_policy, "pad-crop") &&
         strcmp(o->view_policy, "center"))
         return kdc_fail(err, KDC_EINVAL, "--view-policy: '%s' is not rrc, pad-crop or center",

@@ -13,6 +13,17 @@
 typedef enum { KD_SCHED_COSINE = 0, KD_SCHED_STEP = 1, KD_SCHED_CONSTANT = 2 } kd_train_schedule;
 typedef enum { KD_OPT_SGD = 0, KD_OPT_DOT = 1 } kd_optimizer_kind;
 
+/* Flags whose presence matters after parsing (bits of kd_train_options.given): a
+ * recipe and a cache's loss weights fill only the fields whose flag was not given
+ * (recipe.h), and --eval-only checks the given ones against the weights' metadata. */
+typedef enum kd_train_given {
+    KD_GIVEN_EPOCHS, KD_GIVEN_BATCH, KD_GIVEN_LR, KD_GIVEN_WD, KD_GIVEN_SCHEDULE,
+    KD_GIVEN_LR_STEPS, KD_GIVEN_LR_GAMMA, KD_GIVEN_MOMENTUM, KD_GIVEN_DOT_DELTA,
+    KD_GIVEN_CE_W, KD_GIVEN_KD_W, KD_GIVEN_TEMP, KD_GIVEN_STUDENT, KD_GIVEN_IMAGE_SIZE,
+    KD_GIVEN_RESIZE_SIZE, KD_GIVEN_MEAN, KD_GIVEN_STD, KD_GIVEN_VIEW_POLICY
+} kd_train_given;
+#define KD_WAS_GIVEN(o, f) ((((o)->given) >> (f)) & 1u)
+
 typedef struct kd_train_options {
     const char *data, *cache, *student, *out, *val, *device, *init, *weights;
     int epochs, batch, threads, seed;
@@ -34,11 +45,18 @@ typedef struct kd_train_options {
     int have_mean, have_std;
     /* DOT: which side the projector term belongs to (ALGORITHMS.md 3). */
     int proj_on_task_side;
+    const char *recipe; /* --recipe cifar|imagenet, NULL: none (recipe.h) */
+    double log_every;   /* --log-every SECONDS: progress lines off a terminal */
+    int force;          /* --force: --eval-only flags win over the weights' metadata */
+    unsigned given;     /* KD_GIVEN_* bits */
 } kd_train_options;
 
-/* Returns KDC_OK, or KDC_EINVAL with a one-line message. *help is set when
- * --help was given (the caller prints kd_train_usage and exits 0). */
-kdc_status kd_train_parse_options(int argc, char **argv, kd_train_options *o, int *help,
+/* Returns KDC_OK, or KDC_EINVAL with a one-line message (a usage error: exit 2).
+ * *action is KDC_CLI_HELP for -h/--help (the caller prints kd_train_usage and
+ * exits 0), KDC_CLI_VERSION for --version, else KDC_CLI_RUN. A --recipe is applied
+ * here; the loss weights of a run with a cache are settled by the trainer once it
+ * knows the image size (kd_train_resolve_losses, recipe.h). */
+kdc_status kd_train_parse_options(int argc, char **argv, kd_train_options *o, int *action,
                                   kdc_error *err);
 const char *kd_train_usage(void);
 

@@ -27,7 +27,9 @@
 #include "train/metrics.h"
 #include "train/optim.h"
 #include "train/projector.h"
+#include "train/recipe.h"
 #include "train/schedule.h"
+#include "train/student_meta.h"
 #include "train/train_checkpoint.h"
 #include "train/train_data.h"
 #include "train/trainer_gpu.h"
@@ -35,7 +37,8 @@
 #define PATH_MAX_LEN 4096
 
 typedef struct trainer {
-    const kd_train_options *o;
+    const kd_train_options *o; /* &opts */
+    kd_train_options opts;     /* the command line with the loss weights settled */
     FILE *log;
     kdc_backend *be;
     int on_cpu;
@@ -65,6 +68,7 @@ typedef struct trainer {
 
     char run_dir[PATH_MAX_LEN];
     char signature[1024];
+    kd_student_meta_text meta; /* student.safetensors' metadata (student_meta.h) */
     char *metrics_csv;
 } trainer;
 
@@ -295,6 +299,8 @@ static kdc_status trainer_setup(trainer *t, kdc_error *err)
     t->C = kd_data_num_classes(t->data);
     t->B = o->batch;
     t->S = kd_data_view_params(t->data)->image_size;
+    char source[256];
+    kd_train_resolve_losses(&t->opts, t->S, source, sizeof source);
     if (t->h && o->kd_weight > 0 && t->h->num_classes < 2)
         return kdc_fail(err, KDC_EINVAL, "%s: KD needs at least 2 classes", o->cache);
     const img_dataset *ds = kd_data_dataset(t->data);
@@ -339,11 +345,18 @@ static kdc_status trainer_setup(trainer *t, kdc_error *err)
     if ((st = setup_optimizer(t, err)) || (st = setup_schedule(t, err)))
         return st;
 
+    const img_view_params *vp = kd_data_view_params(t->data);
+    kd_student_meta sm = {.num_classes = t->C, .image_size = vp->image_size,
+                          .resize_size = kd_eval_resize_size(vp->policy, vp->image_size,
+                                                             vp->resize_size),
+                          .policy = vp->policy,
+                          .norm = *kd_data_norm(t->data)};
+    snprintf(sm.arch, sizeof sm.arch, "%s", o->student);
+    kd_student_meta_format(&sm, &t->meta);
     if (o->val) {
-        const img_view_params *vp = kd_data_view_params(t->data);
         /* Square datasets under pad-crop (CIFAR-like): the val view is the whole
          * S x S image, as the CIFAR recipes evaluate. */
-        int R = vp->policy == IMG_VIEW_PAD_CROP ? vp->image_size : vp->resize_size;
+        int R = kd_eval_resize_size(vp->policy, vp->image_size, vp->resize_size);
         if ((st = img_dataset_open_folder(&t->val_ds, o->val, err)))
             return st;
         /* During training an unreadable validation image is left out and
@@ -359,6 +372,12 @@ static kdc_status trainer_setup(trainer *t, kdc_error *err)
         return kdc_error_prefix(err, "--out: ");
     snprintf(t->run_dir, sizeof t->run_dir, "%s", o->out);
     make_signature(t);
+    if (t->log && !o->quiet) {
+        char lines[1024];
+        kd_train_describe(o, source, lines, sizeof lines);
+        for (char *l = lines, *nl; *l && (nl = strchr(l, '\n')); l = nl + 1)
+            fprintf(t->log, "kd-train: %.*s\n", (int)(nl - l), l);
+    }
     return KDC_OK;
 }
 
@@ -549,7 +568,8 @@ static kdc_status save_epoch(trainer *t, int64_t epochs_done, kdc_error *err)
     char path[PATH_MAX_LEN];
     kdc_status st;
     if ((st = path_in_run(t, "student.safetensors", path, err)) ||
-        (st = kdc_checkpoint_save(path, kdc_model_params(t->model), t->be, t->o->student, err)))
+        (st = kdc_checkpoint_save_meta(path, kdc_model_params(t->model), t->be, t->meta.pairs,
+                                       t->meta.n, err)))
         return st;
     if (t->has_proj &&
         ((st = path_in_run(t, "projector.safetensors", path, err)) ||
@@ -631,6 +651,8 @@ static kdc_status run_epoch(trainer *t, int64_t epoch, kd_epoch_metrics *m, kdc_
     kdc_progress pr;
     kdc_progress_init(&pr, t->log ? t->log : stderr, label, (uint64_t)total, "img",
                       o->quiet || !t->log);
+    kdc_progress_set_log_every(&pr, o->log_every);
+    uint64_t epoch_steps = (uint64_t)kd_data_epoch_batches(t->data);
     double t0 = kdc_now_seconds();
     if ((st = kd_data_start_epoch(t->data, epoch, err)))
         return st;
@@ -676,12 +698,13 @@ static kdc_status run_epoch(trainer *t, int64_t epoch, kd_epoch_metrics *m, kdc_
             sum_proj += L.proj;
             steps++;
             trained += b.count;
-            kdc_progress_set_extra(&pr, "loss %.4f acc %.1f%%", sum_total / (double)steps,
-                                   100.0 * (double)c1 / (double)trained);
         }
-        if (t->gpu && steps > 0)
-            kdc_progress_set_extra(&pr, "loss %.4f acc %.1f%%", sum_total / (double)steps,
+        if (steps > 0) /* running epoch means of the weighted total and the bare terms */
+            kdc_progress_set_extra(&pr, "loss %.4f (ce %.4f kd %.4f proj %.4f), top-1 %.1f%%",
+                                   sum_total / (double)steps, sum_ce / (double)steps,
+                                   sum_kd / (double)steps, sum_proj / (double)steps,
                                    100.0 * (double)c1 / (double)trained);
+        kdc_progress_set_step(&pr, (uint64_t)step + 1, epoch_steps);
         /* Unreadable images count as done, so the line reaches its total. */
         kdc_progress_update(&pr, (uint64_t)(seen + skipped->count));
     }
@@ -729,7 +752,9 @@ kdc_status kd_train_run(const kd_train_options *o, FILE *log, kdc_error *err)
 {
     trainer t;
     memset(&t, 0, sizeof t);
-    t.o = o;
+    t.opts = *o;
+    t.o = &t.opts;
+    o = t.o;
     t.log = log;
     kdc_status st;
     int64_t start = 0;
@@ -782,8 +807,9 @@ kdc_status kd_eval_only(const kd_train_options *o, FILE *out, FILE *log, kdc_err
     kdc_model *m = NULL;
     kd_evaluator *ev = NULL;
     kdc_status st;
-    img_norm norm;
-    norm_from_options(o, &norm);
+    kd_eval_settings es; /* the weights' metadata, or the flags (student_meta.h) */
+    if ((st = kd_eval_settings_resolve(o, &es, err)))
+        return st;
     int threads = default_threads(o->threads);
     if ((st = kdc_backend_create(o->device, o->threads, &be, err)) ||
         (st = img_dataset_open_folder(&ds, o->val, err)))
@@ -792,11 +818,19 @@ kdc_status kd_eval_only(const kd_train_options *o, FILE *out, FILE *log, kdc_err
         st = kdc_fail(err, KDC_EINVAL, "%s: no classes or no images", o->val);
         goto done;
     }
-    if ((st = kdc_model_create(o->student, ds->num_classes, be, 0, &m, err)) ||
+    /* Labels are folder indices below the student's classes, as for the run's --val */
+    if (es.num_classes && ds->num_classes > es.num_classes) {
+        st = kdc_fail(err, KDC_EMISMATCH,
+                      "%s has %d class folders but %s was trained on %d classes", o->val,
+                      ds->num_classes, o->weights, es.num_classes);
+        goto done;
+    }
+    if ((st = kdc_model_create(es.arch, es.num_classes ? es.num_classes : ds->num_classes, be,
+                               0, &m, err)) ||
         (st = kdc_checkpoint_load(o->weights, kdc_model_params(m), be, err)) ||
         (st = kdc_weights_check(kdc_model_params(m), be, o->weights, err)) ||
-        (st = kd_evaluator_create(&ev, ds, o->image_size, o->resize_size, &norm, o->batch, threads,
-                                  o->skip_bad_images, err)))
+        (st = kd_evaluator_create(&ev, ds, es.image_size, es.resize_size, &es.norm, o->batch,
+                                  threads, o->skip_bad_images, err)))
         goto done;
     kd_eval_result r;
     if ((st = kd_evaluate(ev, m, &r, err)))

@@ -5,6 +5,16 @@
 
 #include "common/base/error.h"
 
+/* Exit statuses of every tool (SPEC.md section 5): a bad command line is 2, a
+ * failure while running (a file, the data, the disk) is 1. */
+enum { KDC_EXIT_OK = 0, KDC_EXIT_FAILURE = 1, KDC_EXIT_USAGE = 2 };
+
+/* What a command line asks for besides a run: -h/--help or --version. */
+enum { KDC_CLI_RUN = 0, KDC_CLI_HELP = 1, KDC_CLI_VERSION = 2 };
+
+/* --log-every SECONDS: how often progress is logged when stderr is not a terminal. */
+#define KDC_LOG_EVERY_DEFAULT_S 30.0
+
 kdc_status kdc_cli_int(const char *flag, const char *s, long lo, long hi, long *out,
                        kdc_error *err);
 kdc_status kdc_cli_double(const char *flag, const char *s, double lo, double hi, double *out,

@@ -22,6 +22,15 @@ int kdc_is_dir(const char *path)
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+kdc_status kdc_create_empty(const char *path, kdc_error *err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return kdc_fail(err, KDC_EIO, "cannot create %s: %s", path, strerror(errno));
+    close(fd);
+    return KDC_OK;
+}
+
 kdc_status kdc_mkdirs(const char *path, kdc_error *err)
 {
     char buf[4096];

@@ -17,6 +17,11 @@ kdc_status kdc_partial_name(const char *path, char *buf, size_t len, kdc_error *
  * complete file is under its final name even across a crash. */
 kdc_status kdc_commit_file(const char *tmp, const char *final_path, kdc_error *err);
 
+/* Creates (or empties) path as a file and closes it: "cannot create PATH: <errno
+ * text>" on failure. For files a library opens afterwards (libhdf5 does not say
+ * why a create failed). */
+kdc_status kdc_create_empty(const char *path, kdc_error *err);
+
 int kdc_path_exists(const char *path);
 int kdc_is_dir(const char *path);
 

@@ -1,10 +1,14 @@
 /* test_cli.c - flag value parsing and the option validation of kd-train and
- * kd-precompute: every bad value is refused with a message naming the flag. */
+ * kd-precompute: every bad value is refused with a message naming the flag;
+ * -h/--help/--version; the recipes (values from ALGORITHMS.md, i.e. mdistiller's
+ * configs), the loss weights a run settles on, and the --resume difference text. */
 #include <check.h>
 #include <string.h>
 
 #include "common/base/cli.h"
 #include "precompute/precompute_options.h"
+#include "train/recipe.h"
+#include "train/train_checkpoint.h"
 #include "train/train_options.h"
 
 START_TEST(test_numbers)
@@ -114,6 +118,160 @@ START_TEST(test_precompute_options)
 }
 END_TEST
 
+
+START_TEST(test_help_and_version_actions)
+{
+    kd_train_options o;
+    kd_precompute_options p;
+    kdc_error e;
+    int action;
+    const char *flags[] = {"-h", "--help", "--version"};
+    const int want[] = {KDC_CLI_HELP, KDC_CLI_HELP, KDC_CLI_VERSION};
+    for (int i = 0; i < 3; i++) {
+        char *a[] = {"prog", (char *)flags[i], NULL};
+        ck_assert_int_eq(kd_train_parse_options(2, a, &o, &action, &e), KDC_OK);
+        ck_assert_int_eq(action, want[i]);
+        ck_assert_int_eq(kd_precompute_parse_options(2, a, &p, &action, &e), KDC_OK);
+        ck_assert_int_eq(action, want[i]);
+    }
+    char **le = ARGV("--data", "d", "--student", "s", "--out", "r", "--log-every", "2.5");
+    ck_assert_int_eq(kd_train_parse_options(9, le, &o, &action, &e), KDC_OK);
+    ck_assert(o.log_every == 2.5 && action == KDC_CLI_RUN);
+    char **dflt = ARGV("--data", "d", "--student", "s", "--out", "r");
+    ck_assert_int_eq(kd_train_parse_options(7, dflt, &o, &action, &e), KDC_OK);
+    ck_assert(o.log_every == 30.0);
+    char **bad = ARGV("--data", "d", "--student", "s", "--out", "r", "--log-every", "-1");
+    ck_assert_int_eq(kd_train_parse_options(9, bad, &o, &action, &e), KDC_EINVAL);
+    ck_assert_ptr_nonnull(strstr(e.msg, "--log-every"));
+}
+END_TEST
+
+/* mdistiller's CIFAR-100 and ImageNet settings (ALGORITHMS.md sections 1-2). */
+static void assert_cifar_training(const kd_train_options *o)
+{
+    ck_assert(o->wd == 5e-4 && o->momentum == 0.9 && o->dot_delta == 0.075);
+    ck_assert(o->lr_gamma == 0.1 && o->schedule == KD_SCHED_STEP);
+    ck_assert_int_eq(o->epochs, 240);
+    ck_assert_int_eq(o->n_lr_steps, 3);
+    ck_assert(o->lr_steps[0] == 150 && o->lr_steps[1] == 180 && o->lr_steps[2] == 210);
+}
+
+START_TEST(test_recipes)
+{
+    kd_train_options o;
+    kdc_error e;
+    int action;
+    char **c = ARGV("--data", "d", "--cache", "c.h5", "--student", "s", "--out", "r",
+                    "--recipe", "cifar");
+    ck_assert_int_eq(kd_train_parse_options(11, c, &o, &action, &e), KDC_OK);
+    assert_cifar_training(&o);
+    ck_assert(o.lr == 0.05 && o.batch == 64);
+    /* explicit flags win, before or after the recipe */
+    char **before = ARGV("--data", "d", "--student", "s", "--out", "r", "--lr", "0.1",
+                         "--batch", "8", "--recipe", "cifar", "--epochs", "3");
+    ck_assert_int_eq(kd_train_parse_options(15, before, &o, &action, &e), KDC_OK);
+    ck_assert(o.lr == 0.1 && o.batch == 8 && o.epochs == 3);
+    ck_assert(o.wd == 5e-4 && o.dot_delta == 0.075 && o.n_lr_steps == 3);
+    char **after = ARGV("--data", "d", "--student", "s", "--out", "r", "--recipe", "imagenet",
+                        "--lr-steps", "5,7", "--dot-delta", "0.05");
+    ck_assert_int_eq(kd_train_parse_options(13, after, &o, &action, &e), KDC_OK);
+    ck_assert(o.lr == 0.2 && o.batch == 512 && o.wd == 1e-4 && o.epochs == 100);
+    ck_assert(o.momentum == 0.9 && o.dot_delta == 0.05 && o.schedule == KD_SCHED_STEP);
+    ck_assert(o.n_lr_steps == 2 && o.lr_steps[0] == 5 && o.lr_steps[1] == 7);
+    char **in = ARGV("--data", "d", "--student", "s", "--out", "r", "--recipe", "imagenet");
+    ck_assert_int_eq(kd_train_parse_options(9, in, &o, &action, &e), KDC_OK);
+    ck_assert(o.n_lr_steps == 3 && o.lr_steps[0] == 30 && o.lr_steps[1] == 60 &&
+              o.lr_steps[2] == 90);
+    char **unknown = ARGV("--data", "d", "--student", "s", "--out", "r", "--recipe", "tiny");
+    ck_assert_int_eq(kd_train_parse_options(9, unknown, &o, &action, &e), KDC_EINVAL);
+    ck_assert_ptr_nonnull(strstr(e.msg, "--recipe"));
+    ck_assert_ptr_nonnull(strstr(e.msg, "tiny"));
+}
+END_TEST
+
+/* Parses argv, settles the losses for image size S, checks (ce, kd, T). */
+static void check_losses(int argc, char **argv, int S, double ce, double kd, double T)
+{
+    kd_train_options o;
+    kdc_error e;
+    int action;
+    char src[256];
+    ck_assert_msg(kd_train_parse_options(argc, argv, &o, &action, &e) == KDC_OK, "%s", e.msg);
+    kd_train_resolve_losses(&o, S, src, sizeof src);
+    ck_assert_msg(o.ce_weight == ce && o.kd_weight == kd && o.temperature == T,
+                  "S %d: ce %g kd %g T %g, expected %g %g %g (%s)", S, o.ce_weight, o.kd_weight,
+                  o.temperature, ce, kd, T, src);
+}
+
+START_TEST(test_loss_weights)
+{
+    char **cache = ARGV("--data", "d", "--cache", "c.h5", "--student", "s", "--out", "r");
+    /* a cache distils; the cut-off between the recipes is 64 px */
+    check_losses(9, cache, 32, 0.1, 0.9, 4);
+    check_losses(9, cache, 64, 0.1, 0.9, 4);
+    check_losses(9, cache, 65, 0.5, 0.5, 1);
+    check_losses(9, cache, 224, 0.5, 0.5, 1);
+    /* a named recipe whatever the size */
+    char **rec = ARGV("--data", "d", "--cache", "c.h5", "--student", "s", "--out", "r",
+                      "--recipe", "imagenet");
+    check_losses(11, rec, 32, 0.5, 0.5, 1);
+    /* each explicit value wins on its own */
+    char **t = ARGV("--data", "d", "--cache", "c.h5", "--student", "s", "--out", "r",
+                    "--temperature", "2");
+    check_losses(11, t, 32, 0.1, 0.9, 2);
+    char **k = ARGV("--data", "d", "--cache", "c.h5", "--student", "s", "--out", "r",
+                    "--kd-weight", "1");
+    check_losses(11, k, 224, 0.5, 1, 1);
+    /* --kd-weight 0: the supervised baseline (CE weight 1), unless --ce-weight */
+    char **off = ARGV("--data", "d", "--cache", "c.h5", "--student", "s", "--out", "r",
+                      "--kd-weight", "0");
+    check_losses(11, off, 32, 1, 0, 4);
+    char **off2 = ARGV("--data", "d", "--cache", "c.h5", "--student", "s", "--out", "r",
+                       "--kd-weight", "0", "--ce-weight", "0.3");
+    check_losses(13, off2, 32, 0.3, 0, 4);
+    /* no cache: CE 1, also under a recipe (the recipe's CE-only baseline) */
+    char **none = ARGV("--data", "d", "--student", "s", "--out", "r", "--recipe", "cifar");
+    check_losses(9, none, 32, 1, 0, 4);
+    /* zero CE and nothing to distil is refused at parse time */
+    kd_train_options o;
+    kdc_error e;
+    int action;
+    char **zero = ARGV("--data", "d", "--student", "s", "--out", "r", "--ce-weight", "0");
+    ck_assert_int_eq(kd_train_parse_options(9, zero, &o, &action, &e), KDC_EINVAL);
+    char **zero_kd = ARGV("--data", "d", "--cache", "c", "--student", "s", "--out", "r",
+                          "--ce-weight", "0");
+    ck_assert_int_eq(kd_train_parse_options(11, zero_kd, &o, &action, &e), KDC_OK);
+}
+END_TEST
+
+START_TEST(test_signature_diff)
+{
+    const char *a = "student=resnet8x4 classes=4 batch=64 lr=0.050000000000000003 "
+                    "wd=0.00050000000000000001 schedule=0 warmup=0 lr_steps= gamma=0.1 "
+                    "optimizer=0 momentum=0.90000000000000002 delta=0.074999999999999997 "
+                    "ce=0.10000000000000001 kd=0.90000000000000002 T=4 proj=0 alpha=4 "
+                    "proj_task=0 seed=0 shuffle=1 data=abc";
+    const char *b = "student=resnet8x4 classes=4 batch=32 lr=0.10000000000000001 "
+                    "wd=0.00050000000000000001 schedule=1 warmup=0 lr_steps=150,180 gamma=0.1 "
+                    "optimizer=1 momentum=0.90000000000000002 delta=0.074999999999999997 "
+                    "ce=0.10000000000000001 kd=0.90000000000000002 T=4 proj=0 alpha=4 "
+                    "proj_task=0 seed=0 shuffle=0 data=abd";
+    char d[1024];
+    kd_signature_diff(a, b, d, sizeof d);
+    const char *want[] = {"--batch was 64, now 32", "--lr was 0.05, now 0.1",
+                          "--schedule was cosine, now step", "--lr-steps was (none), now 150,180",
+                          "--optimizer was sgd, now dot", "--no-shuffle was not given, now given",
+                          "the data (cache fingerprint, or online) was abc, now abd"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        ck_assert_msg(strstr(d, want[i]), "no '%s' in '%s'", want[i], d);
+    ck_assert_msg(!strstr(d, "--wd") && !strstr(d, "--student") && !strstr(d, "--momentum"),
+                  "%s", d);
+    /* numbers that %g would print alike are shown in full */
+    kd_signature_diff("lr=0.10000000000000001", "lr=0.10000000000000002", d, sizeof d);
+    ck_assert_msg(strstr(d, "--lr was 0.10000000000000001, now 0.10000000000000002"), "%s", d);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli");
@@ -122,6 +280,10 @@ int main(void)
     tcase_add_test(tc, test_lists_and_shards);
     tcase_add_test(tc, test_train_options);
     tcase_add_test(tc, test_precompute_options);
+    tcase_add_test(tc, test_help_and_version_actions);
+    tcase_add_test(tc, test_recipes);
+    tcase_add_test(tc, test_loss_weights);
+    tcase_add_test(tc, test_signature_diff);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
