@@ -217,13 +217,18 @@ check-layout:
 	@tests/layout/check_includes.sh
 
 check: check-layout tools $(TEST_BINS) $(FIXTURES)
-	@set -e; failed=0; \
+	@set -e; failed=""; mkdir -p $(BUILD)/check-logs; \
 	for t in $(TEST_BINS); do \
-	  echo "== $$t"; \
-	  KDC_FIXTURES=$(BUILD)/fixtures KDC_BIN=$(BUILD)/bin KDC_ROOT=$(CURDIR) PYTHON=$(PYTHON) \
-	    $$t || failed=$$((failed+1)); \
+	  echo "== $$t"; log=$(BUILD)/check-logs/$$(basename $$t).log; \
+	  rc=0; KDC_FIXTURES=$(BUILD)/fixtures KDC_BIN=$(BUILD)/bin KDC_ROOT=$(CURDIR) PYTHON=$(PYTHON) \
+	    CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-300} CK_TIMEOUT_MULTIPLIER=$${CK_TIMEOUT_MULTIPLIER:-$(if $(filter 1,$(SANITIZE)),3,1)} $$t >$$log 2>&1 || rc=$$?; \
+	  cat $$log; [ $$rc -eq 0 ] || failed="$$failed $$t"; \
 	done; \
-	if [ $$failed -ne 0 ]; then echo "make check: $$failed suite(s) failed"; exit 1; fi; \
+	if [ -n "$$failed" ]; then \
+	  echo "make check: $$(echo $$failed | wc -w) suite(s) failed:"; \
+	  for t in $$failed; do echo "  $$t"; \
+	    grep -E ':[FE]:|Assertion|ERROR|Timeout|signal' $(BUILD)/check-logs/$$(basename $$t).log | head -5 | sed 's/^/    /'; \
+	  done; exit 1; fi; \
 	echo "make check: all $(words $(TEST_BINS)) suites passed"
 
 check-gpu: tools $(GPU_TEST_BINS)
@@ -242,7 +247,7 @@ bundle:
 	bash scripts/gpu/gpu_bundle.sh
 
 # The bundle unpacked in a minimal Debian root (debootstrap, cached): every
-# tool's --help, a CPU run, gpu_check.sh's "no GPU" path. Needs root; not in CI.
+# tool's --help, a CPU run, gpu_check.sh's "no GPU" path. Needs root; scripts/test.sh runs it.
 check-bundle:
 	bash tests/bundle/check_bundle.sh
 
