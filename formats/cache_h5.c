@@ -640,6 +640,86 @@ static void chunk_of(hid_t dset, hsize_t first, hsize_t nrows, long long *chunk,
     *b = (long long)(end < nrows ? end : nrows) - 1;
 }
 
+/* Raw checks of the chunk index entries that a read of rows [first, first +
+ * count) will use, before libhdf5 trusts them: libhdf5 1.10.8 runs fletcher32
+ * over `size - 4` bytes without checking size >= 4, and copies a chunk whose
+ * filter mask says "unfiltered" without checking its size (both crash on
+ * mutated files, tests/fuzz). Each allocated chunk must lie inside the file,
+ * have the full pipeline applied (or all but the optional LZ4: then exactly
+ * raw + 4 bytes), and a size the LZ4 format allows for its raw bytes. */
+static kdc_status check_chunks(hid_t dset, hsize_t first, hsize_t count, hsize_t view0,
+                               hsize_t nviews, kdc_error *err)
+{
+    hid_t dcpl = H5Dget_create_plist(dset);
+    if (dcpl < 0)
+        return cache_h5_fail(err, KDC_EFORMAT, "reading a dataset's creation properties");
+    int layout = H5Pget_layout(dcpl);
+    hsize_t cd[H5S_MAX_RANK];
+    int crank = layout == H5D_CHUNKED ? H5Pget_chunk(dcpl, H5S_MAX_RANK, cd) : 0;
+    int nfilters = layout == H5D_CHUNKED ? H5Pget_nfilters(dcpl) : 0;
+    H5Pclose(dcpl);
+    if (layout != H5D_CHUNKED)
+        return KDC_OK; /* contiguous and compact layouts are checked at open */
+    char name[128] = "?";
+    H5Iget_name(dset, name, sizeof name);
+    hid_t fs = H5Dget_space(dset), t = H5Dget_type(dset);
+    hsize_t dims[H5S_MAX_RANK];
+    int rank = H5Sget_simple_extent_dims(fs, dims, NULL);
+    size_t esz = H5Tget_size(t);
+    H5Sclose(fs);
+    H5Tclose(t);
+    hid_t file = H5Iget_file_id(dset);
+    hsize_t fsize = 0;
+    if (file >= 0) {
+        H5Fget_filesize(file, &fsize);
+        H5Fclose(file);
+    }
+    if (rank < 1 || crank != rank || nfilters != 3 || esz == 0)
+        return kdc_fail(err, KDC_EFORMAT, "dataset %s: unexpected chunking or filters", name);
+    uint64_t raw = esz;
+    for (int i = 0; i < rank; i++) {
+        if (cd[i] == 0)
+            return kdc_fail(err, KDC_EFORMAT, "dataset %s: chunk dimension 0", name);
+        raw *= cd[i];
+    }
+    if (raw > CACHE_MAX_CHUNK_BYTES)
+        return kdc_fail(err, KDC_EFORMAT, "dataset %s: chunks of %llu bytes", name,
+                        (unsigned long long)raw);
+    hsize_t v_end = rank >= 2 ? (nviews ? view0 + nviews : dims[1]) : 1;
+    hsize_t v_start = rank >= 2 && nviews ? view0 : 0;
+    for (hsize_t r0 = first / cd[0] * cd[0]; r0 < first + count; r0 += cd[0])
+        for (hsize_t v = rank >= 2 ? v_start / cd[1] * cd[1] : 0; v < v_end;
+             v += rank >= 2 ? cd[1] : 1) {
+            hsize_t off[H5S_MAX_RANK] = {0};
+            off[0] = r0;
+            if (rank >= 2)
+                off[1] = v;
+            unsigned mask = 0;
+            haddr_t addr = HADDR_UNDEF;
+            hsize_t size = 0;
+            if (H5Dget_chunk_info_by_coord(dset, off, &mask, &addr, &size) < 0)
+                return cache_h5_fail(err, KDC_EFORMAT,
+                                     "%s: the chunk index is unreadable: the file is corrupt",
+                                     name);
+            if (addr == HADDR_UNDEF)
+                continue; /* never written: HDF5 returns the fill value */
+            int lz4_skipped = mask == 2u; /* pipeline shuffle(0), LZ4(1), fletcher32(2) */
+            uint64_t lo = lz4_skipped ? raw + 4 : CACHE_LZ4_HEADER_SIZE + 4 + 4 + raw / 256;
+            uint64_t hi = lz4_skipped ? raw + 4 : 2 * raw + 64;
+            if ((mask != 0 && !lz4_skipped) || size < lo || size > hi || addr > fsize ||
+                size > fsize - addr) {
+                long long a = (long long)(r0 / cd[0] * cd[0]);
+                long long b = (long long)(r0 + cd[0] < dims[0] ? r0 + cd[0] : dims[0]) - 1;
+                return kdc_fail(err, KDC_EFORMAT,
+                                "%s chunk %lld (images %lld-%lld): bad chunk index entry "
+                                "(%llu bytes at %llu, filter mask %u): the file is corrupt",
+                                name, (long long)(r0 / cd[0]), a, b, (unsigned long long)size,
+                                (unsigned long long)addr, mask);
+            }
+        }
+    return KDC_OK;
+}
+
 /* Rows [first, first + count) along N; with nviews > 0 only views
  * [view0, view0 + nviews) along dimension 1. */
 static kdc_status rows_io(hid_t dset, hid_t mtype, hsize_t first, hsize_t count, hsize_t view0,
@@ -661,6 +741,13 @@ static kdc_status rows_io(hid_t dset, hid_t mtype, hsize_t first, hsize_t count,
         return kdc_fail(err, KDC_EINVAL, "rows [%llu, %llu) outside %llu rows",
                         (unsigned long long)first, (unsigned long long)(first + count),
                         (unsigned long long)dims[0]);
+    }
+    if (!write) {
+        H5Sclose(fs);
+        kdc_status cst = check_chunks(dset, first, count, view0, nviews, err);
+        if (cst != KDC_OK)
+            return cst;
+        fs = H5Dget_space(dset);
     }
     start[0] = first;
     dims[0] = count;

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "formats/cache_h5.h"
+#include "formats/cache_rawcheck.h"
 #include "common/base/half.h"
 
 /* Chunk cache for random access: room for a few chunks of each dataset, so
@@ -382,6 +383,17 @@ kdc_status cache_reader_open(const char *path, unsigned flags, cache_reader **ou
     struct stat sb;
     if (stat(path, &sb) != 0)
         return kdc_fail(err, KDC_EIO, "%s: cannot open (no such file)", path);
+    /* Before libhdf5 decodes anything: the root attributes' raw structure,
+     * and no variable-length attribute in a v2 file (global heap). */
+    int vlen_attrs;
+    int64_t raw_version;
+    if ((st = cache_raw_check_root(path, &vlen_attrs, &raw_version, err)) != KDC_OK)
+        return kdc_error_prefix(err, "%s: ", path);
+    if (raw_version == CACHE_VERSION && vlen_attrs > 0)
+        return kdc_fail(err, KDC_EFORMAT,
+                        "%s: a root attribute has a variable-length type (not allowed in format "
+                        "v2)",
+                        path);
     if (H5Fis_hdf5(path) <= 0) {
         H5Eclear2(H5E_DEFAULT);
         return kdc_fail(err, KDC_EFORMAT, "%s: not an HDF5 file (or truncated)", path);
