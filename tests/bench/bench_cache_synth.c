@@ -7,6 +7,7 @@
  *            [--views V (1)] [--classes C (1000)] [--logits float16|float32|topk:K]
  *            [--features D (0)] [--policy rrc|center] [--image-size S (224)]
  *            [--resize-size R (256)] [--threads T (1)] [--read-epochs E (1)]
+ *            [--shard i/n]
  *
  * --data: the cache describes that ImageFolder (kd-train can train from it):
  *   the folder is listed (timed), then every file is read once with T threads
@@ -133,7 +134,7 @@ int main(int argc, char **argv)
 {
     const char *out = NULL, *data = NULL, *logits = "float16", *policy = "rrc";
     long N = 0;
-    int V = 1, C = 1000, D = 0, S = 224, R = 256, T = 1, epochs = 1;
+    int V = 1, C = 1000, D = 0, S = 224, R = 256, T = 1, epochs = 1, shard = 0, nshards = 1;
     for (int a = 1; a < argc; a++) {
         const char *o = argv[a], *v = a + 1 < argc ? argv[a + 1] : NULL;
         if (!v) {
@@ -153,6 +154,13 @@ int main(int argc, char **argv)
         else if (!strcmp(o, "--resize-size")) R = atoi(v);
         else if (!strcmp(o, "--threads")) T = atoi(v);
         else if (!strcmp(o, "--read-epochs")) epochs = atoi(v);
+        else if (!strcmp(o, "--shard")) {
+            if (sscanf(v, "%d/%d", &shard, &nshards) != 2 || nshards < 1 || shard < 0 ||
+                shard >= nshards) {
+                fprintf(stderr, "bench_cache_synth: --shard i/n\n");
+                return 2;
+            }
+        }
         else {
             fprintf(stderr, "bench_cache_synth: unknown option %s\n", o);
             return 2;
@@ -239,7 +247,8 @@ int main(int argc, char **argv)
     h.pad = 4;
     h.seed = 0;
     snprintf(h.created_by, sizeof h.created_by, "bench_cache_synth (synthetic teacher outputs)");
-    h.shard_count = 1;
+    h.shard_index = shard;
+    h.shard_count = nshards;
     img_view_params vp;
     img_view_params_default(&vp);
     if (img_view_policy_parse(policy, &vp.policy, &e))
@@ -263,7 +272,9 @@ int main(int argc, char **argv)
     if (!lg || (D && !ft) || !box || !flip)
         die("buffers", NULL);
     double t_gen = 0, t_write = 0;
-    for (int64_t c = 0; c < nchunks; c++) {
+    int64_t cfirst, cend;
+    cache_writer_chunk_range(w, &cfirst, &cend);
+    for (int64_t c = cfirst; c < cend; c++) {
         int64_t first, n;
         cache_writer_chunk_images(w, c, &first, &n);
         double g0 = now_s();
@@ -309,8 +320,15 @@ int main(int argc, char **argv)
            sb.st_size / 1e6 / t_write, f32_mb / t_write);
 
     /* ---- read back: kd-train's stream, one view per image per epoch ---- */
+    if (nshards > 1) {
+        printf("shard %d/%d: %lld chunks written, file %.1f MB\n", shard, nshards,
+               (long long)(cend - cfirst), sb.st_size / 1e6);
+        epochs = 0;
+    }
     cache_reader *rd;
     t0 = now_s();
+    if (nshards > 1)
+        goto done;
     if (cache_reader_open(out, 0, &rd, &e))
         die("open", &e);
     double t_open = now_s() - t0;
@@ -348,6 +366,7 @@ int main(int argc, char **argv)
     }
     cache_batch_free(&b);
     cache_stream_close(s);
+done:
     printf("peak RSS %.0f MB\n", peak_rss_kb() / 1024.0);
     if (!ds)
         for (long i = 0; i < N; i++)

@@ -95,7 +95,7 @@ int main(int argc, char **argv)
                                            .view_index = (uint32_t)(k % (size_t)V)};
     double w0 = now_s(CLOCK_MONOTONIC), c0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
     double checksum = 0;
-    long failed = 0;
+    long failed = 0, scaled = 0;
     if (img_loader_start(l, plan, N * (size_t)V, &err)) {
         fprintf(stderr, "bench_datapath: %s\n", err.msg);
         return 1;
@@ -103,15 +103,20 @@ int main(int argc, char **argv)
     img_batch *b;
     while (img_loader_next(l, &b, &err) == KDC_OK && b) {
         failed += b->failed;
+        for (int i = 0; i < b->count; i++) {
+            const img_sample *sm = &b->samples[i];
+            scaled += sm->status == KDC_OK &&
+                      img_view_decode_eighths(&cfg.view, sm->width, sm->height, &sm->view) < 8;
+        }
         checksum += img_batch_sample_pixels(b, 0)[0];
         img_loader_release(l, b);
     }
     double wall = now_s(CLOCK_MONOTONIC) - w0, cpu = now_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
     printf("datapath views %d threads %d size %d decode-scale %s%s: %zu images, %ld failed, "
            "%.1f s wall, %.1f s cpu: %.1f img/s wall, %.1f img/cpu-s, %.1f views/cpu-s "
-           "(check %.3f)\n",
+           "(%.1f%% of views from a scaled decode; check %.3f)\n",
            V, T, S, scale_auto ? "auto" : "off", per_view ? " per-view" : "", N, failed, wall, cpu,
-           N / wall, N / cpu, N * (double)V / cpu, checksum);
+           N / wall, N / cpu, N * (double)V / cpu, 100.0 * scaled / ((double)N * V), checksum);
     img_loader_destroy(l);
     free(plan);
     img_dataset_free(ds);

@@ -2,7 +2,7 @@
  * (scripts/scale_sim.sh, docs/SCALE.md).
  *
  * usage: make_scale_folder tiny   ROOT N CLASSES
- *        make_scale_folder photos ROOT N CLASSES [--quality Q] SRC.jpg...
+ *        make_scale_folder photos ROOT N CLASSES [--quality Q] [--width A,B] SRC.jpg...
  *
  * tiny:   N 8x8 JPEGs (~330 bytes) in CLASSES folders named like ImageNet's
  *         (n%08d/n%08d_%d.JPEG), class sizes as even as N allows. Each file
@@ -11,7 +11,7 @@
  *         costs that grow with the number of files (listing, checksums,
  *         start-up, memory) at their real size.
  * photos: N real-size JPEGs cut from the source photographs: per image a
- *         width uniform in 300..500, an aspect (h/w) of 3/4, 2/3, 1 or 4/3 (the
+ *         width uniform in 300..500 (--width), an aspect (h/w) of 3/4, 2/3, 1 or 4/3 (the
  *         common ImageNet shapes; mean about 400 x 350), a random crop of 30-100%
  *         of a source (sources pre-scaled to 1600 px on the long side), resized
  *         with PIL-exact bilinear and written at quality Q (default 95) 4:2:0.
@@ -144,7 +144,8 @@ static int load_source(const char *path, source *s, img_resample_scratch *rs)
     return st ? -1 : 0;
 }
 
-static int make_photos(const char *root, long N, long C, int quality, char **srcs, int nsrc)
+static int make_photos(const char *root, long N, long C, int quality, int wmin, int wmax,
+                       char **srcs, int nsrc)
 {
     img_resample_scratch rs = {0};
     source *src = calloc((size_t)nsrc, sizeof *src);
@@ -155,7 +156,7 @@ static int make_photos(const char *root, long N, long C, int quality, char **src
         return 1;
     static const double aspects[4] = {0.75, 2.0 / 3.0, 1.0, 4.0 / 3.0};
     tjhandle tj = tjInitCompress();
-    uint8_t *out = malloc(500 * 700 * 3);
+    uint8_t *out = malloc((size_t)wmax * (size_t)(wmax * 4 / 3 + 1) * 3);
     unsigned char *jpg = NULL;
     unsigned long jn = 0;
     char p[4096];
@@ -165,7 +166,7 @@ static int make_photos(const char *root, long N, long C, int quality, char **src
     for (long c = 0; c < C; c++)
         for (long i = 0; i < class_count(N, C, c); i++, k++) {
             const source *s = &src[k % nsrc];
-            int w = 300 + (int)(rng_unit() * 201);
+            int w = wmin + (int)(rng_unit() * (wmax - wmin + 1));
             int h = (int)(w * aspects[rng_u64() % 4] + 0.5);
             /* Crop of the source with the output's aspect, 30-100% of the
              * largest such crop's side. */
@@ -212,7 +213,8 @@ int main(int argc, char **argv)
 {
     if (argc < 5) {
         fprintf(stderr, "usage: make_scale_folder tiny ROOT N CLASSES\n"
-                        "       make_scale_folder photos ROOT N CLASSES [--quality Q] SRC.jpg...\n");
+                        "       make_scale_folder photos ROOT N CLASSES [--quality Q] [--width A,B] "
+                        "SRC.jpg...\n");
         return 2;
     }
     long N = atol(argv[3]), C = atol(argv[4]);
@@ -225,16 +227,22 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "tiny")) {
         rc = make_tiny(argv[2], N, C);
     } else if (!strcmp(argv[1], "photos")) {
-        int first = 5, q = 95;
-        if (first + 1 < argc && !strcmp(argv[first], "--quality")) {
-            q = atoi(argv[first + 1]);
-            first += 2;
+        int first = 5, q = 95, wmin = 300, wmax = 500;
+        for (; first + 1 < argc && !strncmp(argv[first], "--", 2); first += 2) {
+            if (!strcmp(argv[first], "--quality"))
+                q = atoi(argv[first + 1]);
+            else if (!strcmp(argv[first], "--width") &&
+                     sscanf(argv[first + 1], "%d,%d", &wmin, &wmax) == 2)
+                ;
+            else
+                q = 0; /* refused below */
         }
-        if (first >= argc || q < 1 || q > 100) {
-            fprintf(stderr, "make_scale_folder photos: need source JPEGs (and --quality 1..100)\n");
+        if (first >= argc || q < 1 || q > 100 || wmin < 16 || wmax < wmin || wmax > 1600) {
+            fprintf(stderr, "make_scale_folder photos: need source JPEGs (--quality 1..100, "
+                            "--width A,B within 16..1600)\n");
             return 2;
         }
-        rc = make_photos(argv[2], N, C, q, argv + first, argc - first);
+        rc = make_photos(argv[2], N, C, q, wmin, wmax, argv + first, argc - first);
     } else {
         fprintf(stderr, "make_scale_folder: mode '%s': expected tiny or photos\n", argv[1]);
         return 2;
