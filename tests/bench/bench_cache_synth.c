@@ -368,10 +368,7 @@ int main(int argc, char **argv)
     cache_stream_close(s);
 done:
     printf("peak RSS %.0f MB\n", peak_rss_kb() / 1024.0);
-    if (!ds)
-        for (long i = 0; i < N; i++)
-            free(t.path[i]);
-    else
+    if (ds) /* the paths belong to the dataset */
         memset(t.path, 0, (size_t)N * sizeof *t.path);
     cache_image_table_free(&t);
     img_dataset_free(ds);
