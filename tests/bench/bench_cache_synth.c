@@ -7,7 +7,7 @@
  *            [--views V (1)] [--classes C (1000)] [--logits float16|float32|topk:K]
  *            [--features D (0)] [--policy rrc|center] [--image-size S (224)]
  *            [--resize-size R (256)] [--threads T (1)] [--read-epochs E (1)]
- *            [--shard i/n]
+ *            [--shard i/n] [--list-only]
  *
  * --data: the cache describes that ImageFolder (kd-train can train from it):
  *   the folder is listed (timed), then every file is read once with T threads
@@ -135,8 +135,13 @@ int main(int argc, char **argv)
     const char *out = NULL, *data = NULL, *logits = "float16", *policy = "rrc";
     long N = 0;
     int V = 1, C = 1000, D = 0, S = 224, R = 256, T = 1, epochs = 1, shard = 0, nshards = 1;
+    int list_only = 0;
     for (int a = 1; a < argc; a++) {
         const char *o = argv[a], *v = a + 1 < argc ? argv[a + 1] : NULL;
+        if (!strcmp(o, "--list-only")) {
+            list_only = 1;
+            continue;
+        }
         if (!v) {
             fprintf(stderr, "bench_cache_synth: %s needs a value\n", o);
             return 2;
@@ -188,6 +193,12 @@ int main(int argc, char **argv)
             die(data, &e);
         double t_list = now_s() - t0;
         N = (long)ds->count;
+        if (list_only) {
+            printf("folder %s: %ld images in %d classes; list %.2f s; peak RSS %.0f MB\n", data,
+                   N, ds->num_classes, t_list, peak_rss_kb() / 1024.0);
+            img_dataset_free(ds);
+            return 0;
+        }
         if (cache_image_table_alloc(&t, N, &e))
             die("table", &e);
         W = calloc((size_t)N, sizeof *W);
