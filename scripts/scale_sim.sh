@@ -3,7 +3,7 @@
 #
 #   scripts/scale_sim.sh [--scale F] [--work DIR] [--parts tiny,photos,cache,budget]
 #                        [--photos N] [--torch-limit N] [--cache-views V]
-#                        [--gpu-img-s G] [--cores K] [--threads T]
+#                        [--gpu-img-s G] [--student-img-s G2] [--cores K] [--threads T]
 #
 #   tiny    a synthetic ImageNet-shaped ImageFolder: round(1,281,167 x F) 8x8 JPEGs in
 #           1,000 class folders (tests/bench/make_scale_folder): time to list, to read +
@@ -25,7 +25,9 @@
 #           and read MB/s, LZ4 ratio, bytes read per epoch. Each file is removed after
 #           its measurement; the largest needs ~7.9 GB per view at F = 1.
 #   budget  the ImageNet budget on a K-core box (default 16) with a GPU running the
-#           ResNet-50 teacher at G img/s (default 2,500), from the figures above.
+#           ResNet-50 teacher at G img/s (default 2,500) and training the student at
+#           G2 img/s (default 3,482: timm's resnet18 AMP figure on an RTX 3090), from
+#           the figures above.
 #
 # Results: DIR/results.txt (one "key value" line per figure) and DIR/*.log; the
 # summary is printed at the end. Every figure is a measurement of this run except
@@ -42,6 +44,7 @@ PHOTOS=
 TORCH_LIMIT=2000
 CACHE_VIEWS=2
 GPU=2500
+STUDENT=3482
 CORES=16
 THREADS=2
 while [ $# -gt 0 ]; do
@@ -53,6 +56,7 @@ while [ $# -gt 0 ]; do
     --torch-limit) TORCH_LIMIT=$2; shift 2 ;;
     --cache-views) CACHE_VIEWS=$2; shift 2 ;;
     --gpu-img-s) GPU=$2; shift 2 ;;
+    --student-img-s) STUDENT=$2; shift 2 ;;
     --cores) CORES=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
     -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
@@ -196,6 +200,7 @@ fi
 if has cache; then
     echo "== synthetic-teacher caches: $N images x $CACHE_VIEWS views x 1000 classes"
     put cache_images "$N"
+    put cache_views "$CACHE_VIEWS"
     for mode in float16 topk:10; do
         for D in 0 2048; do
             tag=${mode%%:*}_d$D
@@ -216,7 +221,7 @@ fi
 
 if has budget; then
     echo "== budget: ImageNet (1,281,167 images) on $CORES cores + a GPU at $GPU img/s (ResNet-50)"
-    $PY - "$RES" "$CORES" "$GPU" <<'PYEOF'
+    $PY - "$RES" "$CORES" "$GPU" "$STUDENT" <<'PYEOF'
 import sys
 res = {}
 for line in open(sys.argv[1]):
@@ -225,7 +230,7 @@ for line in open(sys.argv[1]):
         res[k] = float(v)
     except ValueError:
         pass
-cores, gpu, N = int(sys.argv[2]), float(sys.argv[3]), 1281167
+cores, gpu, student, N = int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), 1281167
 def g(k):
     return res.get(k)
 for V in (1, 10):
@@ -239,16 +244,25 @@ for V in (1, 10):
           f"-> {rate:,.0f} img/s, {N / rate / 3600:.2f} h, bottleneck {'CPU' if cpu < gpu_img else 'GPU'}")
 t = g("train_samples_per_cpu_s")
 if t:
-    print(f"kd-train CPU data path: {t:.0f} samples/s per core x {cores} = {t * cores:,.0f} img/s "
-          f"({N / (t * cores) / 60:.1f} min per ImageNet epoch if the GPU keeps up)")
+    cpu = t * cores
+    rate = min(cpu, student)
+    print(f"kd-train: CPU data path {t:.0f} samples/s per core x {cores} = {cpu:,.0f} img/s, student "
+          f"on the GPU {student:,.0f} img/s -> {rate:,.0f} img/s, {N / rate / 60:.1f} min per epoch, "
+          f"bottleneck {'CPU' if cpu < student else 'GPU'}")
 for tag in ("float16_d0", "float16_d2048", "topk_d0", "topk_d2048"):
     mb = g(f"cache_{tag}_mb_per_view")
     if mb:
         full = mb * N / res.get("cache_images", N)
+        frac, rd = g(f"cache_{tag}_read_fraction") or 0, g(f"cache_{tag}_read_mb_s") or 0
+        # views' worth of bytes an epoch read here; one view (or all of them) at V = 10
+        worth = frac * res.get("cache_views", 1)
+        views10 = 1 if worth < 1.2 else 10
         print(f"cache {tag}: {full / 1e3:,.2f} GB per view at ImageNet size; V=10 -> "
-              f"{full * 10 / 1e3:,.1f} GB; stream read {g(f'cache_{tag}_read_mb_s') or 0:,.0f} MB/s, "
-              f"{g(f'cache_{tag}_samples_s') or 0:,.0f} samples/s, "
-              f"{g(f'cache_{tag}_read_fraction') or 0:.3f} of the file per epoch")
+              f"{full * 10 / 1e3:,.1f} GB; an epoch read {worth:.2f} views' worth "
+              f"({frac:.3f} of the file) at {rd:,.0f} MB/s, "
+              f"{g(f'cache_{tag}_samples_s') or 0:,.0f} samples/s; at V=10: "
+              f"{full * views10 / 1e3:,.1f} GB per epoch, "
+              f"{full * views10 / rd if rd else 0:,.0f} s at that rate")
 PYEOF
 fi
 echo "scale_sim: results in $RES"
