@@ -270,8 +270,8 @@ kdc_status cache_match_data_dir(const cache_image_table *t, const char *data_dir
     /* A match is a bijection between rows and images. */
     for (int64_t r = 0; r < t->count; r++)
         row_of_ds[ds_of_row[r]] = r;
-    match_job j = {.t = t, .ds = ds, .row_of_ds = row_of_ds, .cache_path = cache_path,
-                   .first_bad = ds->count};
+    match_job j = {
+        .t = t, .ds = ds, .row_of_ds = row_of_ds, .cache_path = cache_path, .first_bad = ds->count};
     pthread_mutex_init(&j.mu, NULL);
     int threads = kdc_cpu_count();
     threads = threads < 1 ? 1 : threads > MATCH_MAX_THREADS ? MATCH_MAX_THREADS : threads;

@@ -128,7 +128,10 @@ static inline uint64_t rng_next(void)
     rng_s ^= rng_s >> 27;
     return rng_s * 0x2545f4914f6cdd1dull;
 }
-static inline float unit24(uint64_t x) { return (float)(x >> 40) * (1.0f / 16777216.0f); }
+static inline float unit24(uint64_t x)
+{
+    return (float)(x >> 40) * (1.0f / 16777216.0f);
+}
 
 int main(int argc, char **argv)
 {
@@ -147,26 +150,37 @@ int main(int argc, char **argv)
             return 2;
         }
         a++;
-        if (!strcmp(o, "--out")) out = v;
-        else if (!strcmp(o, "--data")) data = v;
-        else if (!strcmp(o, "--images")) N = atol(v);
-        else if (!strcmp(o, "--views")) V = atoi(v);
-        else if (!strcmp(o, "--classes")) C = atoi(v);
-        else if (!strcmp(o, "--logits")) logits = v;
-        else if (!strcmp(o, "--features")) D = atoi(v);
-        else if (!strcmp(o, "--policy")) policy = v;
-        else if (!strcmp(o, "--image-size")) S = atoi(v);
-        else if (!strcmp(o, "--resize-size")) R = atoi(v);
-        else if (!strcmp(o, "--threads")) T = atoi(v);
-        else if (!strcmp(o, "--read-epochs")) epochs = atoi(v);
+        if (!strcmp(o, "--out"))
+            out = v;
+        else if (!strcmp(o, "--data"))
+            data = v;
+        else if (!strcmp(o, "--images"))
+            N = atol(v);
+        else if (!strcmp(o, "--views"))
+            V = atoi(v);
+        else if (!strcmp(o, "--classes"))
+            C = atoi(v);
+        else if (!strcmp(o, "--logits"))
+            logits = v;
+        else if (!strcmp(o, "--features"))
+            D = atoi(v);
+        else if (!strcmp(o, "--policy"))
+            policy = v;
+        else if (!strcmp(o, "--image-size"))
+            S = atoi(v);
+        else if (!strcmp(o, "--resize-size"))
+            R = atoi(v);
+        else if (!strcmp(o, "--threads"))
+            T = atoi(v);
+        else if (!strcmp(o, "--read-epochs"))
+            epochs = atoi(v);
         else if (!strcmp(o, "--shard")) {
             if (sscanf(v, "%d/%d", &shard, &nshards) != 2 || nshards < 1 || shard < 0 ||
                 shard >= nshards) {
                 fprintf(stderr, "bench_cache_synth: --shard i/n\n");
                 return 2;
             }
-        }
-        else {
+        } else {
             fprintf(stderr, "bench_cache_synth: unknown option %s\n", o);
             return 2;
         }
@@ -194,8 +208,8 @@ int main(int argc, char **argv)
         double t_list = now_s() - t0;
         N = (long)ds->count;
         if (list_only) {
-            printf("folder %s: %ld images in %d classes; list %.2f s; peak RSS %.0f MB\n", data,
-                   N, ds->num_classes, t_list, peak_rss_kb() / 1024.0);
+            printf("folder %s: %ld images in %d classes; list %.2f s; peak RSS %.0f MB\n", data, N,
+                   ds->num_classes, t_list, peak_rss_kb() / 1024.0);
             img_dataset_free(ds);
             return 0;
         }
@@ -297,7 +311,7 @@ int main(int argc, char **argv)
                                   (uint32_t)v, &vw, &e))
                     die("view", &e);
                 box[4 * r] = vw.y0, box[4 * r + 1] = vw.x0, box[4 * r + 2] = vw.h,
-                box[4 * r + 3] = vw.w;
+                        box[4 * r + 3] = vw.w;
                 flip[r] = vw.flip;
                 float *l = lg + r * (size_t)C;
                 for (int k = 0; k < C; k++)
@@ -310,8 +324,13 @@ int main(int argc, char **argv)
             }
         double w0 = now_s();
         t_gen += w0 - g0;
-        cache_chunk_input in = {.first_image = first, .count = n, .height = H + first,
-                                .width = W + first, .box = box, .flip = flip, .logits = lg,
+        cache_chunk_input in = {.first_image = first,
+                                .count = n,
+                                .height = H + first,
+                                .width = W + first,
+                                .box = box,
+                                .flip = flip,
+                                .logits = lg,
                                 .features = ft};
         if (cache_writer_write_chunk(w, c, &in, &e))
             die("write", &e);

@@ -90,9 +90,10 @@ int main(int argc, char **argv)
     /* --per-view: the views of an image apart (view-major order), so no
      * claim holds two views of one image. */
     for (size_t k = 0; k < N * (size_t)V; k++)
-        plan[k] = per_view ? (img_request){.index = (int64_t)(k % N), .view_index = (uint32_t)(k / N)}
-                           : (img_request){.index = (int64_t)(k / (size_t)V),
-                                           .view_index = (uint32_t)(k % (size_t)V)};
+        plan[k] = per_view
+                      ? (img_request){.index = (int64_t)(k % N), .view_index = (uint32_t)(k / N)}
+                      : (img_request){.index = (int64_t)(k / (size_t)V),
+                                      .view_index = (uint32_t)(k % (size_t)V)};
     double w0 = now_s(CLOCK_MONOTONIC), c0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
     double checksum = 0;
     long failed = 0, scaled = 0;

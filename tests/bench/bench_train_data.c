@@ -43,11 +43,16 @@ int main(int argc, char **argv)
     cfg.shuffle = 1;
     long limit = 0;
     for (int a = 1; a + 1 < argc; a += 2) {
-        if (!strcmp(argv[a], "--data")) cfg.data = argv[a + 1];
-        else if (!strcmp(argv[a], "--cache")) cfg.cache = argv[a + 1];
-        else if (!strcmp(argv[a], "--threads")) cfg.threads = atoi(argv[a + 1]);
-        else if (!strcmp(argv[a], "--batch")) cfg.batch_size = atoi(argv[a + 1]);
-        else if (!strcmp(argv[a], "--limit")) limit = atol(argv[a + 1]);
+        if (!strcmp(argv[a], "--data"))
+            cfg.data = argv[a + 1];
+        else if (!strcmp(argv[a], "--cache"))
+            cfg.cache = argv[a + 1];
+        else if (!strcmp(argv[a], "--threads"))
+            cfg.threads = atoi(argv[a + 1]);
+        else if (!strcmp(argv[a], "--batch"))
+            cfg.batch_size = atoi(argv[a + 1]);
+        else if (!strcmp(argv[a], "--limit"))
+            limit = atol(argv[a + 1]);
         else {
             fprintf(stderr, "bench_train_data: unknown option %s\n", argv[a]);
             return 2;

@@ -46,7 +46,10 @@ static uint64_t rng_u64(void)
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
 }
-static double rng_unit(void) { return (double)(rng_u64() >> 11) * (1.0 / 9007199254740992.0); }
+static double rng_unit(void)
+{
+    return (double)(rng_u64() >> 11) * (1.0 / 9007199254740992.0);
+}
 
 static int write_file(const char *path, const uint8_t *a, size_t na, const uint8_t *b, size_t nb)
 {
@@ -58,7 +61,10 @@ static int write_file(const char *path, const uint8_t *a, size_t na, const uint8
 }
 
 /* Images of class c when N images are spread over C classes. */
-static long class_count(long N, long C, long c) { return N / C + (c < N % C ? 1 : 0); }
+static long class_count(long N, long C, long c)
+{
+    return N / C + (c < N % C ? 1 : 0);
+}
 
 static int make_dirs(const char *root, long C)
 {
@@ -136,8 +142,8 @@ static int load_source(const char *path, source *s, img_resample_scratch *rs)
     s->h = (int)(h * f + 0.5);
     s->rgb = malloc((size_t)s->w * s->h * 3);
     img_axis ax = img_axis_resize(w, s->w), ay = img_axis_resize(h, s->h);
-    int st = !s->rgb || img_resample_rgb8(rgb, (size_t)w * 3, &ax, &ay, s->rgb, (size_t)s->w * 3,
-                                          rs, &err);
+    int st = !s->rgb ||
+             img_resample_rgb8(rgb, (size_t)w * 3, &ax, &ay, s->rgb, (size_t)s->w * 3, rs, &err);
     img_decoder_free(d);
     if (st)
         fprintf(stderr, "make_scale_folder: %s: %s\n", path, err.msg);
@@ -212,9 +218,10 @@ static int make_photos(const char *root, long N, long C, int quality, int wmin, 
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: make_scale_folder tiny ROOT N CLASSES\n"
-                        "       make_scale_folder photos ROOT N CLASSES [--quality Q] [--width A,B] "
-                        "SRC.jpg...\n");
+        fprintf(stderr,
+                "usage: make_scale_folder tiny ROOT N CLASSES\n"
+                "       make_scale_folder photos ROOT N CLASSES [--quality Q] [--width A,B] "
+                "SRC.jpg...\n");
         return 2;
     }
     long N = atol(argv[3]), C = atol(argv[4]);
