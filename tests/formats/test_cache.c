@@ -821,8 +821,21 @@ START_TEST(test_stream_epochs)
     int32_t va[N * V], vb[N * V], vc[N * V];
     int viewcount[N][V];
     memset(viewcount, 0, sizeof viewcount);
+    const int64_t ch = cache_stream_header(s1)->chunk_images;
+    ck_assert_int_lt(ch, N); /* several chunks */
     for (int ep = 0; ep < V; ep++) {
         ck_assert_int_eq(run_epoch(s1, ep, a, va), N - 1);
+        /* One view per chunk and epoch: the images of a chunk agree. */
+        int chunk_view[N];
+        for (int i = 0; i < N; i++)
+            chunk_view[i] = -1;
+        for (int i = 0; i < N - 1; i++) {
+            int64_t c = a[i] / ch;
+            ck_assert_msg(chunk_view[c] < 0 || chunk_view[c] == va[i],
+                          "epoch %d: chunk %lld uses views %d and %d", ep, (long long)c,
+                          chunk_view[c], va[i]);
+            chunk_view[c] = va[i];
+        }
         int seen[N] = {0};
         for (int i = 0; i < N - 1; i++) {
             seen[a[i]]++;
