@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "formats/cache_reader.h"
 
@@ -100,12 +101,17 @@ enum { O_PATHS, O_ATTR, O_LABEL, O_SIZE, O_CRC, O_HEIGHT, O_WIDTH, O_SKIPPED, O_
 
 kdc_status cache_export_npy(const char *cache_path, const char *out_dir, kdc_error *err)
 {
-    if (mkdir(out_dir, 0777) != 0 && errno != EEXIST)
-        return kdc_fail(err, KDC_EIO, "%s: %s", out_dir, strerror(errno));
+    /* The cache first: a file that does not open leaves no folder behind. */
     cache_reader *r;
     kdc_status st = cache_reader_open(cache_path, CACHE_OPEN_NO_CHUNK_CACHE, &r, err);
     if (st != KDC_OK)
         return st;
+    int created = mkdir(out_dir, 0777) == 0;
+    if (!created && errno != EEXIST) {
+        st = kdc_fail(err, KDC_EIO, "%s: %s", out_dir, strerror(errno));
+        cache_reader_close(r);
+        return st;
+    }
     const cache_header *h = cache_reader_header(r);
     const cache_image_table *t = cache_reader_images(r);
     int64_t N = h->num_images, V = h->views_per_image;
@@ -179,6 +185,17 @@ kdc_status cache_export_npy(const char *cache_path, const char *out_dir, kdc_err
         kdc_status s2st = npy_close(&o[i], st == KDC_OK, err);
         if (st == KDC_OK)
             st = s2st;
+    }
+    /* All or nothing: a failure (a corrupt chunk half-way, a full disk)
+     * removes what was written, and the folder if this call made it. */
+    if (st != KDC_OK) {
+        for (int i = 0; i < O_COUNT; i++)
+            if (o[i].path[0]) {
+                remove(o[i].path);
+                remove(o[i].tmp);
+            }
+        if (created)
+            rmdir(out_dir);
     }
     cache_reader_close(r);
     return st;

@@ -30,10 +30,15 @@ static uint64_t le(const unsigned char *p, int n)
     return v;
 }
 
+static uint64_t pad8(uint64_t x)
+{
+    return (x + 7) & ~(uint64_t)7;
+}
+
 static kdc_status bad(kdc_error *err, const char *what, uint64_t at)
 {
     return kdc_fail(err, KDC_EFORMAT,
-                    "the root attributes are corrupt (%s at byte %llu): the file is corrupt", what,
+                    "HDF5 structure check failed (%s at byte %llu): the file is corrupt", what,
                     (unsigned long long)at);
 }
 
@@ -98,9 +103,91 @@ static int64_t check_space(const unsigned char *s, uint64_t n)
     return dim <= 16 ? (int64_t)dim : -1;
 }
 
-static uint64_t pad8(uint64_t x)
+/* ---- v1: variable-length references into the global heap ---- */
+
+#define GCOL_MIN 4096
+#define GCOL_MAX ((uint64_t)64 << 20)
+
+/* A reference (length 4, collection address 8, object index 4) must name an
+ * object of that length inside a well-formed collection. libhdf5's own
+ * collection decoder only asserts these bounds (compiled out in release
+ * builds), which is where mutated v1 files crashed or hung it. The last
+ * collection checked is kept in *cache / *cache_addr. */
+static kdc_status check_vlen_ref(const raw *r, const unsigned char *ref, unsigned char **cache,
+                                 uint64_t *cache_addr, uint64_t *cache_size, kdc_error *err)
 {
-    return (x + 7) & ~(uint64_t)7;
+    uint64_t len = le(ref, 4), addr = le(ref + 4, 8), idx = le(ref + 12, 4);
+    if (len == 0 && addr == 0)
+        return KDC_OK; /* an empty (NULL) string: no heap object */
+    if (len > 4096 || idx == 0 || idx > 65535)
+        return bad(err, "variable-length reference", addr);
+    if (!*cache || *cache_addr != addr) {
+        unsigned char hdr[16];
+        kdc_status st = read_at(r, addr, sizeof hdr, hdr, err);
+        if (st != KDC_OK)
+            return st;
+        uint64_t size = le(hdr + 8, 8);
+        if (memcmp(hdr, "GCOL", 4) || hdr[4] != 1 || size < GCOL_MIN || size > GCOL_MAX)
+            return bad(err, "global heap collection", addr);
+        free(*cache);
+        *cache = malloc(size);
+        *cache_addr = 0;
+        if (!*cache)
+            return kdc_fail(err, KDC_ENOMEM, "global heap collection");
+        if ((st = read_at(r, addr, size, *cache, err)) != KDC_OK)
+            return st;
+        /* Walk it once as libhdf5 will: every object inside, no index twice. */
+        uint64_t p = 16;
+        unsigned char seen[65536 / 8];
+        memset(seen, 0, sizeof seen);
+        while (p + 16 <= size) {
+            uint64_t oi = le(*cache + p, 2), os = le(*cache + p + 8, 8);
+            uint64_t need = oi ? 16 + pad8(os) : os;
+            if (os > size || need < (oi ? 16 : 16) || need > size - p)
+                return bad(err, "global heap object", addr + p);
+            if (oi) {
+                if (seen[oi / 8] & (1u << (oi % 8)))
+                    return bad(err, "global heap object index repeated", addr + p);
+                seen[oi / 8] |= (unsigned char)(1u << (oi % 8));
+            }
+            p += need;
+        }
+        *cache_addr = addr;
+        *cache_size = size;
+    }
+    const unsigned char *c = *cache;
+    for (uint64_t p = 16; p + 16 <= *cache_size;) {
+        uint64_t oi = le(c + p, 2), os = le(c + p + 8, 8);
+        if (oi == idx)
+            return os == len ? KDC_OK : bad(err, "global heap object size", addr + p);
+        p += oi ? 16 + pad8(os) : os;
+    }
+    return bad(err, "global heap object missing", addr);
+}
+
+kdc_status cache_raw_check_vlen_refs(const char *path, uint64_t offset, uint64_t count,
+                                     kdc_error *err)
+{
+    raw r = {-1, 0, 0, -1};
+    r.fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (r.fd < 0)
+        return kdc_fail(err, KDC_EIO, "cannot open %s", path);
+    struct stat sb;
+    kdc_status st = fstat(r.fd, &sb) == 0 ? KDC_OK : kdc_fail(err, KDC_EIO, "cannot stat");
+    r.size = (uint64_t)sb.st_size;
+    if (st == KDC_OK && (count > r.size / 16 || offset > r.size || count * 16 > r.size - offset))
+        st = bad(err, "variable-length references outside the file", offset);
+    unsigned char *cache = NULL, buf[16 * 256];
+    uint64_t caddr = 0, csize = 0;
+    for (uint64_t i = 0; st == KDC_OK && i < count; i += 256) {
+        uint64_t m = count - i < 256 ? count - i : 256;
+        st = read_at(&r, offset + i * 16, (size_t)(m * 16), buf, err);
+        for (uint64_t j = 0; st == KDC_OK && j < m; j++)
+            st = check_vlen_ref(&r, buf + 16 * j, &cache, &caddr, &csize, err);
+    }
+    free(cache);
+    close(r.fd);
+    return st;
 }
 
 /* One attribute message of msize bytes. */
@@ -133,8 +220,17 @@ static kdc_status check_attribute(raw *r, const unsigned char *m, uint64_t msize
     uint64_t data = p + np + dp + sp;
     if ((uint64_t)nel * esz > msize - data)
         return bad(err, "attribute data size", at);
-    if (cls == DT_VLEN)
+    if (cls == DT_VLEN) {
         r->vlen_attrs++;
+        unsigned char *cache = NULL;
+        uint64_t caddr = 0, csize = 0;
+        kdc_status st = KDC_OK;
+        for (int64_t i = 0; i < nel && st == KDC_OK; i++)
+            st = check_vlen_ref(r, m + data + 16 * i, &cache, &caddr, &csize, err);
+        free(cache);
+        if (st != KDC_OK)
+            return st;
+    }
     if (!strcmp((const char *)name, "kdcache_version") && cls == DT_FIXED && esz == 8 &&
         nel == 1)
         r->version = (int64_t)le(m + data, 8);

@@ -8,7 +8,9 @@
  * attribute message in them: sizes consistent with the message, a NUL-
  * terminated name, a datatype of the kinds a cache uses (integer, float,
  * fixed string, v1's variable-length string) and a dataspace of at most 16
- * elements whose data fits. A file laid out otherwise is left to libhdf5. */
+ * elements whose data fits; and for v1's variable-length strings, the
+ * global heap objects they refer to. A file laid out otherwise is left to
+ * libhdf5. */
 #ifndef KDC_CACHE_RAWCHECK_H
 #define KDC_CACHE_RAWCHECK_H
 
@@ -21,5 +23,12 @@
  * the stored kdcache_version (both -1 when the layout was not checked). */
 kdc_status cache_raw_check_root(const char *path, int *vlen_attrs, int64_t *version,
                                 kdc_error *err);
+
+/* v1 files: the count variable-length references (16 bytes each) stored at
+ * offset must each name an object of their length in a well-formed global
+ * heap collection (the path strings of a v1 /images/path, read with H5Dread
+ * only after this). Attribute references are checked by cache_raw_check_root. */
+kdc_status cache_raw_check_vlen_refs(const char *path, uint64_t offset, uint64_t count,
+                                     kdc_error *err);
 
 #endif

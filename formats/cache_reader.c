@@ -276,6 +276,23 @@ static kdc_status open_datasets(cache_reader *r, unsigned flags, kdc_error *err)
  * corrupt v1 file can crash: docs/FUZZ.md). */
 static kdc_status read_paths_v1(cache_reader *r, kdc_error *err)
 {
+    /* The references first, raw: contiguous storage of N 16-byte entries,
+     * each naming a sound global heap object. */
+    hid_t dcpl = H5Dget_create_plist(r->ds[DS_PATH]);
+    int contiguous = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CONTIGUOUS;
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    haddr_t off = contiguous ? H5Dget_offset(r->ds[DS_PATH]) : HADDR_UNDEF;
+    if (off == HADDR_UNDEF ||
+        H5Dget_storage_size(r->ds[DS_PATH]) != (hsize_t)r->h.num_images * 16) {
+        H5Eclear2(H5E_DEFAULT);
+        return kdc_fail(err, KDC_EFORMAT, "%s is not a contiguous table of %lld references",
+                        CACHE_DS_PATH, (long long)r->h.num_images);
+    }
+    kdc_status rst = cache_raw_check_vlen_refs(r->path, (uint64_t)off,
+                                               (uint64_t)r->h.num_images, err);
+    if (rst != KDC_OK)
+        return kdc_error_prefix(err, "%s: ", CACHE_DS_PATH);
     hid_t t = cache_h5_vlen_str();
     size_t n = (size_t)r->h.num_images;
     char **tmp = calloc(n, sizeof *tmp);
@@ -416,10 +433,15 @@ kdc_status cache_reader_open(const char *path, unsigned flags, cache_reader **ou
         st = cache_h5_read_header(r->file, &r->h, err);
     if (st == KDC_OK) {
         r->nchunks = cache_num_chunks(&r->h);
-        /* Every image costs at least its 16-byte path reference in the file:
-         * a header claiming more images than that is refused before the
-         * tables are allocated. */
-        if ((uint64_t)r->h.num_images > (uint64_t)sb.st_size / 16)
+        /* A header claiming more images than the file can hold is refused
+         * before the tables are allocated. v1: every image costs its 16-byte
+         * path reference. v2: its 4-byte label, which LZ4 (at most 256 bytes
+         * out per byte in, formats/lz4_filter.c) shrinks to >= 1/64 byte; a
+         * fresh partial ImageNet file holds ~0.25 bytes per image. */
+        uint64_t per_byte_max = r->h.version == CACHE_VERSION_V1 ? 0 : 64;
+        uint64_t n_max = per_byte_max ? (uint64_t)sb.st_size * per_byte_max
+                                      : (uint64_t)sb.st_size / 16;
+        if ((uint64_t)r->h.num_images > n_max)
             st = kdc_fail(err, KDC_EFORMAT, "num_images %lld is impossible in a %lld-byte file",
                           (long long)r->h.num_images, (long long)sb.st_size);
     }

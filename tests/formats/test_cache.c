@@ -718,6 +718,17 @@ START_TEST(test_flipped_byte_detected)
     ck_assert_msg(strstr(e.msg, "checksum mismatch in /logits chunk 2") != NULL, "%s", e.msg);
     cache_batch_free(&b);
     cache_stream_close(cs);
+    /* export of the corrupt file fails and leaves no folder (a good file's
+     * export into a new folder works). */
+    ck_assert_int_eq(kdc_test_system("'%s/kd-cache' export '%s' --out '%s' 2>/dev/null",
+                                     kdc_test_bin_dir(), p, tpath("npy_bad")),
+                     1);
+    struct stat sb;
+    ck_assert_int_ne(stat(tpath("npy_bad"), &sb), 0);
+    ck_assert_int_eq(kdc_test_system("'%s/kd-cache' export '%s' --out '%s' >/dev/null",
+                                     kdc_test_bin_dir(), ref, tpath("npy_good")),
+                     0);
+    ck_assert_int_eq(stat(tpath("npy_good/logits.npy"), &sb), 0);
     ck_assert_int_eq(kdc_test_system("'%s/kd-cache' verify '%s' >/dev/null", kdc_test_bin_dir(), ref),
                      0);
 }
@@ -752,10 +763,20 @@ START_TEST(test_merge_shards)
     struct stat sb;
     ck_assert_int_ne(stat(tpath("x.h5"), &sb), 0);
     ck_assert_int_ne(stat(tpath("x.h5.partial"), &sb), 0);
+    /* An existing OUT, even one of the inputs, is refused and left as it was. */
+    ck_assert_int_eq(kdc_test_system("cp '%s' '%s'", s0, tpath("s0_copy.h5")), 0);
+    const char *self[] = {s0, s1, s2};
+    ck_assert_int_eq(cache_merge(s0, self, 3, &e), KDC_EINVAL);
+    ck_assert_msg(strstr(e.msg, "exists") != NULL, "%s", e.msg);
+    ck_assert_int_eq(kdc_test_system("cmp -s '%s' '%s'", s0, tpath("s0_copy.h5")), 0);
+    ck_assert_int_eq(cache_merge(m, in, 3, &e), KDC_EINVAL);
     /* The CLI. */
     ck_assert_int_eq(kdc_test_system("'%s/kd-cache' merge '%s' '%s' '%s' '%s' >/dev/null",
                                      kdc_test_bin_dir(), tpath("cli.h5"), s0, s1, s2),
                      0);
+    ck_assert_int_eq(kdc_test_system("'%s/kd-cache' merge '%s' '%s' '%s' '%s' 2>/dev/null",
+                                     kdc_test_bin_dir(), tpath("cli.h5"), s0, s1, s2),
+                     1);
     ck_assert_int_ne(kdc_test_system("'%s/kd-cache' merge '%s' '%s' '%s' 2>/dev/null",
                                      kdc_test_bin_dir(), tpath("cli2.h5"), s0, s1),
                      0);

@@ -57,6 +57,12 @@ START_TEST(test_cache_mutants)
              "'%s'/seeds/v2_*.h5",
              tmp, tmp);
     expect_clean(args, 6 * 150);
+    /* v1 files (the last v1 writer's): the raw checks of the global heap */
+    snprintf(args, sizeof args,
+             "--target cache --mutants 50 --seed 14 --timeout 60 --crash-dir '%s/crashes' "
+             "'%s'/tests/fuzz/seeds_v1/v1_*.h5",
+             tmp, kdc_test_repo_root());
+    expect_clean(args, 6 * 50);
     /* the seeds themselves are accepted: the fuzzer exercises real files */
     snprintf(args, sizeof args, "--target cache --replay '%s'/seeds/v2_*.h5", tmp);
     expect_clean(args, 6);
@@ -72,11 +78,15 @@ END_TEST
 START_TEST(test_corpus_replays_clean)
 {
     char args[8192];
-    snprintf(args, sizeof args, "--target cache --replay --timeout 60 '%s'/tests/fuzz/corpus/cache/*",
-             kdc_test_repo_root());
+    const char *root = kdc_test_repo_root();
+    snprintf(args, sizeof args,
+             "--target cache --replay --timeout 60 '%s'/tests/fuzz/corpus/cache/* "
+             "'%s'/tests/fuzz/corpus_v1/*",
+             root, root);
     long n = 0;
     char cmd[8192];
-    snprintf(cmd, sizeof cmd, "ls '%s'/tests/fuzz/corpus/cache | wc -l", kdc_test_repo_root());
+    snprintf(cmd, sizeof cmd, "ls '%s'/tests/fuzz/corpus/cache '%s'/tests/fuzz/corpus_v1 | grep -c h5",
+             root, root);
     FILE *p = popen(cmd, "r");
     ck_assert_int_eq(fscanf(p, "%ld", &n), 1);
     pclose(p);
