@@ -135,7 +135,7 @@ def _prepare(cache, out):
     if os.path.exists(partial):
         return partial, True
     if os.path.exists(out) and out != cache:
-        raise CacheError(f"{out} exists: remove it first")
+        raise CacheError(f"{out} exists: remove it first (or fill it in place: out=None)")
     with fmt.open(cache, allow_incomplete=True) as c:
         h = c.header
         if h["complete"]:
@@ -146,12 +146,11 @@ def _prepare(cache, out):
         if h["shard_count"] != 1:
             raise CacheError(f"{cache} is shard {h['shard_index']} of {h['shard_count']}: "
                              f"fill() takes unsharded plans")
-    if out == cache:
-        os.rename(cache, partial)
-    else:
-        tmp = partial + ".copy"
-        shutil.copyfile(cache, tmp)
-        os.rename(tmp, partial)
+    # A plan is small (no teacher outputs): it is copied, so it stays intact
+    # until the complete cache replaces it (out == cache) or is named out.
+    tmp = partial + ".copy"
+    shutil.copyfile(cache, tmp)
+    os.rename(tmp, partial)
     return partial, False
 
 
@@ -163,8 +162,10 @@ def fill(cache, root, model, batch_size=32, device="cpu", features=None, out=Non
     features: None (the plan must have feature_dim 0), a submodule of model
     whose output is the pooled feature vector (e.g. resnet's avgpool), or a
     callable features(model, x) -> (logits, features).
+    Works on OUT.partial (a copy of the plan), renamed to OUT when complete.
     Resumes an interrupted fill (OUT.partial): chunks done are kept, and the
-    model's weights must be the same (teacher_weights_sha256)."""
+    model's weights must be the same (teacher_weights_sha256, set with the
+    first chunk written)."""
     cache = os.fspath(cache)
     out = os.fspath(out) if out is not None else cache
     partial, resuming = _prepare(cache, out)
@@ -198,13 +199,8 @@ def _fill(partial, out, root, teacher, model, B, resuming, log):
         raise CacheError(f"cannot resume: {partial} was filled by a teacher with other weights "
                          f"(teacher_weights_sha256 {stored[:16]}..., this model {sha[:16]}...); "
                          f"use the same model or remove it")
-    c = fmt.open(partial, allow_incomplete=True)
-    c.close()
     f = _writer_file(partial)
     try:
-        if stored != sha:
-            _set_str_attr(f, "teacher_weights_sha256", sha)
-            f.flush()
         ix_dtype = fmt.topk_index_dtype(h)
         n_done = 0
         for ch in range(c.num_chunks):
@@ -238,6 +234,9 @@ def _fill(partial, out, root, teacher, model, B, resuming, log):
                     logits[r - first, v] = lo[j]
                     if D:
                         feats[r - first, v] = fe[j]
+            if stored != sha:  # with the first chunk: a model refused before it can retry
+                _set_str_attr(f, "teacher_weights_sha256", sha)
+                stored = sha
             rows = slice(first, first + count)
             where = f"{partial} chunk {ch} (images {first}-{first + count - 1})"
             _check_finite(where, "output", logits, mode != "float32")
