@@ -123,7 +123,8 @@ def read_header(f):
         h[name] = _str_attr(f, name, version)
     for name, n in FLOAT_ATTRS.items():
         h[name] = _float_attr(f, name, n, version)
-    h["topk"] = _int_attr(f, "topk", version, optional=True) or 0
+    # As the C reader: topk is read (and required) only in topk mode.
+    h["topk"] = _int_attr(f, "topk", version) if h["logit_storage"] == "topk" else 0
     validate_header(h)
     return h
 
@@ -156,7 +157,7 @@ def validate_header(h):
         if not 1 <= K <= C:
             raise CacheError(f"topk {K} out of range [1, num_classes={C}]")
     else:
-        raise CacheError(f"unknown logit storage '{mode}'")
+        raise CacheError(f"logit storage '{mode}': expected float32, float16 or topk:K")
     ch = h["chunk_images"]
     if not 1 <= ch <= N:
         raise CacheError(f"chunk_images {ch} out of range [1, num_images={N}]")
@@ -343,6 +344,18 @@ class Cache:
         if self.feature_dim > 0:
             out["features"] = self.read("features", row, view).astype(np.float32)
         return out
+
+    def verify(self):
+        """Reads every chunk that is done of every per-chunk dataset, as
+        `kd-cache verify` does: a corrupt chunk (fletcher32, LZ4) is a
+        CacheError naming the dataset, the chunk and its images."""
+        names = [n for n, s in dataset_spec(self.header).items() if s[3] and s[4]]
+        for c in range(self.num_chunks):
+            if not self.done[c]:
+                continue
+            first, count = self.chunk_images_of(c)
+            for name in names:
+                self.read(name, slice(first, first + count))
 
     def close(self):
         if self.file is not None:
