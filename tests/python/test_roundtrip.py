@@ -199,3 +199,46 @@ def _partial_of_run(env, tmp_path):
     with h5py.File(p, "r+") as f:
         f.attrs.modify("complete", np.int64(0))
     return p
+
+
+def test_plan_with_unreadable_image(env, tmp_path):
+    """An unreadable image is skipped in the plan (zero rows, as kd-precompute
+    skips it); fill leaves it out, CacheDataset never serves it, kd-cache verify
+    accepts the result."""
+    data = tmp_path / "data"
+    shutil.copytree(env.data, data)
+    (data / "class1" / "zz_empty.jpg").write_bytes(b"")
+    plan = str(tmp_path / "plan.h5")
+    r = run_tool("kd-precompute", "--data", data, "--plan-only", "--out", plan, *VIEW_ARGS)
+    assert "skipped class1/zz_empty.jpg" in r.stderr
+    with kdcache.open(plan, allow_incomplete=True) as p:
+        bad = p.paths.index("class1/zz_empty.jpg")
+        assert p.skipped[bad] == 1 and p.skipped.sum() == 1
+        assert not p.box[bad].any() and p.height[bad] == 0
+    kdcache.fill(plan, str(data), env.teacher, batch_size=16)
+    run_tool("kd-cache", "verify", plan, "--data", data)
+    ds = kdcache.CacheDataset(plan, str(data))
+    assert len(ds) == 18 and bad not in set(ds.rows.tolist())
+    with kdcache.open(plan) as c:
+        assert not c.read("logits", bad).any()
+
+
+def test_plan_only_command_line(env, tmp_path):
+    out = str(tmp_path / "x.h5")
+    for args, msg in [(["--teacher", "resnet18"], "--plan-only takes no --teacher"),
+                      (["--resume"], "--plan-only takes no"),
+                      (["--num-classes", "0"], "--num-classes")]:
+        r = run_tool("kd-precompute", "--data", env.data, "--plan-only", "--out", out, *args,
+                     check=False)
+        assert r.returncode == 2 and msg in r.stderr, r.stderr
+    r = run_tool("kd-precompute", "--data", env.data, "--num-classes", "3", "--teacher",
+                 "resnet18", "--weights", env.weights, "--out", out, check=False)
+    assert r.returncode == 2 and "go with --plan-only" in r.stderr
+    r = run_tool("kd-precompute", "--data", env.data, "--plan-only", "--num-classes", "2",
+                 "--out", out, check=False)
+    assert r.returncode == 1 and "but --num-classes is 2" in r.stderr
+    run_tool("kd-precompute", "--data", env.data, "--plan-only", "--out", out, "--quiet")
+    r = run_tool("kd-precompute", "--data", env.data, "--plan-only", "--out", out, check=False)
+    assert r.returncode == 1 and "exists" in r.stderr
+    with kdcache.open(out, allow_incomplete=True) as p:
+        assert p.num_classes == 3 and p.feature_dim == 0  # the class folders, no features
