@@ -88,7 +88,8 @@ static kdc_status plan_chunk(const kd_precompute_options *o, const kd_precompute
             } else if (s->file_size != e->size || s->crc32 != e->crc32) {
                 st = kdc_fail(err, KDC_EMISMATCH,
                               "%s changed while kd-precompute ran (size or CRC-32 differs from "
-                              "the checksum pass); rerun on a stable copy", e->path);
+                              "the checksum pass); rerun on a stable copy",
+                              e->path);
                 break;
             }
             if (v == 0) {
@@ -129,9 +130,12 @@ static kdc_status write_rows(hid_t file, int64_t first, int64_t n, const plan_ro
         hid_t type;
         const void *buf;
     } ds[] = {
-        {CACHE_DS_SIZE, H5T_NATIVE_UINT64, p->size},   {CACHE_DS_CRC32, H5T_NATIVE_UINT32, p->crc32},
-        {CACHE_DS_HEIGHT, H5T_NATIVE_INT32, p->height}, {CACHE_DS_WIDTH, H5T_NATIVE_INT32, p->width},
-        {CACHE_DS_SKIPPED, H5T_NATIVE_UINT8, p->skipped}, {CACHE_DS_BOX, H5T_NATIVE_INT32, p->box},
+        {CACHE_DS_SIZE, H5T_NATIVE_UINT64, p->size},
+        {CACHE_DS_CRC32, H5T_NATIVE_UINT32, p->crc32},
+        {CACHE_DS_HEIGHT, H5T_NATIVE_INT32, p->height},
+        {CACHE_DS_WIDTH, H5T_NATIVE_INT32, p->width},
+        {CACHE_DS_SKIPPED, H5T_NATIVE_UINT8, p->skipped},
+        {CACHE_DS_BOX, H5T_NATIVE_INT32, p->box},
         {CACHE_DS_FLIP, H5T_NATIVE_UINT8, p->flip},
     };
     kdc_status st = KDC_OK;
@@ -146,8 +150,7 @@ static kdc_status write_rows(hid_t file, int64_t first, int64_t n, const plan_ro
 }
 
 static kdc_status plan(const kd_precompute_options *o, const kd_precompute_hooks *hk,
-                       kd_precompute_stats *s, img_dataset *ds, const char *partial,
-                       kdc_error *err)
+                       kd_precompute_stats *s, img_dataset *ds, const char *partial, kdc_error *err)
 {
     kdc_status st;
     int threads = o->threads > 0 ? o->threads : kdc_cpu_count();
@@ -267,9 +270,8 @@ kdc_status kd_precompute_plan(const kd_precompute_options *o, const kd_precomput
         st = kdc_fail(err, KDC_EINVAL, "--plan-only: give --num-classes C (the teacher's classes)");
     for (size_t i = 0; i < ds->count && st == KDC_OK; i++)
         if (ds->items[i].label >= oc.num_classes)
-            st = kdc_fail(err, KDC_EMISMATCH,
-                          "%s has label %d but --num-classes is %d", ds->items[i].path,
-                          ds->items[i].label, oc.num_classes);
+            st = kdc_fail(err, KDC_EMISMATCH, "%s has label %d but --num-classes is %d",
+                          ds->items[i].path, ds->items[i].label, oc.num_classes);
     if (st == KDC_OK) {
         stats->num_images = stats->range_images = (int64_t)ds->count;
         stats->views = o->views;

@@ -22,9 +22,8 @@ static int dump(const char *dir, int64_t epoch, const char *ext, const void *p, 
     return fclose(f) == 0 && ok;
 }
 
-void kd_batch_dump(const char *dir, int64_t epoch, int n, const int64_t *rows,
-                   const int32_t *views, const int32_t *labels, const float *pixels,
-                   size_t floats_per_sample)
+void kd_batch_dump(const char *dir, int64_t epoch, int n, const int64_t *rows, const int32_t *views,
+                   const int32_t *labels, const float *pixels, size_t floats_per_sample)
 {
     size_t m = (size_t)n;
     int ok = dump(dir, epoch, "rows.i64", rows, sizeof *rows, m) &&

@@ -14,8 +14,7 @@
 
 /* DIR or NULL. */
 const char *kd_batch_dump_dir(void);
-void kd_batch_dump(const char *dir, int64_t epoch, int n, const int64_t *rows,
-                   const int32_t *views, const int32_t *labels, const float *pixels,
-                   size_t floats_per_sample);
+void kd_batch_dump(const char *dir, int64_t epoch, int n, const int64_t *rows, const int32_t *views,
+                   const int32_t *labels, const float *pixels, size_t floats_per_sample);
 
 #endif
