@@ -125,7 +125,7 @@ BUNDLE_BINS := $(patsubst tests/bundle/%.c,$(BUILD)/bundle/%,$(BUNDLE_SRCS))
 REF_SCRIPTS := $(wildcard scripts/ref/ref_*.py)
 FIXTURES    := $(patsubst scripts/ref/ref_%.py,$(BUILD)/fixtures/%/.stamp,$(REF_SCRIPTS))
 
-.PHONY: all tools tests bench check check-layout check-gpu check-bundle bundle bundle-bins fixtures install clean format
+.PHONY: fuzz all tools tests bench check check-layout check-gpu check-bundle bundle bundle-bins fixtures install clean format
 all: tools
 tools: $(TOOLS)
 tests: $(TEST_BINS)
@@ -216,7 +216,15 @@ check-layout:
 	@tests/layout/selftest.sh
 	@tests/layout/check_includes.sh
 
-check: check-layout tools $(TEST_BINS) $(FIXTURES)
+# The fuzz driver (tests/fuzz/README.md): the bounded pass is the suite
+# tests/fuzz/test_fuzz; tests/fuzz/run.sh drives the long run.
+FUZZ_BIN = $(BUILD)/fuzz/kd-fuzz
+$(FUZZ_BIN): $(BUILD)/obj/tests/fuzz/fuzz_main.o $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(ALL_LIBS) $(LDLIBS)
+fuzz: $(FUZZ_BIN)
+
+check: check-layout tools $(TEST_BINS) $(FIXTURES) $(FUZZ_BIN)
 	@set -e; failed=""; mkdir -p $(BUILD)/check-logs; \
 	for t in $(TEST_BINS); do \
 	  echo "== $$t"; log=$(BUILD)/check-logs/$$(basename $$t).log; \

@@ -1,9 +1,11 @@
 /* cache_match.c - one check of a cache against its dataset (cache_match.h). */
 #include "formats/cache_match.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/base/threadpool.h"
 #include "common/image/jpeg_decode.h"
 
 /* A dataset image by path, for the sorted index that matches cache rows. */
@@ -172,45 +174,125 @@ kdc_status cache_match_file(const cache_image_table *t, int64_t row, const char 
     return KDC_OK;
 }
 
+/* verify --data's read of every file: threads take images in dataset
+ * (folder) order, which keeps directory lookups and disk reads local; cache
+ * rows are shuffled, so row order would read the tree at random. The first
+ * mismatch in dataset order is reported, whatever the thread timing. */
+#define MATCH_MAX_THREADS 8
+
+typedef struct match_job {
+    const cache_image_table *t;
+    const img_dataset *ds;
+    const int64_t *row_of_ds;
+    const char *cache_path;
+    pthread_mutex_t mu;
+    size_t next;      /* next dataset image to take */
+    size_t first_bad; /* lowest failing dataset index; ds->count if none */
+    kdc_status bad_st;
+    kdc_error bad_err;
+    int64_t checked;
+} match_job;
+
+static kdc_status match_one(match_job *j, img_decoder *dec, size_t i, kdc_error *err)
+{
+    const cache_image_table *t = j->t;
+    const int64_t r = j->row_of_ds[i];
+    char fp[8192];
+    kdc_status st = img_dataset_full_path(j->ds, i, fp, sizeof fp, err);
+    if (st)
+        return st;
+    /* Size and CRC-32 come with the read; a file that does not decode (any
+     * more) is a mismatch unless the cache marks it skipped. */
+    kdc_error derr = {0};
+    kdc_status ds_st = img_decoder_load_file(dec, fp, &derr);
+    if (ds_st == KDC_EIO || ds_st == KDC_ENOMEM) {
+        *err = derr;
+        return ds_st;
+    }
+    int w = ds_st ? t->width[r] : img_decoder_width(dec);
+    int h = ds_st ? t->height[r] : img_decoder_height(dec);
+    st = cache_match_file(t, r, j->ds->root, img_decoder_file_size(dec),
+                          img_decoder_file_crc32(dec), w, h, j->cache_path, err);
+    if (!st && ds_st && !t->skipped[r])
+        st = kdc_fail(err, KDC_EMISMATCH, "%s (the cache %s has outputs for it)", derr.msg,
+                      j->cache_path);
+    return st;
+}
+
+static void *match_worker(void *arg)
+{
+    match_job *j = arg;
+    img_decoder *dec = NULL;
+    kdc_error e = {0};
+    kdc_status st = img_decoder_create(&dec, &e);
+    for (;;) {
+        pthread_mutex_lock(&j->mu);
+        size_t i = j->next++;
+        int done = i >= j->ds->count || i > j->first_bad;
+        if (st && i < j->first_bad) { /* no decoder: this thread's first image fails */
+            j->first_bad = i;
+            j->bad_st = st;
+            j->bad_err = e;
+        }
+        pthread_mutex_unlock(&j->mu);
+        if (done || st)
+            break;
+        kdc_status mst = match_one(j, dec, i, &e);
+        pthread_mutex_lock(&j->mu);
+        j->checked++;
+        if (mst && i < j->first_bad) {
+            j->first_bad = i;
+            j->bad_st = mst;
+            j->bad_err = e;
+        }
+        pthread_mutex_unlock(&j->mu);
+    }
+    img_decoder_free(dec);
+    return NULL;
+}
+
 kdc_status cache_match_data_dir(const cache_image_table *t, const char *data_dir,
                                 const char *cache_path, int64_t *checked, kdc_error *err)
 {
     *checked = 0;
     img_dataset *ds = NULL;
-    img_decoder *dec = NULL;
-    int64_t *ds_of_row = malloc((t->count ? (size_t)t->count : 1) * sizeof *ds_of_row);
+    size_t n = t->count ? (size_t)t->count : 1;
+    int64_t *ds_of_row = malloc(n * sizeof *ds_of_row), *row_of_ds = malloc(n * sizeof *row_of_ds);
     kdc_status st;
-    if (!ds_of_row)
+    if (!ds_of_row || !row_of_ds) {
+        free(ds_of_row);
+        free(row_of_ds);
         return kdc_fail(err, KDC_ENOMEM, "out of memory");
+    }
     if ((st = img_dataset_open_folder(&ds, data_dir, err)) ||
-        (st = cache_match_dataset(ds, t, cache_path, ds_of_row, err)) ||
-        (st = img_decoder_create(&dec, err)))
+        (st = cache_match_dataset(ds, t, cache_path, ds_of_row, err)))
         goto out;
-    for (int64_t r = 0; r < t->count && !st; r++) {
-        char fp[8192];
-        if ((st = img_dataset_full_path(ds, (size_t)ds_of_row[r], fp, sizeof fp, err)))
+    /* A match is a bijection between rows and images. */
+    for (int64_t r = 0; r < t->count; r++)
+        row_of_ds[ds_of_row[r]] = r;
+    match_job j = {
+        .t = t, .ds = ds, .row_of_ds = row_of_ds, .cache_path = cache_path, .first_bad = ds->count};
+    pthread_mutex_init(&j.mu, NULL);
+    int threads = kdc_cpu_count();
+    threads = threads < 1 ? 1 : threads > MATCH_MAX_THREADS ? MATCH_MAX_THREADS : threads;
+    pthread_t tid[MATCH_MAX_THREADS];
+    int started = 0;
+    for (; started < threads - 1; started++)
+        if (pthread_create(&tid[started], NULL, match_worker, &j) != 0)
             break;
-        /* Size and CRC-32 come with the read; a file that does not decode
-         * (any more) is a mismatch unless the cache marks it skipped. */
-        kdc_error derr = {0};
-        kdc_status ds_st = img_decoder_load_file(dec, fp, &derr);
-        if (ds_st == KDC_EIO || ds_st == KDC_ENOMEM) {
-            st = ds_st;
-            *err = derr;
-            break;
-        }
-        int w = ds_st ? t->width[r] : img_decoder_width(dec);
-        int h = ds_st ? t->height[r] : img_decoder_height(dec);
-        st = cache_match_file(t, r, ds->root, img_decoder_file_size(dec),
-                              img_decoder_file_crc32(dec), w, h, cache_path, err);
-        if (!st && ds_st && !t->skipped[r])
-            st = kdc_fail(err, KDC_EMISMATCH, "%s (the cache %s has outputs for it)", derr.msg,
-                          cache_path);
-        (*checked)++;
+    match_worker(&j);
+    for (int k = 0; k < started; k++)
+        pthread_join(tid[k], NULL);
+    pthread_mutex_destroy(&j.mu);
+    *checked = j.checked;
+    if (j.first_bad < ds->count) {
+        st = j.bad_st;
+        if (err)
+            *err = j.bad_err;
     }
 out:
-    img_decoder_free(dec);
     img_dataset_free(ds);
     free(ds_of_row);
+    free(row_of_ds);
     return st;
 }

@@ -65,10 +65,15 @@ static rng rng_for(uint64_t seed, int64_t epoch, int64_t stream)
     return g;
 }
 
-static int view_of(const cache_stream *s, int64_t image)
+/* The view every image of `chunk` uses this epoch: (h(seed, chunk) + epoch)
+ * mod V. One view per chunk (not per image) lets an epoch read one view's
+ * HDF5 chunk of each dataset, 1/V of the teacher outputs (format v2 chunks
+ * per view); V consecutive epochs still give every image each view once. */
+static int view_of_chunk(const cache_stream *s, int64_t chunk)
 {
     uint64_t V = (uint64_t)s->h->views_per_image;
-    return (int)((mix64(s->opt.seed ^ mix64((uint64_t)image)) % V + (uint64_t)s->epoch % V) % V);
+    uint64_t h = mix64(s->opt.seed ^ mix64((uint64_t)chunk ^ 0x5649455750455243ull)); /* "VIEWPERC" */
+    return (int)((h % V + (uint64_t)s->epoch % V) % V);
 }
 
 const cache_header *cache_stream_header(const cache_stream *s)
@@ -242,6 +247,7 @@ static kdc_status enter_window(cache_stream *s, int64_t w, kdc_error *err)
     for (int64_t k = first; k < end; k++) {
         const cache_batch *b = &s->slots[k % s->nslots];
         uint32_t slot = (uint32_t)(k % s->nslots);
+        const int view = view_of_chunk(s, s->order[k]);
         for (int64_t i = 0; i < b->count / V; i++) {
             int64_t image = b->image[i * V];
             if (t->skipped[image])
@@ -250,7 +256,7 @@ static kdc_status enter_window(cache_stream *s, int64_t w, kdc_error *err)
                 for (int64_t v = 0; v < V; v++)
                     s->items[n++] = (item){slot, (uint32_t)(i * V + v)};
             } else {
-                s->items[n++] = (item){slot, (uint32_t)(i * V + view_of(s, image))};
+                s->items[n++] = (item){slot, (uint32_t)(i * V + view)};
             }
         }
     }

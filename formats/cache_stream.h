@@ -9,9 +9,11 @@
  * window. Random order therefore costs one decompression per chunk, not one
  * per image.
  *
- * An epoch yields every image that is not skipped exactly once (one view,
- * (h(seed, image) + epoch) mod V, so V consecutive epochs use every view once),
- * or every (image, view) with all_views. The order depends only on (seed,
+ * An epoch yields every image that is not skipped exactly once, or every
+ * (image, view) with all_views. One view per chunk and epoch, (h(seed, chunk)
+ * + epoch) mod V: all images of a chunk use the same view in an epoch, so
+ * only that view's part of the chunk is needed, and V consecutive epochs use
+ * every view of every image once. The order depends only on (seed,
  * epoch, buffer_chunks), never on thread timing. */
 #ifndef KDC_CACHE_STREAM_H
 #define KDC_CACHE_STREAM_H

@@ -4,9 +4,9 @@
  *
  * With a cache, the order and the view of each image come from the cache's
  * shuffled stream (formats/cache_stream.h): chunks visited in a shuffled
- * order, samples shuffled within a window of chunks, one view per image and
- * epoch, view = (h(seed, image) + epoch) mod V, so V consecutive epochs use
- * every cached view once; images the cache marks skipped never appear. The
+ * order, samples shuffled within a window of chunks, one view per chunk and
+ * epoch, view = (h(seed, chunk) + epoch) mod V, so an epoch reads 1/V of the
+ * teacher outputs and V consecutive epochs use every cached view once; images the cache marks skipped never appear. The
  * images are decoded from the dataset folder and the stored view (box + flip)
  * is replayed, so the student sees the pixels the teacher saw. The dataset
  * must be the one the cache was made from: formats/cache_match.h, the check

@@ -38,7 +38,13 @@ struct img_loader {
     size_t next_out;        /* next batch the consumer receives */
     size_t assigned_upto;   /* batches [0, assigned_upto) have (had) a slot */
     double wait_s;
+    int max_run; /* samples one claim may take (bounded by RUN_BYTES) */
 };
+
+/* Rendered views a thread holds before normalising them: a run of V views
+ * is cut from one decode when V * S * S * 3 fits. 32 MiB is 64 views at 224
+ * px; at the largest S (4096) views are decoded one by one. */
+#define RUN_BYTES ((size_t)32 << 20)
 
 void img_loader_config_default(img_loader_config *c)
 {
@@ -75,62 +81,138 @@ static void assign_slot(img_loader *l, size_t b)
     l->assigned_upto = b + 1;
 }
 
-kdc_status img_load_view(const img_dataset *ds, const img_view_params *vp, const img_request *req,
-                         img_decoder *dec, img_view_scratch *scratch, uint8_t *rgb_out,
-                         img_sample *info)
+static void sample_begin(img_sample *info, const img_request *req)
 {
-    kdc_error e = {0};
     memset(info, 0, offsetof(img_sample, msg));
     info->msg[0] = '\0';
     info->index = req->index;
     info->view_index = req->view_index;
     info->label = -1;
-    char path[4096];
-    kdc_status st;
-    if (req->index < 0 || (uint64_t)req->index >= ds->count) {
-        st = kdc_fail(&e, KDC_EINVAL, "image index %lld out of range (%zu images)",
-                      (long long)req->index, ds->count);
-        goto out;
-    }
-    info->label = ds->items[req->index].label;
-    if ((st = img_dataset_full_path(ds, (size_t)req->index, path, sizeof path, &e)))
-        goto out;
-    st = img_decoder_load_file(dec, path, &e);
-    info->file_size = img_decoder_file_size(dec);
-    info->crc32 = img_decoder_file_crc32(dec);
-    if (st)
-        goto out;
-    int W = img_decoder_width(dec), H = img_decoder_height(dec);
-    info->width = W;
-    info->height = H;
-    if (req->has_view)
-        info->view = req->view;
-    else if ((st = img_view_draw(vp, W, H, (uint64_t)req->index, req->view_index, &info->view, &e)))
-        goto out;
-    const uint8_t *rgb;
-    int dw, dh;
-    if ((st = img_decoder_decode(dec, 8, &rgb, &dw, &dh, &e)))
-        goto out;
-    if ((st = img_view_render(vp, rgb, dw, dh, (size_t)dw * 3, &info->view, rgb_out, scratch, &e)))
-        kdc_error_prefix(&e, "%s: ", path);
-out:
+}
+
+static kdc_status sample_fail(img_sample *info, kdc_status st, const kdc_error *e)
+{
     info->status = st;
-    if (st)
-        snprintf(info->msg, sizeof info->msg, "%s", e.msg);
+    snprintf(info->msg, sizeof info->msg, "%s", e->msg);
     return st;
+}
+
+kdc_status img_load_views(const img_dataset *ds, const img_view_params *vp,
+                          const img_request *reqs, int n, img_decoder *dec,
+                          img_view_scratch *scratch, uint8_t *const *rgb_out,
+                          img_sample *const *info)
+{
+    kdc_error e = {0};
+    char path[4096];
+    kdc_status st = KDC_OK, first = KDC_OK;
+    for (int j = 0; j < n; j++)
+        sample_begin(info[j], &reqs[j]);
+    const int64_t index = reqs[0].index;
+    if (n < 1 || n > IMG_LOAD_MAX_VIEWS)
+        st = kdc_fail(&e, KDC_EINVAL, "%d views of one image (1..%d)", n, IMG_LOAD_MAX_VIEWS);
+    for (int j = 1; j < n && !st; j++)
+        if (reqs[j].index != index)
+            st = kdc_fail(&e, KDC_EINVAL, "internal: views of images %lld and %lld in one load",
+                          (long long)index, (long long)reqs[j].index);
+    if (!st && (index < 0 || (uint64_t)index >= ds->count))
+        st = kdc_fail(&e, KDC_EINVAL, "image index %lld out of range (%zu images)",
+                      (long long)index, ds->count);
+    if (!st)
+        st = img_dataset_full_path(ds, (size_t)index, path, sizeof path, &e);
+    if (!st) {
+        /* The one read of the file: its bytes give the size and CRC-32 that the
+         * cache records and the pixels that are decoded. */
+        st = img_decoder_load_file(dec, path, &e);
+        for (int j = 0; j < n; j++) {
+            info[j]->label = ds->items[index].label;
+            info[j]->file_size = img_decoder_file_size(dec);
+            info[j]->crc32 = img_decoder_file_crc32(dec);
+        }
+    }
+    if (st) {
+        for (int j = 0; j < n; j++)
+            sample_fail(info[j], st, &e);
+        return st;
+    }
+    const int W = img_decoder_width(dec), H = img_decoder_height(dec);
+    int eighths[IMG_LOAD_MAX_VIEWS], need = 0; /* need: bit e set when a view decodes at e/8 */
+    for (int j = 0; j < n; j++) {
+        info[j]->width = W;
+        info[j]->height = H;
+        eighths[j] = 0;
+        if (reqs[j].has_view)
+            info[j]->view = reqs[j].view;
+        else if ((st = img_view_draw(vp, W, H, (uint64_t)index, reqs[j].view_index,
+                                     &info[j]->view, &e))) {
+            sample_fail(info[j], st, &e);
+            first = first ? first : st;
+            continue;
+        }
+        eighths[j] = img_view_decode_eighths(vp, W, H, &info[j]->view);
+        need |= 1 << eighths[j];
+    }
+    /* One decode per scale in use, largest first; each view is rendered from
+     * the decode of its own scale, so the order does not change its bytes. */
+    for (int sc = 8; sc >= 1; sc--) {
+        if (!(need & (1 << sc)))
+            continue;
+        const uint8_t *rgb;
+        int dw, dh;
+        kdc_status dst = img_decoder_decode(dec, sc, &rgb, &dw, &dh, &e);
+        for (int j = 0; j < n; j++) {
+            if (eighths[j] != sc)
+                continue;
+            if ((st = dst) == KDC_OK &&
+                (st = img_view_render_scaled(vp, rgb, dw, dh, (size_t)dw * 3, W, H,
+                                             &info[j]->view, rgb_out[j], scratch, &e)))
+                kdc_error_prefix(&e, "%s: ", path);
+            if (st) {
+                first = first ? first : st;
+                sample_fail(info[j], st, &e);
+                if (dst == KDC_OK)
+                    kdc_error_clear(&e);
+            }
+        }
+    }
+    return first;
+}
+
+kdc_status img_load_view(const img_dataset *ds, const img_view_params *vp, const img_request *req,
+                         img_decoder *dec, img_view_scratch *scratch, uint8_t *rgb_out,
+                         img_sample *info)
+{
+    return img_load_views(ds, vp, req, 1, dec, scratch, &rgb_out, &info);
+}
+
+/* How many samples from k on a worker takes at once: the run of requests of
+ * the same image, inside batches that already have a slot. Under mu. */
+static int claim_run(const img_loader *l, size_t k)
+{
+    const size_t B = (size_t)l->cfg.batch_size;
+    int m = 1;
+    while (m < l->max_run && k + (size_t)m < l->plan_n &&
+           (k + (size_t)m) / B < l->assigned_upto && l->plan[k + (size_t)m].index == l->plan[k].index)
+        m++;
+    return m;
 }
 
 static void *worker_main(void *arg)
 {
     img_loader *l = arg;
     const int S = l->cfg.view.image_size;
+    const size_t B = (size_t)l->cfg.batch_size, per = (size_t)S * (size_t)S * 3;
     img_decoder *dec = NULL;
     img_view_scratch scratch = {0};
-    uint8_t *rgb = malloc((size_t)S * (size_t)S * 3);
+    uint8_t *rgb = malloc(per * (size_t)l->max_run);
+    uint8_t *rgb_of[IMG_LOAD_MAX_VIEWS];
+    img_sample *info_of[IMG_LOAD_MAX_VIEWS];
+    img_request req[IMG_LOAD_MAX_VIEWS];
     kdc_error e;
     int ok = rgb && img_decoder_create(&dec, &e) == KDC_OK;
     if (ok && l->cfg.max_pixels)
         img_decoder_set_max_pixels(dec, l->cfg.max_pixels);
+    for (int j = 0; rgb && j < l->max_run; j++)
+        rgb_of[j] = rgb + (size_t)j * per;
 
     pthread_mutex_lock(&l->mu);
     for (;;) {
@@ -139,37 +221,46 @@ static void *worker_main(void *arg)
             pthread_cond_wait(&l->work_cv, &l->mu);
         if (l->stop)
             break;
-        size_t k = l->next_sample++;
+        size_t k = l->next_sample;
+        int m = claim_run(l, k);
+        l->next_sample += (size_t)m;
         uint64_t gen = l->generation;
-        size_t b = k / (size_t)l->cfg.batch_size;
-        int i = (int)(k % (size_t)l->cfg.batch_size);
-        slot *s = &l->slots[b % (size_t)l->nslots];
-        img_request req = l->plan[k];
+        memcpy(req, l->plan + k, (size_t)m * sizeof *req);
         pthread_mutex_unlock(&l->mu);
 
-        /* The sample's place is owned by this thread until `done` counts it. */
-        img_sample *info = &s->batch.samples[i];
-        float *px = img_batch_sample_pixels(&s->batch, i);
-        kdc_status st;
-        if (ok) {
-            st = img_load_view(l->ds, &l->cfg.view, &req, dec, &scratch, rgb, info);
-        } else {
-            memset(info, 0, sizeof *info);
-            info->index = req.index;
-            st = info->status = KDC_ENOMEM;
-            snprintf(info->msg, sizeof info->msg, "loader thread: out of memory");
+        /* The samples' places are owned by this thread until `done` counts them. */
+        for (int j = 0; j < m; j++) {
+            size_t b = (k + (size_t)j) / B;
+            info_of[j] = &l->slots[b % (size_t)l->nslots].batch.samples[(k + (size_t)j) % B];
         }
-        if (st == KDC_OK)
-            img_normalize_chw(rgb, S, &l->cfg.norm, px);
-        else
-            memset(px, 0, (size_t)3 * S * S * sizeof(float));
+        if (ok) {
+            img_load_views(l->ds, &l->cfg.view, req, m, dec, &scratch, rgb_of, info_of);
+        } else {
+            for (int j = 0; j < m; j++) {
+                memset(info_of[j], 0, sizeof *info_of[j]);
+                info_of[j]->index = req[j].index;
+                info_of[j]->status = KDC_ENOMEM;
+                snprintf(info_of[j]->msg, sizeof info_of[j]->msg, "loader thread: out of memory");
+            }
+        }
+        for (int j = 0; j < m; j++) {
+            size_t b = (k + (size_t)j) / B;
+            img_batch *bt = &l->slots[b % (size_t)l->nslots].batch;
+            float *px = img_batch_sample_pixels(bt, (int)((k + (size_t)j) % B));
+            if (info_of[j]->status == KDC_OK)
+                img_normalize_chw(rgb_of[j], S, &l->cfg.norm, px);
+            else
+                memset(px, 0, per * sizeof(float));
+        }
 
         pthread_mutex_lock(&l->mu);
-        if (gen == l->generation) {
-            if (st)
-                s->batch.failed++;
-            s->done++;
-        }
+        if (gen == l->generation)
+            for (int j = 0; j < m; j++) {
+                slot *s = &l->slots[((k + (size_t)j) / B) % (size_t)l->nslots];
+                if (info_of[j]->status)
+                    s->batch.failed++;
+                s->done++;
+            }
         /* Every sample, not only a batch's last: img_loader_start waits for
          * in-flight samples of an abandoned plan. */
         pthread_cond_broadcast(&l->done_cv);
@@ -199,6 +290,10 @@ kdc_status img_loader_create(img_loader **out, const img_dataset *ds, const img_
         return kdc_fail(err, KDC_ENOMEM, "loader: out of memory");
     l->ds = ds;
     l->cfg = *cfg;
+    size_t per = (size_t)cfg->view.image_size * (size_t)cfg->view.image_size * 3;
+    l->max_run = RUN_BYTES / per < IMG_LOAD_MAX_VIEWS ? (int)(RUN_BYTES / per) : IMG_LOAD_MAX_VIEWS;
+    if (l->max_run < 1)
+        l->max_run = 1;
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->work_cv, NULL);
     pthread_cond_init(&l->done_cv, NULL);

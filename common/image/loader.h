@@ -14,6 +14,9 @@
  * rendered. A sample that fails (unreadable, corrupt, too large) carries its status
  * and message in the batch; the others are unaffected.
  *
+ * Consecutive requests of the same image (kd-precompute's V views) are taken
+ * by one thread together and cut from one decode (img_load_views).
+ *
  * Not thread-safe for several consumers: one thread calls next/release. */
 #ifndef KDC_LOADER_H
 #define KDC_LOADER_H
@@ -71,5 +74,20 @@ typedef struct img_decoder img_decoder;
 kdc_status img_load_view(const img_dataset *ds, const img_view_params *vp, const img_request *req,
                          img_decoder *dec, img_view_scratch *scratch, uint8_t *rgb_out,
                          img_sample *info);
+
+/* Most requests one img_load_views call (and one loader claim) takes. */
+#define IMG_LOAD_MAX_VIEWS 64
+
+/* n (1..IMG_LOAD_MAX_VIEWS) requests of the same image: one read of the file
+ * (its size and CRC-32 from the bytes that are decoded), one decode per DCT
+ * scale the views need (one in all without --decode-scale), then each view
+ * rendered into rgb_out[j] with its info[j]; rendering is the same function
+ * as for a single view, so every view's bytes equal img_load_view's. A file
+ * that fails fails every one of its n samples with the same message.
+ * Returns the first failure. */
+kdc_status img_load_views(const img_dataset *ds, const img_view_params *vp,
+                          const img_request *reqs, int n, img_decoder *dec,
+                          img_view_scratch *scratch, uint8_t *const *rgb_out,
+                          img_sample *const *info);
 
 #endif

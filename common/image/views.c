@@ -63,6 +63,9 @@ kdc_status img_view_params_check(const img_view_params *p, kdc_error *err)
     }
     if (p->policy == IMG_VIEW_PAD_CROP && (p->pad < 0 || p->pad > IMG_MAX_VIEW_SIZE))
         return kdc_fail(err, KDC_EINVAL, "pad %d not in 0..%d", p->pad, IMG_MAX_VIEW_SIZE);
+    if (p->decode_scale != IMG_DECODE_SCALE_OFF && p->decode_scale != IMG_DECODE_SCALE_AUTO)
+        return kdc_fail(err, KDC_EINVAL, "decode scale %d: expected off (0) or auto (1)",
+                        p->decode_scale);
     return KDC_OK;
 }
 
@@ -241,6 +244,70 @@ static void mirror_rows(uint8_t *img, int S)
                 row[3 * b + c] = t;
             }
     }
+}
+
+int img_view_decode_eighths(const img_view_params *p, int W, int H, const img_view *v)
+{
+    if (p->decode_scale != IMG_DECODE_SCALE_AUTO || p->policy == IMG_VIEW_PAD_CROP)
+        return 8;
+    /* The pixels the view's resample reads along its shorter axis, and the
+     * output size it needs there. */
+    int64_t have, need;
+    if (p->policy == IMG_VIEW_CENTER) {
+        have = W < H ? W : H;
+        need = p->resize_size;
+    } else {
+        have = v->w < v->h ? v->w : v->h;
+        need = p->image_size;
+    }
+    int e = 8;
+    while (e > 1 && have * (e / 2) >= need * 8)
+        e /= 2;
+    return e;
+}
+
+/* The rrc and center views of a DCT-scaled decode: the box (in original
+ * pixels) mapped onto the dw x dh pixels. */
+static kdc_status render_scaled_box(const img_view_params *p, const uint8_t *rgb, int dw, int dh,
+                                    size_t stride, int W, int H, const img_view *v,
+                                    uint8_t *out, img_view_scratch *s, kdc_error *err)
+{
+    const int S = p->image_size;
+    const double fx = (double)dw / W, fy = (double)dh / H;
+    img_axis ax, ay;
+    if (p->policy == IMG_VIEW_CENTER) {
+        img_center_geom g;
+        kdc_status st = img_center_geometry(W, H, p->resize_size, S, &g, err);
+        if (st)
+            return st;
+        ax = img_axis_resize(dw, g.rw);
+        ay = img_axis_resize(dh, g.rh);
+        ax.out_offset = g.left;
+        ay.out_offset = g.top;
+    } else {
+        ax = (img_axis){.in_size = dw, .in0 = v->x0 * fx, .scale = v->w * fx / S};
+        ay = (img_axis){.in_size = dh, .in0 = v->y0 * fy, .scale = v->h * fy / S};
+    }
+    ax.out_size = ay.out_size = S;
+    kdc_status st = img_resample_rgb8(rgb, stride, &ax, &ay, out, (size_t)S * 3, &s->rs, err);
+    if (st == KDC_OK && v->flip)
+        mirror_rows(out, S);
+    return st;
+}
+
+kdc_status img_view_render_scaled(const img_view_params *p, const uint8_t *rgb, int dw, int dh,
+                                  size_t stride, int W, int H, const img_view *v, uint8_t *out,
+                                  img_view_scratch *s, kdc_error *err)
+{
+    if (dw == W && dh == H)
+        return img_view_render(p, rgb, W, H, stride, v, out, s, err);
+    kdc_status st = img_view_check(p, W, H, v, err);
+    if (st)
+        return st;
+    if (p->policy == IMG_VIEW_PAD_CROP || dw <= 0 || dh <= 0 || dw > W || dh > H)
+        return kdc_fail(err, KDC_EINVAL, "view of a %dx%d image rendered from %dx%d pixels", W, H,
+                        dw, dh);
+    return render_scaled_box(p, rgb, dw, dh, stride, W, H, v, out, s, err);
 }
 
 kdc_status img_view_render(const img_view_params *p, const uint8_t *rgb, int W, int H,

@@ -37,7 +37,19 @@ typedef struct img_view_params {
     double ratio[2]; /* rrc: aspect ratio w/h range (default 3/4, 4/3) */
     int pad;         /* pad-crop: P black pixels on each side (default 4) */
     uint64_t seed;
+    int decode_scale; /* IMG_DECODE_SCALE_OFF (default) or _AUTO, see below */
 } img_view_params;
+
+/* --decode-scale: whether a view may be rendered from a JPEG decoded at a
+ * reduced size (libjpeg-turbo's DCT-domain scaling by 1/2, 1/4 or 1/8).
+ * OFF: always the full-size decode, torchvision's pixels. AUTO: the smallest
+ * scale 1/2^k (k <= 3) at which the region the view resamples still has at
+ * least as many pixels as its output along both axes (rrc: the crop box >= S;
+ * center: the shorter side >= R), so a view whose crop is at least twice its
+ * output size is decoded smaller. Pixels then differ slightly from
+ * torchvision's: the choice is recorded in the cache and replayed. */
+#define IMG_DECODE_SCALE_OFF 0
+#define IMG_DECODE_SCALE_AUTO 1
 
 typedef struct img_view {
     int32_t y0, x0, h, w;
@@ -78,6 +90,10 @@ kdc_status img_view_draw(const img_view_params *p, int W, int H, uint64_t image_
 kdc_status img_view_check(const img_view_params *p, int W, int H, const img_view *v,
                           kdc_error *err);
 
+/* The DCT scale (in eighths: 8, 4, 2 or 1) view v of a W x H image is
+ * decoded at under p->decode_scale; 8 when OFF and for pad-crop. */
+int img_view_decode_eighths(const img_view_params *p, int W, int H, const img_view *v);
+
 /* Per-thread buffers for rendering. */
 typedef struct img_view_scratch {
     img_resample_scratch rs;
@@ -91,5 +107,14 @@ void img_view_scratch_free(img_view_scratch *s);
 kdc_status img_view_render(const img_view_params *p, const uint8_t *rgb, int W, int H,
                            size_t stride, const img_view *v, uint8_t *out, img_view_scratch *s,
                            kdc_error *err);
+
+/* The same for a W x H image decoded at a reduced size dw x dh (a DCT-scaled
+ * decode): v stays in original pixels and is mapped onto the decoded pixels
+ * by dw / W and dh / H, each output pixel resampled from the scaled image
+ * with PIL's box semantics (fractional box, filter clamped to the image).
+ * With dw == W and dh == H it is img_view_render, byte for byte. */
+kdc_status img_view_render_scaled(const img_view_params *p, const uint8_t *rgb, int dw, int dh,
+                                  size_t stride, int W, int H, const img_view *v, uint8_t *out,
+                                  img_view_scratch *s, kdc_error *err);
 
 #endif

@@ -273,6 +273,151 @@ START_TEST(one_bad_file_costs_one_image_at_any_thread_count)
 }
 END_TEST
 
+/* Today's per-view path, spelled out (one read and one full-size decode per
+ * view): the reference that cutting all views from one decode must equal. */
+static kdc_status per_view_reference(const img_dataset *ds, const img_view_params *vp,
+                                     const img_request *q, img_decoder *d, img_view_scratch *sc,
+                                     uint8_t *out, img_view *view)
+{
+    char path[4096];
+    kdc_error e = {0};
+    kdc_status st = img_dataset_full_path(ds, (size_t)q->index, path, sizeof path, &e);
+    if (!st)
+        st = img_decoder_load_file(d, path, &e);
+    int W = img_decoder_width(d), H = img_decoder_height(d);
+    if (!st && !q->has_view)
+        st = img_view_draw(vp, W, H, (uint64_t)q->index, q->view_index, view, &e);
+    if (!st && q->has_view)
+        *view = q->view;
+    const uint8_t *rgb;
+    int w, h;
+    if (!st)
+        st = img_decoder_decode(d, 8, &rgb, &w, &h, &e);
+    if (!st)
+        st = img_view_render(vp, rgb, w, h, (size_t)w * 3, view, out, sc, &e);
+    return st;
+}
+
+/* kd-precompute's plan: the V views of an image one after another, so one
+ * thread takes them together (runs cross batch boundaries: V = 4, B = 5). */
+START_TEST(views_cut_from_one_decode_equal_the_per_view_path)
+{
+    img_dataset *ds = open_ds();
+    enum { V = 4, N = NFILES * V };
+    img_request plan[N];
+    for (int k = 0; k < N; k++)
+        plan[k] = (img_request){.index = k / V, .view_index = (uint32_t)(k % V)};
+    img_view_params vp;
+    img_view_params_default(&vp);
+    vp.policy = IMG_VIEW_RRC;
+    vp.image_size = S;
+    vp.seed = 77;
+    img_norm nm;
+    img_norm_default(&nm);
+    img_decoder *d;
+    ck_assert_int_eq(img_decoder_create(&d, NULL), KDC_OK);
+    img_view_scratch sc = {0};
+    static uint8_t rgb[S * S * 3];
+    static float ref[N][3 * S * S];
+    img_view rv[N];
+    kdc_status rst[N];
+    for (int k = 0; k < N; k++) {
+        rst[k] = per_view_reference(ds, &vp, &plan[k], d, &sc, rgb, &rv[k]);
+        if (!rst[k])
+            img_normalize_chw(rgb, S, &nm, ref[k]);
+    }
+    const int threads[] = {1, 3};
+    for (int t = 0; t < 2; t++) {
+        img_loader_config cfg;
+        img_loader_config_default(&cfg);
+        cfg.threads = threads[t];
+        cfg.batch_size = BATCH;
+        cfg.prefetch = 2;
+        cfg.view = vp;
+        img_loader *l;
+        kdc_error err = {0};
+        ck_assert_msg(img_loader_create(&l, ds, &cfg, &err) == KDC_OK, "%s", err.msg);
+        ck_assert_int_eq(img_loader_start(l, plan, N, &err), KDC_OK);
+        img_batch *b;
+        int k = 0, good = 0;
+        while (img_loader_next(l, &b, &err) == KDC_OK && b) {
+            for (int i = 0; i < b->count; i++, k++) {
+                const img_sample *sm = &b->samples[i];
+                ck_assert_int_eq(sm->index, k / V);
+                ck_assert_int_eq(sm->view_index, k % V);
+                ck_assert_msg((sm->status == KDC_OK) == (rst[k] == KDC_OK), "%s view %d: %s",
+                              files[k / V], k % V, sm->msg);
+                if (sm->status)
+                    continue;
+                good++;
+                ck_assert(memcmp(&sm->view, &rv[k], sizeof rv[k]) == 0);
+                ck_assert_msg(!memcmp(img_batch_sample_pixels(b, i), ref[k], sizeof ref[k]),
+                              "%d threads: %s view %d differs from the per-view path",
+                              threads[t], files[k / V], k % V);
+            }
+            img_loader_release(l, b);
+        }
+        ck_assert_int_eq(k, N);
+        ck_assert_int_eq(good, 8 * V); /* 8 of the 12 files decode */
+        img_loader_destroy(l);
+    }
+    img_view_scratch_free(&sc);
+    img_decoder_free(d);
+    img_dataset_free(ds);
+}
+END_TEST
+
+/* --decode-scale auto: a crop at least twice the output decodes smaller, the
+ * pixels stay close to the full decode (a blur-level difference, not another
+ * image), smaller crops are untouched, and off never scales. */
+START_TEST(decode_scale_auto_only_for_large_crops)
+{
+    img_dataset *ds = open_ds();
+    img_view_params vp;
+    img_view_params_default(&vp);
+    vp.policy = IMG_VIEW_RRC;
+    vp.image_size = S;
+    img_view big = {.y0 = 10, .x0 = 20, .h = 300, .w = 400, .flip = 1};
+    img_view small = {.y0 = 10, .x0 = 20, .h = 2 * S - 1, .w = 400};
+    ck_assert_int_eq(img_view_decode_eighths(&vp, 500, 375, &big), 8);
+    vp.decode_scale = IMG_DECODE_SCALE_AUTO;
+    ck_assert_int_eq(img_view_decode_eighths(&vp, 500, 375, &big), 2); /* 300/4 >= 64 > 300/8 */
+    ck_assert_int_eq(img_view_decode_eighths(&vp, 500, 375, &small), 8);
+    vp.policy = IMG_VIEW_PAD_CROP;
+    ck_assert_int_eq(img_view_decode_eighths(&vp, 500, 375, &big), 8);
+    vp.policy = IMG_VIEW_CENTER;
+    vp.resize_size = 80; /* shorter side 375 >= 4 * 80 */
+    ck_assert_int_eq(img_view_decode_eighths(&vp, 500, 375, &big), 2);
+    vp.policy = IMG_VIEW_RRC;
+
+    img_decoder *d;
+    ck_assert_int_eq(img_decoder_create(&d, NULL), KDC_OK);
+    img_view_scratch sc = {0};
+    static uint8_t full[S * S * 3], scaled[S * S * 3];
+    img_request q = {.index = 0, .has_view = 1, .view = big}; /* flower_500x375 */
+    img_sample info, *ip = &info;
+    uint8_t *op = scaled;
+    ck_assert_int_eq(img_load_views(ds, &vp, &q, 1, d, &sc, &op, &ip), KDC_OK);
+    vp.decode_scale = IMG_DECODE_SCALE_OFF;
+    op = full;
+    ck_assert_int_eq(img_load_views(ds, &vp, &q, 1, d, &sc, &op, &ip), KDC_OK);
+    double mad = 0;
+    int maxd = 0;
+    for (int i = 0; i < S * S * 3; i++) {
+        int dlt = abs((int)full[i] - (int)scaled[i]);
+        mad += dlt;
+        maxd = dlt > maxd ? dlt : maxd;
+    }
+    mad /= S * S * 3;
+    printf("decode-scale auto vs off, 400x300 crop -> %d px: mean |diff| %.2f, max %d\n", S, mad,
+           maxd);
+    ck_assert_msg(mad > 0 && mad < 4, "mean |diff| %.2f", mad);
+    img_view_scratch_free(&sc);
+    img_decoder_free(d);
+    img_dataset_free(ds);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("loader");
@@ -282,6 +427,8 @@ int main(void)
     tcase_add_test(tc, replay_of_reported_views_and_single_image_path);
     tcase_add_test(tc, consumer_does_not_wait_when_decoding_keeps_up);
     tcase_add_test(tc, one_bad_file_costs_one_image_at_any_thread_count);
+    tcase_add_test(tc, views_cut_from_one_decode_equal_the_per_view_path);
+    tcase_add_test(tc, decode_scale_auto_only_for_large_crops);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
