@@ -1,14 +1,19 @@
 """Which cached view kd-train uses for each image in each epoch.
 
-This restates formats/cache_stream.c (view_of): one view per image and epoch,
-view = (mix64(seed ^ mix64(row)) mod V + epoch mod V) mod V, where row is the
-image's cache row and seed is kd-train's --seed (not the cache's). So V
-consecutive epochs use every cached view once. If kd-train's rule changes,
-this function is the one place to change (tests/python/test_dataset.py checks
-it against kd-train's own batches, dumped with KDC_DUMP_BATCHES).
+This restates formats/cache_stream.c (view_of_chunk): one view per chunk and
+epoch, drawn from kd-train's --seed (not the cache's), so an epoch reads one
+view's part of each chunk (format v2 chunks the outputs one view at a time):
+
+    chunk = row // chunk_images
+    view  = (mix64(seed ^ mix64(chunk ^ "VIEWPERC")) mod V + epoch mod V) mod V
+
+V consecutive epochs still use every cached view once. If kd-train's rule
+changes, this function is the one place to change (tests/python/test_dataset.py
+checks it against kd-train's own batches, dumped with KDC_DUMP_BATCHES).
 """
 
 M64 = (1 << 64) - 1
+VIEW_PER_CHUNK_TAG = 0x5649455750455243  # "VIEWPERC"
 
 
 def mix64(z):
@@ -19,8 +24,9 @@ def mix64(z):
     return z ^ (z >> 31)
 
 
-def view_for_epoch(row, epoch, views_per_image, seed=0, chunk_images=None):
-    """The view kd-train trains on for cache row `row` in epoch `epoch`
-    (chunk_images is unused today; it is there for a per-chunk rule)."""
+def view_for_epoch(row, epoch, views_per_image, seed, chunk_images):
+    """The view kd-train trains on for cache row `row` in epoch `epoch`, with
+    kd-train's --seed `seed`, in a cache of `chunk_images` images per chunk."""
     V = views_per_image
-    return ((mix64((seed & M64) ^ mix64(row)) % V) + epoch % V) % V
+    chunk = row // chunk_images
+    return ((mix64((seed & M64) ^ mix64(chunk ^ VIEW_PER_CHUNK_TAG)) % V) + epoch % V) % V

@@ -51,8 +51,9 @@ def _set_str_attr(f, name, value):
         f.attrs[name] = value
         return
     n = max(1, len(b))
-    if info.length == n:
-        f.attrs.get_id(name).write(np.array(b, dtype=f"S{n}"))
+    if info.length == n:  # in place, in the attribute's own (UTF-8) type
+        a = f.attrs.get_id(name)
+        a.write(np.array(b, dtype=f"S{n}"), mtype=a.get_type())
         return
     del f.attrs[name]
     f.attrs.create(name, np.array(b, dtype=f"S{n}"), dtype=h5py.string_dtype("utf-8", n))

@@ -379,7 +379,7 @@ def _corrupt(cache, name, rows):
         stop += 1
     c0, c1 = start // ch, max(start, stop - 1) // ch
     chunks = f"chunk {c0}" if c0 == c1 else f"chunks {c0}-{c1}"
-    return CacheError(f"{cache.path}: checksum mismatch or corrupt data in /{name} {chunks} "
+    return CacheError(f"{cache.path}: checksum mismatch in /{name} {chunks} "
                       f"(images {start}-{stop - 1}): the file is corrupt")
 
 
@@ -398,8 +398,7 @@ def _read_table(f, name, path, n_rows=None):
     try:
         return f[name][()] if n_rows is None else f[name][:n_rows]
     except OSError:
-        raise CacheError(f"{path}: checksum mismatch or corrupt data in /{name}: the file "
-                         f"is corrupt") from None
+        raise CacheError(f"{path}: checksum mismatch in /{name}: the file is corrupt") from None
 
 
 def open(path, allow_incomplete=False):  # noqa: A001  (kdcache.open, as the issue names it)
@@ -482,7 +481,7 @@ def _open(path, f, allow_incomplete):
                 try:
                     a[s] = d[s]
                 except OSError:
-                    raise CacheError(f"checksum mismatch or corrupt data in /{name} chunk {c} "
+                    raise CacheError(f"checksum mismatch in /{name} chunk {c} "
                                      f"(images {s.start}-{s.stop - 1}): the file is "
                                      f"corrupt") from None
         key = name.split("/")[1]
@@ -493,13 +492,15 @@ def _open(path, f, allow_incomplete):
     for i in np.nonzero(bad)[0][:1]:
         raise CacheError(f"image {i}: negative size or bad skipped flag")
     fp = h["dataset_fingerprint"]
+    if h["kdcache_version"] >= 2 and not fp and h["complete"] and h["shard_count"] == 1:
+        raise CacheError("dataset_fingerprint is empty in a complete file")
     if h["kdcache_version"] < 2 or (h["complete"] and h["shard_count"] == 1):
         got = fingerprint(paths, t["size"], t["crc32"])
         if got != fp:
             raise CacheError(f"dataset_fingerprint does not match the image table (file "
                              f"{fp[:16]}..., table {got[:16]}...)")
-    elif fp not in ("",):
-        raise CacheError("dataset_fingerprint must be empty until the file is complete")
+    elif fp and not (len(fp) == 64 and all(ch in "0123456789abcdef" for ch in fp)):
+        raise CacheError("dataset_fingerprint is neither empty nor 64 hex digits")
     if h["complete"]:
         a, b = shard_chunks(h)
         for c in range(a, b):

@@ -51,7 +51,7 @@ def test_views_pixels_labels_equal_kd_train(env, tmp_path):
     # kd-train's own rule, restated: every view once in V consecutive epochs.
     V = 3
     for r in range(20):
-        assert sorted(kdcache.view_for_epoch(r, e, V, SEED) for e in range(V)) == [0, 1, 2]
+        assert sorted(kdcache.view_for_epoch(r, e, V, SEED, 8) for e in range(V)) == [0, 1, 2]
 
 
 def test_all_views_and_workers(env):

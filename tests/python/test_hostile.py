@@ -60,7 +60,8 @@ CASES = [
     ("path", _rows("images/path", 1, "../etc/passwd"), "contains '..'"),
     ("abspath", _rows("images/path", 1, "/etc/passwd"), "is absolute"),
     ("shape", _reshape_features, "dataset /features: dimension 2 is 100, expected 512"),
-    ("done", _rows("progress/done", 1, 0), "marked complete but chunk 1 is not done"),
+    # v2: size/crc32 of a chunk not done are unknown, so the fingerprint fails first.
+    ("done", _rows("progress/done", 1, 0), "dataset_fingerprint does not match"),
     ("fingerprint", _attr("dataset_fingerprint", "0" * 64),
      "dataset_fingerprint does not match the image table"),
     ("size", _rows("images/size", 0, 12345), "dataset_fingerprint does not match"),
@@ -97,32 +98,37 @@ def test_corrupt_chunk(env, tmp_path):
     p = str(tmp_path / "chunk.h5")
     shutil.copyfile(env.ref16, p)
     with h5py.File(p, "r") as f:
-        info = f["logits"].id.get_chunk_info(1)
+        d = f["logits"].id  # v2: one HDF5 chunk per (chunk of 8 images, view)
+        info = next(i for i in map(d.get_chunk_info, range(d.get_num_chunks()))
+                    if i.chunk_offset[:2] == (8, 0))
     b = bytearray(open(p, "rb").read())
     b[info.byte_offset + info.size // 2] ^= 0xFF
     open(p, "wb").write(bytes(b))
     r = run_tool("kd-cache", "verify", p, check=False)
-    assert r.returncode == 1 and "/logits" in r.stderr and "chunk 1" in r.stderr, r.stderr
+    assert r.returncode == 1 and "checksum mismatch in /logits chunk 1 (images 8-15)" in r.stderr, \
+        r.stderr
     c = kdcache.open(p)  # the tables are fine: only the logits of chunk 1 are not
     with pytest.raises(kdcache.CacheError,
-                       match=r"checksum mismatch or corrupt data in /logits chunk 1 \(images "
-                             r"8-15\): the file is corrupt"):
+                       match=r"checksum mismatch in /logits chunk 1 \(images 8-15\): the file "
+                             r"is corrupt"):
         c.verify()
     with pytest.raises(kdcache.CacheError, match="/logits chunk 1 .images 9-9"):
         c.teacher(9, 0)
     assert c.teacher(0, 0)["logits"].shape == (3,)
-    ds = kdcache.CacheDataset(p, env.data)
-    hit = int(np.nonzero(ds.rows == 10)[0][0])
+    assert c.teacher(9, 1)["logits"].shape == (3,)  # v2: the other views of chunk 1 are fine
+    ds = kdcache.CacheDataset(p, env.data, all_views=True)
+    hit = int(np.nonzero(ds.rows == 10)[0][0]) * 3  # row 10, view 0
     with pytest.raises(kdcache.CacheError, match="/logits chunk 1"):
         ds[hit]
 
 
 def test_v2_refuses_variable_length_strings(env, tmp_path):
-    """A file claiming version 2 may not hold a variable-length type anywhere;
-    refused from the type alone, before any value is read."""
+    """A version 2 file may not hold a variable-length type anywhere; refused
+    from the type alone, before any value is read."""
     p = str(tmp_path / "v2.h5")
     shutil.copyfile(env.ref16, p)
     with h5py.File(p, "r+") as f:
-        f.attrs.modify("kdcache_version", np.int64(2))
+        assert f.attrs["kdcache_version"] == 2
+        f.attrs["created_by"] = "a variable-length string"  # h5py's default for str
     with pytest.raises(kdcache.CacheError, match="variable-length type"):
         kdcache.open(p)
