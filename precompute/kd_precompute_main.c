@@ -8,6 +8,7 @@
 #include "common/base/progress.h"
 #include "common/base/version.h"
 #include "precompute/precompute_options.h"
+#include "precompute/plan_only.h"
 #include "precompute/precompute_run.h"
 
 /* Skipped images named one per line; past this many they are only counted
@@ -92,7 +93,8 @@ int main(int argc, char **argv)
     kd_precompute_hooks hooks = {
         .ctx = &u, .on_skip = on_skip, .on_note = on_note, .progress = &progress};
     kd_precompute_stats stats;
-    kdc_status st = kd_precompute_run(&o, &hooks, &stats, &err);
+    kdc_status st = o.plan_only ? kd_precompute_plan(&o, &hooks, &stats, &err)
+                                : kd_precompute_run(&o, &hooks, &stats, &err);
     if (st != KDC_OK) {
         if (progress.done && progress.is_tty && !o.quiet)
             fputc('\n', stderr);
@@ -107,7 +109,11 @@ int main(int argc, char **argv)
                 "output not finite): the cache marks them skipped and kd-train leaves them "
                 "out\n",
                 (long long)stats.images_skipped, (long long)stats.images_run);
-    if (!o.quiet)
+    if (o.plan_only && !o.quiet)
+        fprintf(stderr, "kd-precompute: wrote the plan %s: %lld images x %d view%s in %.1f s\n",
+                o.out, (long long)stats.num_images, stats.views, stats.views == 1 ? "" : "s",
+                stats.run_s);
+    else if (!o.quiet)
         report(&o, &stats);
     return KDC_EXIT_OK;
 }

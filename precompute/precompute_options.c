@@ -42,7 +42,12 @@ static const char USAGE[] =
     "  --seed S (0)  --quiet  -h, --help  --version\n"
     "tuning:\n"
     "  --chunk-images N  images per HDF5 chunk (default: ~1 MiB chunks, a multiple of 64)\n"
-    "  --decode-threads T  JPEG decoding threads (default: --threads)\n";
+    "  --decode-threads T  JPEG decoding threads (default: --threads)\n"
+    "\n"
+    "  --plan-only     write the image table and every view, no teacher outputs, for a\n"
+    "                  teacher run elsewhere (python/kdcache fill(); docs/PYTHON.md); no\n"
+    "                  --teacher/--weights; --num-classes C (default: the class folders)\n"
+    "                  --feature-dim D (0: no features)\n";
 
 const char *kd_precompute_usage(void)
 {
@@ -53,7 +58,8 @@ enum {
     O_DATA = 256, O_LIST, O_TEACHER, O_WEIGHTS, O_OUT, O_VIEWS, O_VIEW_POLICY, O_SCALE,
     O_RATIO, O_PAD, O_IMAGE_SIZE, O_RESIZE_SIZE, O_LOGITS, O_NO_FEATURES, O_BATCH, O_THREADS,
     O_DEVICE, O_SHARD, O_RESUME, O_SEED, O_QUIET, O_STRICT, O_MEAN, O_STD, O_HELP,
-    O_CHUNK_IMAGES, O_DECODE_THREADS, O_PRECISION, O_ORDER, O_VERSION, O_LOG_EVERY
+    O_CHUNK_IMAGES, O_DECODE_THREADS, O_PRECISION, O_ORDER, O_VERSION, O_LOG_EVERY,
+    O_PLAN_ONLY, O_NUM_CLASSES, O_FEATURE_DIM
 };
 
 static const struct option LONGOPTS[] = {
@@ -88,6 +94,9 @@ static const struct option LONGOPTS[] = {
     {"order", required_argument, 0, O_ORDER},
     {"version", no_argument, 0, O_VERSION},
     {"log-every", required_argument, 0, O_LOG_EVERY},
+    {"plan-only", no_argument, 0, O_PLAN_ONLY},
+    {"num-classes", required_argument, 0, O_NUM_CLASSES},
+    {"feature-dim", required_argument, 0, O_FEATURE_DIM},
     {0, 0, 0, 0},
 };
 
@@ -213,6 +222,17 @@ kdc_status kd_precompute_parse_options(int argc, char **argv, kd_precompute_opti
             if ((st = kdc_cli_double("--log-every", a, 0, 86400, &o->log_every, err)))
                 return st;
             break;
+        case O_PLAN_ONLY: o->plan_only = 1; break;
+        case O_NUM_CLASSES:
+            if ((st = kdc_cli_int("--num-classes", a, 1, 1 << 24, &v, err)))
+                return st;
+            o->num_classes = (int)v;
+            break;
+        case O_FEATURE_DIM:
+            if ((st = kdc_cli_int("--feature-dim", a, 0, 1 << 20, &v, err)))
+                return st;
+            o->feature_dim = (int)v;
+            break;
         case 'h':
         case O_HELP: *help = KDC_CLI_HELP; return KDC_OK;
         case O_VERSION: *help = KDC_CLI_VERSION; return KDC_OK;
@@ -225,9 +245,14 @@ kdc_status kd_precompute_parse_options(int argc, char **argv, kd_precompute_opti
         return kdc_fail(err, KDC_EINVAL, "unexpected argument '%s' (see --help)", argv[optind]);
     if (!o->data == !o->list)
         return kdc_fail(err, KDC_EINVAL, "give exactly one of --data DIR or --list FILE");
-    if (!o->teacher)
+    if (o->plan_only && (o->teacher || o->weights || o->resume || o->shard_count != 1))
+        return kdc_fail(err, KDC_EINVAL,
+                        "--plan-only takes no --teacher, --weights, --resume or --shard");
+    if (!o->plan_only && (o->num_classes || o->feature_dim))
+        return kdc_fail(err, KDC_EINVAL, "--num-classes and --feature-dim go with --plan-only");
+    if (!o->teacher && !o->plan_only)
         return kdc_fail(err, KDC_EINVAL, "--teacher ARCH is required (see --help)");
-    if (!o->weights)
+    if (!o->weights && !o->plan_only)
         return kdc_fail(err, KDC_EINVAL, "--weights FILE.safetensors is required");
     if (!o->out)
         return kdc_fail(err, KDC_EINVAL, "--out CACHE.h5 is required");

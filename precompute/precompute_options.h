@@ -22,6 +22,8 @@ typedef struct kd_precompute_options {
     kdc_precision precision; /* --precision: the teacher's conv/linear arithmetic (cuda) */
     int order_dataset; /* --order dataset: cache rows in dataset order (default: shuffled) */
     double log_every;  /* --log-every SECONDS: progress lines off a terminal */
+    int plan_only;     /* --plan-only: views only, for an external teacher (plan_only.h) */
+    int feature_dim;   /* --feature-dim D with --plan-only (0: no features) */
 } kd_precompute_options;
 
 /* *action: KDC_CLI_RUN, KDC_CLI_HELP (-h/--help) or KDC_CLI_VERSION (cli.h). */

@@ -11,6 +11,7 @@ PKGS=(
   libjansson-dev nettle-dev zlib1g-dev
   check
   python3-torch python3-torchvision python3-h5py python3-hdf5plugin python3-numpy python3-pil
+  python3-pytest python3-setuptools python3-pip
   dataset-fashion-mnist
   gnuplot-nox
   debootstrap

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/base/half.h"
+#include "train/batch_dump.h"
 #include "common/image/loader.h"
 #include "common/base/rng.h"
 #include "formats/cache_match.h"
@@ -56,6 +57,8 @@ struct kd_data {
     uint16_t *topk_value;
     img_skip_log skipped, cache_skipped;
     int S;
+    const char *dump_dir; /* KDC_DUMP_BATCHES (batch_dump.h) */
+    int64_t batches_served; /* this epoch */
 };
 
 const img_dataset *kd_data_dataset(const kd_data *d)
@@ -129,6 +132,7 @@ kdc_status kd_data_open(const kd_data_config *cfg, kd_data **out, kdc_error *err
     if (!d)
         return kdc_fail(err, KDC_ENOMEM, "out of memory");
     d->cfg = *cfg;
+    d->dump_dir = kd_batch_dump_dir();
     size_t B = (size_t)cfg->batch_size;
     if ((st = img_dataset_open_folder(&d->ds, cfg->data, err)))
         goto fail;
@@ -278,6 +282,7 @@ kdc_status kd_data_start_epoch(kd_data *d, int64_t epoch, kdc_error *err)
 {
     kdc_status st;
     d->epoch = epoch;
+    d->batches_served = 0;
     img_skip_log_clear(&d->skipped);
     if (d->stream) {
         if ((st = cache_stream_start_epoch(d->stream, epoch, err)))
@@ -382,7 +387,10 @@ kdc_status kd_data_next_into(kd_data *d, kd_batch *out, float *pixels, kdc_error
             out->topk_index = rb->topk_index;
             out->topk_value = d->topk_value;
         }
+        if (d->dump_dir && d->batches_served == 0)
+            kd_batch_dump(d->dump_dir, d->epoch, n, rb->image, rb->view, d->label, pixels, per);
     }
+    d->batches_served++;
 
     /* Last batch of this plan: queue the next plan now, so decoding overlaps the
      * step on this batch. The other segment's rows are free: its batches were all
