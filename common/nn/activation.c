@@ -23,6 +23,7 @@
 typedef struct ew_ctx {
     const float *a, *b;
     float *y;
+    size_t n; /* relu_bwd2_task: the stream size */
     uint16_t *h;
     float alpha;
 } ew_ctx;
@@ -46,6 +47,21 @@ EW_VECTORISE static void relu_bwd_task(void *v, size_t b, size_t e)
     for (size_t i = b; i < e; i++) {
         float gi = g[i]; /* loaded unconditionally, so the select vectorises */
         y[i] = a[i] > 0.0f ? gi : 0.0f;
+    }
+}
+
+/* Both streams per chunk: the mask y is read once for the two gradients. */
+EW_VECTORISE static void relu_bwd2_task(void *v, size_t b, size_t e)
+{
+    const ew_ctx *c = v; /* a = y, b = dy2, y = dx2 */
+    const float *a = c->a, *g0 = c->b, *g1 = c->b + c->n;
+    float *y0 = c->y, *y1 = c->y + c->n;
+    EW_IVDEP
+    for (size_t i = b; i < e; i++) {
+        float u = g0[i], w = g1[i];
+        int on = a[i] > 0.0f;
+        y0[i] = on ? u : 0.0f;
+        y1[i] = on ? w : 0.0f;
     }
 }
 
@@ -85,6 +101,13 @@ void kdc_relu_backward(size_t n, const float *y, const float *dy, float *dx, kdc
 {
     ew_ctx c = {.a = y, .b = dy, .y = dx};
     kdc_pool_parallel_for(pool, n, EW_GRAIN, relu_bwd_task, &c);
+}
+
+void kdc_relu_backward_dual(size_t n, const float *y, const float *dy2, float *dx2,
+                            kdc_pool *pool)
+{
+    ew_ctx c = {.a = y, .b = dy2, .y = dx2, .n = n};
+    kdc_pool_parallel_for(pool, n, EW_GRAIN / 2, relu_bwd2_task, &c);
 }
 
 void kdc_add(size_t n, const float *a, const float *b, float *y, kdc_pool *pool)

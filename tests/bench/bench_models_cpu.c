@@ -8,7 +8,8 @@
  * Forward rows run kdc_model_forward in eval mode and kdc_model_infer (BN
  * folded, the teacher path); the train row is forward (train mode) + the
  * gradient of mean cross-entropy at the logits + backward + an SGD update
- * (w -= 0.01 g). Each line: best and median wall time per batch, images/s
+ * (w -= 0.01 g); the DOT rows add a second gradient stream, through a second
+ * backward pass (dot2) or the fused two-stream one (dot), and a second update. Each line: best and median wall time per batch, images/s
  * from the best, and the median CPU time of the process per batch (all threads;
  * steadier than wall time when other jobs share the cores, and it charges
  * threads that spin while waiting). Weights are the architecture's own initialisation; inputs are
@@ -44,30 +45,47 @@ static int cmp_d(const void *a, const void *b)
 
 typedef struct row {
     const char *name, *arch;
-    int batch, px, mode; /* 0 eval forward, 1 infer (folded), 2 train step */
+    int batch, px;
+    int mode; /* 0 eval forward, 1 infer (folded), 2 train step, 3 DOT step with two
+               * backward passes, 4 DOT step with the fused backward (backward_dual) */
+    int classes;
 } row;
 
 static const row rows[] = {
-    {"resnet18-fwd", "resnet18", 16, 224, 0},   {"resnet18-infer", "resnet18", 16, 224, 1},
-    {"resnet50-fwd", "resnet50", 8, 224, 0},    {"resnet50-infer", "resnet50", 8, 224, 1},
-    {"resnet18-train32", "resnet18", 64, 32, 2},
+    {"resnet18-fwd", "resnet18", 16, 224, 0, 1000},
+    {"resnet18-infer", "resnet18", 16, 224, 1, 1000},
+    {"resnet50-fwd", "resnet50", 8, 224, 0, 1000},
+    {"resnet50-infer", "resnet50", 8, 224, 1, 1000},
+    {"resnet18-train32", "resnet18", 64, 32, 2, 1000},
+    {"resnet18-dot2-32", "resnet18", 64, 32, 3, 1000},
+    {"resnet18-dot32", "resnet18", 64, 32, 4, 1000},
+    {"mobilenet_v1-train32", "mobilenet_v1", 64, 32, 2, 100},
+    {"mobilenet_v1-dot2-32", "mobilenet_v1", 64, 32, 3, 100},
+    {"mobilenet_v1-dot32", "mobilenet_v1", 64, 32, 4, 100},
+    {"resnet8x4-train32", "resnet8x4", 64, 32, 2, 100},
+    {"resnet8x4-dot2-32", "resnet8x4", 64, 32, 3, 100},
+    {"resnet8x4-dot32", "resnet8x4", 64, 32, 4, 100},
 };
 
 static int run_row(const row *r, kdc_backend *be, int reps, kdc_error *err)
 {
     kdc_model *m;
-    if (kdc_model_create(r->arch, 1000, be, 1, &m, err))
+    const int C = r->classes;
+    if (kdc_model_create(r->arch, C, be, 1, &m, err))
         return 1;
-    size_t nx = (size_t)r->batch * 3 * r->px * r->px, nl = (size_t)r->batch * 1000;
-    float *x = malloc(nx * sizeof(float)), *dl = malloc(nl * sizeof(float));
-    kdc_grad_set *g = NULL;
+    size_t nx = (size_t)r->batch * 3 * r->px * r->px, nl = (size_t)r->batch * C;
+    /* DOT: the distillation stream's gradient follows the task one */
+    float *x = malloc(nx * sizeof(float)), *dl = malloc(2 * nl * sizeof(float));
+    kdc_grad_set *g = NULL, *g2 = NULL;
     double *t = calloc((size_t)reps, sizeof(double)), *tc = calloc((size_t)reps, sizeof(double));
     int rc = 1;
     if (!x || !dl || !t || !tc)
         goto done;
     for (size_t i = 0; i < nx; i++)
         x[i] = (float)(i % 251) / 125.0f - 1.0f;
-    if (r->mode == 2 && kdc_model_grads_alloc(m, &g, err))
+    if (r->mode >= 2 && kdc_model_grads_alloc(m, &g, err))
+        goto done;
+    if (r->mode >= 3 && kdc_model_grads_alloc(m, &g2, err))
         goto done;
     size_t nw;
     float *wflat = kdc_model_flat_weights(m, &nw);
@@ -81,22 +99,33 @@ static int run_row(const row *r, kdc_backend *be, int reps, kdc_error *err)
             st = kdc_model_infer(m, x, r->batch, r->px, r->px, &logits, NULL, err);
         else {
             st = kdc_model_forward(m, x, r->batch, r->px, r->px, 1, &logits, NULL, err);
-            if (!st) { /* d mean CE / d logits, label i % 1000 */
+            if (!st) { /* d mean CE / d logits, label i % C */
                 for (int i = 0; i < r->batch; i++) {
-                    const float *l = logits + (size_t)i * 1000;
-                    float *d = dl + (size_t)i * 1000, mx = l[0];
+                    const float *l = logits + (size_t)i * C;
+                    float *d = dl + (size_t)i * C, mx = l[0];
                     double s = 0;
-                    for (int j = 1; j < 1000; j++)
+                    for (int j = 1; j < C; j++)
                         mx = l[j] > mx ? l[j] : mx;
-                    for (int j = 0; j < 1000; j++)
+                    for (int j = 0; j < C; j++)
                         s += d[j] = expf(l[j] - mx);
-                    for (int j = 0; j < 1000; j++)
-                        d[j] = (float)(d[j] / s - (j == i % 1000)) / (float)r->batch;
+                    for (int j = 0; j < C; j++)
+                        d[j] = (float)(d[j] / s - (j == i % C)) / (float)r->batch;
                 }
-                st = kdc_model_backward(m, dl, NULL, g, NULL, err);
+                /* DOT's second stream: a stand-in distillation gradient, same cost */
+                if (r->mode >= 3)
+                    for (size_t j = 0; j < nl; j++)
+                        dl[nl + j] = 0.5f * dl[(j + 7) % nl];
+                if (r->mode == 2)
+                    st = kdc_model_backward(m, dl, NULL, g, NULL, err);
+                else if (r->mode == 3 && !(st = kdc_model_backward(m, dl, NULL, g, NULL, err)))
+                    st = kdc_model_backward(m, dl + nl, NULL, g2, NULL, err);
+                else if (r->mode == 4)
+                    st = kdc_model_backward_dual(m, dl, NULL, NULL, g, g2, err);
             }
             if (!st)
                 st = be->axpy(be, nw, -0.01f, g->flat, wflat, err);
+            if (!st && g2)
+                st = be->axpy(be, nw, -0.01f, g2->flat, wflat, err);
         }
         if (st)
             goto done;
@@ -107,7 +136,7 @@ static int run_row(const row *r, kdc_backend *be, int reps, kdc_error *err)
     }
     qsort(t, (size_t)reps, sizeof(double), cmp_d);
     qsort(tc, (size_t)reps, sizeof(double), cmp_d);
-    printf("%-18s batch %3d %3dpx  best %8.1f ms  median %8.1f ms  %8.1f images/s  "
+    printf("%-22s batch %3d %3dpx  best %8.1f ms  median %8.1f ms  %8.1f images/s  "
            "cpu %8.1f ms\n",
            r->name, r->batch, r->px, t[0] * 1e3, t[reps / 2] * 1e3, r->batch / t[0],
            tc[reps / 2] * 1e3);
@@ -116,6 +145,8 @@ static int run_row(const row *r, kdc_backend *be, int reps, kdc_error *err)
 done:
     if (g)
         kdc_model_grads_free(m, g);
+    if (g2)
+        kdc_model_grads_free(m, g2);
     kdc_model_free(m);
     free(x), free(dl), free(t), free(tc);
     return rc;
