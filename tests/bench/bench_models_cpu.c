@@ -3,7 +3,10 @@
  * batch 64), for the conv path the backend runs (KDC_CONV=dnnl|ref).
  * scripts/bench/bench_models_torch.py times the same with PyTorch.
  *
- *   build/bench/bench_models_cpu [--threads 2] [--reps 5] [--only NAME]
+ *   build/bench/bench_models_cpu [--threads 2] [--reps 5] [--only NAME] [--classes C]
+ *
+ * --classes overrides every row's number of classes (scripts/bench/bench_step.sh
+ * matches kd-train's 10-class bench data).
  *
  * Forward rows run kdc_model_forward in eval mode and kdc_model_infer (BN
  * folded, the teacher path); the train row is forward (train mode) + the
@@ -67,10 +70,10 @@ static const row rows[] = {
     {"resnet8x4-dot32", "resnet8x4", 64, 32, 4, 100},
 };
 
-static int run_row(const row *r, kdc_backend *be, int reps, kdc_error *err)
+static int run_row(const row *r, kdc_backend *be, int reps, int classes, kdc_error *err)
 {
     kdc_model *m;
-    const int C = r->classes;
+    const int C = classes > 0 ? classes : r->classes;
     if (kdc_model_create(r->arch, C, be, 1, &m, err))
         return 1;
     size_t nx = (size_t)r->batch * 3 * r->px * r->px, nl = (size_t)r->batch * C;
@@ -154,7 +157,7 @@ done:
 
 int main(int argc, char **argv)
 {
-    int threads = 2, reps = 5;
+    int threads = 2, reps = 5, classes = 0;
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
@@ -163,13 +166,16 @@ int main(int argc, char **argv)
             reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only = argv[++i];
+        else if (!strcmp(argv[i], "--classes") && i + 1 < argc)
+            classes = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--threads T] [--reps R] [--only NAME]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--threads T] [--reps R] [--only NAME] [--classes C]\n",
+                    argv[0]);
             return 2;
         }
     }
-    if (reps <= 0 || threads <= 0) {
-        fprintf(stderr, "bench_models_cpu: bad --reps or --threads\n");
+    if (reps <= 0 || threads <= 0 || classes < 0) {
+        fprintf(stderr, "bench_models_cpu: bad --reps, --threads or --classes\n");
         return 2;
     }
     kdc_error err;
@@ -183,7 +189,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         if (only && strcmp(only, rows[i].name))
             continue;
-        if (run_row(&rows[i], be, reps, &err)) {
+        if (run_row(&rows[i], be, reps, classes, &err)) {
             fprintf(stderr, "bench_models_cpu: %s: %s\n", rows[i].name, err.msg);
             kdc_backend_destroy(be);
             return 1;
