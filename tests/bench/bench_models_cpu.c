@@ -10,9 +10,10 @@
  *
  * Forward rows run kdc_model_forward in eval mode and kdc_model_infer (BN
  * folded, the teacher path); the train row is forward (train mode) + the
- * gradient of mean cross-entropy at the logits + backward + an SGD update
- * (w -= 0.01 g); the DOT rows add a second gradient stream, through a second
- * backward pass (dot2) or the fused two-stream one (dot), and a second update. Each line: best and median wall time per batch, images/s
+ * gradient of mean cross-entropy at the logits + backward + kd-train's SGD update
+ * (train/optim.h: momentum 0.9, weight decay 5e-4, on a pool of the same threads);
+ * the DOT rows add a second gradient stream, through a second backward pass (dot2)
+ * or the fused two-stream one (dot), and kd-train's DOT update. Each line: best and median wall time per batch, images/s
  * from the best, and the median CPU time of the process per batch (all threads;
  * steadier than wall time when other jobs share the cores, and it charges
  * threads that spin while waiting). Weights are the architecture's own initialisation; inputs are
@@ -25,6 +26,8 @@
 
 #include "common/nn/backend_cpu.h"
 #include "common/models/model.h"
+#include "common/base/threadpool.h"
+#include "train/optim.h"
 
 static double now(void)
 {
@@ -70,7 +73,8 @@ static const row rows[] = {
     {"resnet8x4-dot32", "resnet8x4", 64, 32, 4, 100},
 };
 
-static int run_row(const row *r, kdc_backend *be, int reps, int classes, kdc_error *err)
+static int run_row(const row *r, kdc_backend *be, kdc_pool *pool, int reps, int classes,
+                   kdc_error *err)
 {
     kdc_model *m;
     const int C = classes > 0 ? classes : r->classes;
@@ -92,6 +96,16 @@ static int run_row(const row *r, kdc_backend *be, int reps, int classes, kdc_err
         goto done;
     size_t nw;
     float *wflat = kdc_model_flat_weights(m, &nw);
+    /* kd-train's optimisers and their pool: SGD (momentum 0.9, wd 5e-4) or DOT */
+    kd_sgd sgd = {0};
+    kd_dot dot = {0};
+    if (r->mode == 2 || r->mode >= 3) {
+        kd_param_ref ref = {wflat, g->flat, r->mode >= 3 ? g2->flat : NULL, nw};
+        if (r->mode == 2 ? kd_sgd_init(&sgd, &ref, 1, 0.9, 5e-4, err)
+                         : kd_dot_init(&dot, &ref, 1, 0.9, 0.075, 5e-4, err))
+            goto done;
+        sgd.pool = dot.pool = pool;
+    }
     for (int k = -1; k < reps; k++) { /* k == -1 warms up (primitives, buffers) */
         const float *logits;
         double t0 = now(), c0 = cpu_now();
@@ -126,9 +140,7 @@ static int run_row(const row *r, kdc_backend *be, int reps, int classes, kdc_err
                     st = kdc_model_backward_dual(m, dl, NULL, NULL, g, g2, err);
             }
             if (!st)
-                st = be->axpy(be, nw, -0.01f, g->flat, wflat, err);
-            if (!st && g2)
-                st = be->axpy(be, nw, -0.01f, g2->flat, wflat, err);
+                st = r->mode == 2 ? kd_sgd_step(&sgd, 0.01, err) : kd_dot_step(&dot, 0.01, err);
         }
         if (st)
             goto done;
@@ -150,6 +162,8 @@ done:
         kdc_model_grads_free(m, g);
     if (g2)
         kdc_model_grads_free(m, g2);
+    kd_sgd_free(&sgd);
+    kd_dot_free(&dot);
     kdc_model_free(m);
     free(x), free(dl), free(t), free(tc);
     return rc;
@@ -184,17 +198,24 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_models_cpu: %s\n", err.msg);
         return 1;
     }
+    kdc_pool *pool;
+    if (kdc_pool_create(threads, &pool, &err)) {
+        fprintf(stderr, "bench_models_cpu: %s\n", err.msg);
+        return 1;
+    }
     const char *conv = getenv("KDC_CONV");
     printf("# kdcache, %d threads, conv %s\n", threads, conv && *conv ? conv : "dnnl");
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         if (only && strcmp(only, rows[i].name))
             continue;
-        if (run_row(&rows[i], be, reps, classes, &err)) {
+        if (run_row(&rows[i], be, pool, reps, classes, &err)) {
             fprintf(stderr, "bench_models_cpu: %s: %s\n", rows[i].name, err.msg);
             kdc_backend_destroy(be);
+            kdc_pool_destroy(pool);
             return 1;
         }
     }
     kdc_backend_destroy(be);
+    kdc_pool_destroy(pool);
     return 0;
 }
