@@ -125,7 +125,7 @@ BUNDLE_BINS := $(patsubst tests/bundle/%.c,$(BUILD)/bundle/%,$(BUNDLE_SRCS))
 REF_SCRIPTS := $(wildcard scripts/ref/ref_*.py)
 FIXTURES    := $(patsubst scripts/ref/ref_%.py,$(BUILD)/fixtures/%/.stamp,$(REF_SCRIPTS))
 
-.PHONY: all tools tests bench check check-layout check-gpu check-bundle bundle bundle-bins fixtures install clean format
+.PHONY: fuzz all tools tests bench check check-layout check-gpu check-bundle bundle bundle-bins fixtures install clean format
 all: tools
 tools: $(TOOLS)
 tests: $(TEST_BINS)
@@ -216,14 +216,27 @@ check-layout:
 	@tests/layout/selftest.sh
 	@tests/layout/check_includes.sh
 
-check: check-layout tools $(TEST_BINS) $(FIXTURES)
-	@set -e; failed=0; \
+# The fuzz driver (tests/fuzz/README.md): the bounded pass is the suite
+# tests/fuzz/test_fuzz; tests/fuzz/run.sh drives the long run.
+FUZZ_BIN = $(BUILD)/fuzz/kd-fuzz
+$(FUZZ_BIN): $(BUILD)/obj/tests/fuzz/fuzz_main.o $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(ALL_LIBS) $(LDLIBS)
+fuzz: $(FUZZ_BIN)
+
+check: check-layout tools $(TEST_BINS) $(FIXTURES) $(FUZZ_BIN)
+	@set -e; failed=""; mkdir -p $(BUILD)/check-logs; \
 	for t in $(TEST_BINS); do \
-	  echo "== $$t"; \
-	  KDC_FIXTURES=$(BUILD)/fixtures KDC_BIN=$(BUILD)/bin KDC_ROOT=$(CURDIR) PYTHON=$(PYTHON) \
-	    $$t || failed=$$((failed+1)); \
+	  echo "== $$t"; log=$(BUILD)/check-logs/$$(basename $$t).log; \
+	  rc=0; KDC_FIXTURES=$(BUILD)/fixtures KDC_BIN=$(BUILD)/bin KDC_ROOT=$(CURDIR) PYTHON=$(PYTHON) \
+	    CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-300} CK_TIMEOUT_MULTIPLIER=$${CK_TIMEOUT_MULTIPLIER:-$(if $(filter 1,$(SANITIZE)),3,1)} $$t >$$log 2>&1 || rc=$$?; \
+	  cat $$log; [ $$rc -eq 0 ] || failed="$$failed $$t"; \
 	done; \
-	if [ $$failed -ne 0 ]; then echo "make check: $$failed suite(s) failed"; exit 1; fi; \
+	if [ -n "$$failed" ]; then \
+	  echo "make check: $$(echo $$failed | wc -w) suite(s) failed:"; \
+	  for t in $$failed; do echo "  $$t"; \
+	    grep -E ':[FE]:|Assertion|ERROR|Timeout|signal' $(BUILD)/check-logs/$$(basename $$t).log | head -5 | sed 's/^/    /'; \
+	  done; exit 1; fi; \
 	echo "make check: all $(words $(TEST_BINS)) suites passed"
 
 check-gpu: tools $(GPU_TEST_BINS)
@@ -242,7 +255,7 @@ bundle:
 	bash scripts/gpu/gpu_bundle.sh
 
 # The bundle unpacked in a minimal Debian root (debootstrap, cached): every
-# tool's --help, a CPU run, gpu_check.sh's "no GPU" path. Needs root; not in CI.
+# tool's --help, a CPU run, gpu_check.sh's "no GPU" path. Needs root; scripts/test.sh runs it.
 check-bundle:
 	bash tests/bundle/check_bundle.sh
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "formats/cache_reader.h"
 #include "formats/cache_writer.h"
@@ -21,6 +22,13 @@ static kdc_status check_shards(cache_reader **r, const char *const *in, int n, i
         if (d)
             return kdc_fail(err, KDC_EMISMATCH, "%s: attribute %s differs from %s", in[i], d,
                             in[0]);
+        /* v2 shards have no fingerprint: the tables themselves must agree. */
+        const cache_image_table *t0 = cache_reader_images(r[0]), *t = cache_reader_images(r[i]);
+        for (int64_t k = 0; k < t->count; k++)
+            if (strcmp(t0->path[k], t->path[k]) || t0->label[k] != t->label[k])
+                return kdc_fail(err, KDC_EMISMATCH,
+                                "%s: image %lld (%s) differs from %s (another dataset?)", in[i],
+                                (long long)k, t->path[k], in[0]);
         if (!h->complete)
             return kdc_fail(err, KDC_EINVAL, "%s: shard %lld/%lld is incomplete", in[i],
                             (long long)h->shard_index, (long long)h->shard_count);
@@ -61,6 +69,10 @@ kdc_status cache_merge(const char *out, const char *const *inputs, int n, kdc_er
 {
     if (n < 1)
         return kdc_fail(err, KDC_EINVAL, "merge: no input files");
+    /* Never overwrite: OUT may be one of the inputs, or another cache. */
+    struct stat sb;
+    if (lstat(out, &sb) == 0)
+        return kdc_fail(err, KDC_EINVAL, "%s exists: refusing to overwrite it", out);
     cache_reader **r = calloc((size_t)n, sizeof *r);
     if (!r)
         return kdc_fail(err, KDC_ENOMEM, "merge");

@@ -1,4 +1,4 @@
-/* cache_reader.c - validated random access to a teacher cache. */
+/* cache_reader.c - validated random access to a teacher cache (v2 and v1). */
 #include "formats/cache_reader.h"
 
 #include <stdio.h>
@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "formats/cache_h5.h"
+#include "formats/cache_rawcheck.h"
 #include "common/base/half.h"
 
 /* Chunk cache for random access: room for a few chunks of each dataset, so
@@ -103,14 +104,15 @@ void cache_batch_copy_row(cache_batch *dst, int d, const cache_batch *src, int s
 void cache_chunk_to_batch(const cache_header *h, const cache_chunk *c, const int32_t *labels,
                           cache_batch *b)
 {
-    size_t V = (size_t)h->views_per_image, C = (size_t)h->num_classes;
+    /* A chunk of one view (cache_reader_read_view) has one row per image. */
+    size_t V = c->view >= 0 ? 1 : (size_t)h->views_per_image, C = (size_t)h->num_classes;
     size_t K = (size_t)h->topk, D = (size_t)h->feature_dim;
     size_t rows = (size_t)c->count * V;
     for (size_t i = 0; i < (size_t)c->count; i++)
         for (size_t v = 0; v < V; v++) {
             size_t r = i * V + v;
             b->image[r] = c->first_image + (int64_t)i;
-            b->view[r] = (int32_t)v;
+            b->view[r] = (int32_t)(c->view >= 0 ? c->view : (int64_t)v);
             b->label[r] = labels[c->first_image + (int64_t)i];
         }
     memcpy(b->box, c->box, rows * 4 * sizeof(int32_t));
@@ -188,18 +190,22 @@ void cache_reader_close(cache_reader *r)
 }
 
 /* Checks that a per-chunk dataset is chunked with chunk_images rows (the
- * format's promise that one HDF5 chunk holds whole images of one chunk). */
-static kdc_status check_chunking(hid_t d, const char *name, int64_t chunk_images,
+ * format's promise that one HDF5 chunk holds whole images of one chunk), and
+ * in v2 (one_view) one view per HDF5 chunk of the per-view outputs. */
+static kdc_status check_chunking(hid_t d, const char *name, int64_t chunk_images, int one_view,
                                  kdc_error *err)
 {
     hid_t dcpl = H5Dget_create_plist(d);
     hsize_t cd[H5S_MAX_RANK];
-    int ok = H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, H5S_MAX_RANK, cd) >= 1 &&
-             cd[0] == (hsize_t)chunk_images;
-    H5Pclose(dcpl);
+    int r = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED
+                ? H5Pget_chunk(dcpl, H5S_MAX_RANK, cd)
+                : -1;
+    int ok = r >= 1 && cd[0] == (hsize_t)chunk_images && (!one_view || (r == 3 && cd[1] == 1));
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
     if (!ok)
-        return kdc_fail(err, KDC_EFORMAT, "dataset %s is not chunked by %lld images", name,
-                        (long long)chunk_images);
+        return kdc_fail(err, KDC_EFORMAT, "dataset %s is not chunked by %lld images%s", name,
+                        (long long)chunk_images, one_view ? " and one view" : "");
     return KDC_OK;
 }
 
@@ -210,6 +216,7 @@ static kdc_status open_datasets(cache_reader *r, unsigned flags, kdc_error *err)
     hsize_t C = (hsize_t)h->num_classes, K = (hsize_t)h->topk, D = (hsize_t)h->feature_dim;
     hsize_t NC = (hsize_t)r->nchunks;
     size_t lsz = h->logit_storage == CACHE_LOGITS_F32 ? 4 : 2;
+    int v1 = h->version == CACHE_VERSION_V1;
     struct {
         const char *p;
         H5T_class_t cls;
@@ -218,10 +225,11 @@ static kdc_status open_datasets(cache_reader *r, unsigned flags, kdc_error *err)
         hsize_t d[3];
         int present, per_chunk;
     } spec[DS_COUNT] = {
-        [DS_PATH] = {CACHE_DS_PATH, H5T_STRING, 0, 1, {N}, 1, 0},
+        /* v1: variable-length paths (size 0); v2: fixed, at most 4096 bytes */
+        [DS_PATH] = {CACHE_DS_PATH, H5T_STRING, v1 ? 0 : CACHE_MAX_PATH, 1, {N}, 1, 0},
         [DS_LABEL] = {CACHE_DS_LABEL, H5T_INTEGER, 4, 1, {N}, 1, 0},
-        [DS_SIZE] = {CACHE_DS_SIZE, H5T_INTEGER, 8, 1, {N}, 1, 0},
-        [DS_CRC32] = {CACHE_DS_CRC32, H5T_INTEGER, 4, 1, {N}, 1, 0},
+        [DS_SIZE] = {CACHE_DS_SIZE, H5T_INTEGER, 8, 1, {N}, 1, !v1},
+        [DS_CRC32] = {CACHE_DS_CRC32, H5T_INTEGER, 4, 1, {N}, 1, !v1},
         [DS_HEIGHT] = {CACHE_DS_HEIGHT, H5T_INTEGER, 4, 1, {N}, 1, 1},
         [DS_WIDTH] = {CACHE_DS_WIDTH, H5T_INTEGER, 4, 1, {N}, 1, 1},
         [DS_SKIPPED] = {CACHE_DS_SKIPPED, H5T_INTEGER, 1, 1, {N}, 1, 1},
@@ -257,13 +265,16 @@ static kdc_status open_datasets(cache_reader *r, unsigned flags, kdc_error *err)
         if (r->ds[i] < 0)
             st = err ? err->code : KDC_EFORMAT;
         else if (spec[i].per_chunk)
-            st = check_chunking(r->ds[i], spec[i].p, h->chunk_images, err);
+            st = check_chunking(r->ds[i], spec[i].p, h->chunk_images,
+                                !v1 && i >= DS_LOGITS && i <= DS_FEATURES, err);
     }
     H5Pclose(dapl);
     return st;
 }
 
-static kdc_status read_paths(cache_reader *r, kdc_error *err)
+/* v1: variable-length strings, read through libhdf5's global heap (which a
+ * corrupt v1 file can crash: docs/FUZZ.md). */
+static kdc_status read_paths_v1(cache_reader *r, kdc_error *err)
 {
     hid_t t = cache_h5_vlen_str();
     size_t n = (size_t)r->h.num_images;
@@ -309,13 +320,18 @@ static kdc_status load_tables(cache_reader *r, kdc_error *err)
 #define TRY(x)                                                                                \
     if ((st = (x)) != KDC_OK)                                                                 \
         return st;
-    TRY(read_paths(r, err));
+    int v1 = h->version == CACHE_VERSION_V1;
+    st = v1 ? read_paths_v1(r, err) : cache_h5_read_paths(r->file, h->num_images, r->images.path, err);
+    if (st != KDC_OK)
+        return st;
     TRY(cache_h5_read_rows(r->ds[DS_LABEL], H5T_NATIVE_INT32, 0, N, r->images.label, err));
-    TRY(cache_h5_read_rows(r->ds[DS_SIZE], H5T_NATIVE_UINT64, 0, N, r->images.size, err));
-    TRY(cache_h5_read_rows(r->ds[DS_CRC32], H5T_NATIVE_UINT32, 0, N, r->images.crc32, err));
+    if (v1) {
+        TRY(cache_h5_read_rows(r->ds[DS_SIZE], H5T_NATIVE_UINT64, 0, N, r->images.size, err));
+        TRY(cache_h5_read_rows(r->ds[DS_CRC32], H5T_NATIVE_UINT32, 0, N, r->images.crc32, err));
+    }
     TRY(cache_h5_read_rows(r->ds[DS_DONE], H5T_NATIVE_UINT8, 0, (hsize_t)r->nchunks, r->done,
                            err));
-    /* height/width/skipped exist only for written chunks. */
+    /* height/width/skipped (and in v2 size/crc32) exist only for written chunks. */
     for (int64_t c = 0; c < r->nchunks; c++) {
         if (!r->done[c])
             continue;
@@ -327,6 +343,12 @@ static kdc_status load_tables(cache_reader *r, kdc_error *err)
                                r->images.width + f, err));
         TRY(cache_h5_read_rows(r->ds[DS_SKIPPED], H5T_NATIVE_UINT8, (hsize_t)f, (hsize_t)n,
                                r->images.skipped + f, err));
+        if (!v1) {
+            TRY(cache_h5_read_rows(r->ds[DS_SIZE], H5T_NATIVE_UINT64, (hsize_t)f, (hsize_t)n,
+                                   r->images.size + f, err));
+            TRY(cache_h5_read_rows(r->ds[DS_CRC32], H5T_NATIVE_UINT32, (hsize_t)f, (hsize_t)n,
+                                   r->images.crc32 + f, err));
+        }
     }
 #undef TRY
     for (int64_t i = 0; i < h->num_images; i++) {
@@ -337,6 +359,10 @@ static kdc_status load_tables(cache_reader *r, kdc_error *err)
             return kdc_fail(err, KDC_EFORMAT, "image %lld: negative size or bad skipped flag",
                             (long long)i);
     }
+    /* v2 writes the fingerprint with complete = 1 (never in a shard); v1 at
+     * creation. Where there is none, there is nothing to compare. */
+    if (!v1 && (!h->complete || h->shard_count != 1))
+        return KDC_OK;
     char fp[65];
     cache_fingerprint(&r->images, fp);
     if (strcmp(fp, h->dataset_fingerprint))
@@ -357,6 +383,17 @@ kdc_status cache_reader_open(const char *path, unsigned flags, cache_reader **ou
     struct stat sb;
     if (stat(path, &sb) != 0)
         return kdc_fail(err, KDC_EIO, "%s: cannot open (no such file)", path);
+    /* Before libhdf5 decodes anything: the root attributes' raw structure,
+     * and no variable-length attribute in a v2 file (global heap). */
+    int vlen_attrs;
+    int64_t raw_version;
+    if ((st = cache_raw_check_root(path, &vlen_attrs, &raw_version, err)) != KDC_OK)
+        return kdc_error_prefix(err, "%s: ", path);
+    if (raw_version == CACHE_VERSION && vlen_attrs > 0)
+        return kdc_fail(err, KDC_EFORMAT,
+                        "%s: a root attribute has a variable-length type (not allowed in format "
+                        "v2)",
+                        path);
     if (H5Fis_hdf5(path) <= 0) {
         H5Eclear2(H5E_DEFAULT);
         return kdc_fail(err, KDC_EFORMAT, "%s: not an HDF5 file (or truncated)", path);
@@ -369,6 +406,8 @@ kdc_status cache_reader_open(const char *path, unsigned flags, cache_reader **ou
         r->ds[i] = -1;
     r->path = strdup(path);
     r->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (r->file < 0)
+        cache_h5_save_error();
     if (!r->path)
         st = kdc_fail(err, KDC_ENOMEM, "reader");
     else if (r->file < 0)
@@ -417,8 +456,12 @@ kdc_status cache_reader_open(const char *path, unsigned flags, cache_reader **ou
 
 /* ---- reading ---- */
 
-static kdc_status read_rows(cache_reader *r, int64_t first, int64_t count, cache_chunk *c,
-                            kdc_error *err)
+/* Reads images [first, first + count) into c: all views (view < 0) or one.
+ * The per-view datasets are read with a hyperslab over that view alone: in
+ * v2 that is exactly the HDF5 chunks of the view; in v1 HDF5 decompresses the
+ * whole chunk and copies out the view. */
+static kdc_status read_rows(cache_reader *r, int64_t first, int64_t count, int64_t view,
+                            cache_chunk *c, kdc_error *err)
 {
     const cache_header *h = &r->h;
     hsize_t f0 = (hsize_t)first, n = (hsize_t)count;
@@ -426,27 +469,33 @@ static kdc_status read_rows(cache_reader *r, int64_t first, int64_t count, cache
     kdc_status st;
     c->first_image = first;
     c->count = count;
+    c->view = view;
+    c->files_known = 1;
+    memcpy(c->size, r->images.size + first, (size_t)count * sizeof *c->size);
+    memcpy(c->crc32, r->images.crc32 + first, (size_t)count * sizeof *c->crc32);
+    hsize_t v0 = view < 0 ? 0 : (hsize_t)view;
+    hsize_t nv = view < 0 ? (hsize_t)h->views_per_image : 1;
 #define TRY(x)                                                                                \
     if ((st = (x)) != KDC_OK)                                                                 \
         return st;
     TRY(cache_h5_read_rows(r->ds[DS_HEIGHT], H5T_NATIVE_INT32, f0, n, c->height, err));
     TRY(cache_h5_read_rows(r->ds[DS_WIDTH], H5T_NATIVE_INT32, f0, n, c->width, err));
     TRY(cache_h5_read_rows(r->ds[DS_SKIPPED], H5T_NATIVE_UINT8, f0, n, c->skipped, err));
-    TRY(cache_h5_read_rows(r->ds[DS_BOX], H5T_NATIVE_INT32, f0, n, c->box, err));
-    TRY(cache_h5_read_rows(r->ds[DS_FLIP], H5T_NATIVE_UINT8, f0, n, c->flip, err));
+    TRY(cache_h5_read_views(r->ds[DS_BOX], H5T_NATIVE_INT32, f0, n, v0, nv, c->box, err));
+    TRY(cache_h5_read_views(r->ds[DS_FLIP], H5T_NATIVE_UINT8, f0, n, v0, nv, c->flip, err));
     if (h->logit_storage == CACHE_LOGITS_TOPK) {
         hid_t it = cache_topk_index_size(h) == 2 ? H5T_NATIVE_UINT16 : H5T_NATIVE_INT32;
-        TRY(cache_h5_read_rows(r->ds[DS_TOPK_INDEX], it, f0, n, c->topk_index, err));
-        TRY(cache_h5_read_rows(r->ds[DS_TOPK_VALUE], f16, f0, n, c->topk_value, err));
+        TRY(cache_h5_read_views(r->ds[DS_TOPK_INDEX], it, f0, n, v0, nv, c->topk_index, err));
+        TRY(cache_h5_read_views(r->ds[DS_TOPK_VALUE], f16, f0, n, v0, nv, c->topk_value, err));
     } else {
         hid_t lt = h->logit_storage == CACHE_LOGITS_F32 ? H5T_NATIVE_FLOAT : f16;
-        TRY(cache_h5_read_rows(r->ds[DS_LOGITS], lt, f0, n, c->logits, err));
+        TRY(cache_h5_read_views(r->ds[DS_LOGITS], lt, f0, n, v0, nv, c->logits, err));
     }
     if (h->feature_dim)
-        TRY(cache_h5_read_rows(r->ds[DS_FEATURES], f16, f0, n, c->features, err));
+        TRY(cache_h5_read_views(r->ds[DS_FEATURES], f16, f0, n, v0, nv, c->features, err));
 #undef TRY
     /* Contents the trainer indexes with: checked here, once per chunk. */
-    size_t V = (size_t)h->views_per_image, K = (size_t)h->topk;
+    size_t V = (size_t)nv, K = (size_t)h->topk;
     for (size_t i = 0; i < (size_t)count; i++) {
         if (c->skipped[i] > 1)
             return kdc_fail(err, KDC_EFORMAT, "image %lld: skipped flag %d",
@@ -457,7 +506,7 @@ static kdc_status read_rows(cache_reader *r, int64_t first, int64_t count, cache
             size_t row = i * V + v;
             if (c->flip[row] > 1 || c->box[4 * row + 2] < 1 || c->box[4 * row + 3] < 1)
                 return kdc_fail(err, KDC_EFORMAT, "image %lld view %zu: bad box or flip",
-                                (long long)(first + (int64_t)i), v);
+                                (long long)(first + (int64_t)i), (size_t)v0 + v);
         }
     }
     if (h->logit_storage == CACHE_LOGITS_TOPK) {
@@ -487,9 +536,31 @@ kdc_status cache_reader_read_chunk(cache_reader *r, int64_t chunk, cache_chunk *
         return kdc_fail(err, KDC_EINVAL, "chunk buffer too small");
     int64_t f, n;
     cache_reader_chunk_images(r, chunk, &f, &n);
-    kdc_status st = read_rows(r, f, n, c, err);
+    kdc_status st = read_rows(r, f, n, -1, c, err);
     if (st != KDC_OK)
-        return kdc_error_prefix(err, "%s: chunk %lld: ", r->path, (long long)chunk);
+        return kdc_error_prefix(err, "%s: ", r->path);
+    return KDC_OK;
+}
+
+kdc_status cache_reader_read_view(cache_reader *r, int64_t chunk, int64_t view, cache_chunk *c,
+                                  kdc_error *err)
+{
+    if (chunk < 0 || chunk >= r->nchunks)
+        return kdc_fail(err, KDC_EINVAL, "%s: chunk %lld outside [0, %lld)", r->path,
+                        (long long)chunk, (long long)r->nchunks);
+    if (view < 0 || view >= r->h.views_per_image)
+        return kdc_fail(err, KDC_EINVAL, "%s: view %lld outside [0, %lld)", r->path,
+                        (long long)view, (long long)r->h.views_per_image);
+    if (!r->done[chunk])
+        return kdc_fail(err, KDC_EFORMAT, "%s: chunk %lld was never written", r->path,
+                        (long long)chunk);
+    if (c->capacity < r->h.chunk_images)
+        return kdc_fail(err, KDC_EINVAL, "chunk buffer too small");
+    int64_t f, n;
+    cache_reader_chunk_images(r, chunk, &f, &n);
+    kdc_status st = read_rows(r, f, n, view, c, err);
+    if (st != KDC_OK)
+        return kdc_error_prefix(err, "%s: view %lld: ", r->path, (long long)view);
     return KDC_OK;
 }
 
@@ -505,7 +576,7 @@ kdc_status cache_reader_read_image(cache_reader *r, int64_t image, cache_batch *
     if (!r->done[image / r->h.chunk_images])
         return kdc_fail(err, KDC_EFORMAT, "%s: image %lld is in a chunk never written", r->path,
                         (long long)image);
-    kdc_status st = read_rows(r, image, 1, &r->one, err);
+    kdc_status st = read_rows(r, image, 1, -1, &r->one, err);
     if (st != KDC_OK)
         return kdc_error_prefix(err, "%s: image %lld: ", r->path, (long long)image);
     cache_chunk_to_batch(&r->h, &r->one, r->images.label, b);

@@ -1,5 +1,6 @@
-/* cache_reader.h - opens and validates a teacher cache (format v1) and reads
- * its rows: one chunk in stored form, or one image's views as float32 samples.
+/* cache_reader.h - opens and validates a teacher cache (format v2, and v1) and
+ * reads its rows: one chunk in stored form, one view of one chunk, or one
+ * image's views as float32 samples.
  *
  * Opening checks the version, every attribute, every dataset's type and
  * shape, the image paths (relative, no ".."), labels, the fingerprint and the
@@ -61,8 +62,18 @@ void cache_reader_chunk_images(const cache_reader *r, int64_t chunk, int64_t *fi
 kdc_status cache_reader_read_chunk(cache_reader *r, int64_t chunk, cache_chunk *c,
                                    kdc_error *err);
 
+/* One view of chunk (which must be done) in stored form into c
+ * (cache_chunk_alloc'd for this header): c->view = view, and c->box, flip,
+ * logits / topk, features hold count rows of that view alone (count x 4,
+ * count, count x C, ...). Checked like a whole chunk. In a v2 file this reads
+ * and decompresses only that view's HDF5 chunks (1/V of the outputs); a v1
+ * file decompresses the whole chunk. */
+kdc_status cache_reader_read_view(cache_reader *r, int64_t chunk, int64_t view, cache_chunk *c,
+                                  kdc_error *err);
+
 /* Converts every (image, view) row of a stored chunk to float32 samples in b
- * (capacity >= c->count * V): rows image-major, views minor. */
+ * (capacity >= c->count * V, or c->count for a one-view chunk): rows
+ * image-major, views minor. */
 void cache_chunk_to_batch(const cache_header *h, const cache_chunk *c,
                           const int32_t *labels, cache_batch *b);
 

@@ -8,12 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Chunk size target: the largest dataset's uncompressed chunk. Chosen by
- * measurement (tests/bench/bench_cache_read.c, docs/CACHE_FORMAT.md): around
- * 1 MiB, streaming throughput is flat while random single-image reads still
- * cost little, and HDF5's chunk cache per dataset stays small. */
-#define CACHE_TARGET_CHUNK_BYTES ((size_t)1 << 20)
-#define CACHE_MAX_DEFAULT_CHUNK_IMAGES 1024
+/* Chunk size target (v2): one view of the largest per-view dataset. v1 aimed
+ * at 1 MiB over all views (tests/bench/bench_cache_read.c, docs/CACHE_FORMAT.md:
+ * streaming is flat from there while random reads stay cheap); v2 chunks one
+ * view at a time, so 256 KiB per view keeps a whole chunk near 1 MiB for the
+ * usual V and lets a one-view-per-epoch trainer read 1/V of the bytes. */
+#define CACHE_TARGET_VIEW_CHUNK_BYTES ((size_t)256 << 10)
+#define CACHE_MAX_DEFAULT_CHUNK_IMAGES 4096
 
 const char *cache_logit_storage_name(cache_logit_storage s)
 {
@@ -107,8 +108,9 @@ size_t cache_bytes_per_image(const cache_header *h)
 
 int64_t cache_default_chunk_images(const cache_header *h)
 {
-    size_t m = row_bytes_max(h, NULL);
-    int64_t n = (int64_t)(CACHE_TARGET_CHUNK_BYTES / (m ? m : 1));
+    size_t V = h->views_per_image > 0 ? (size_t)h->views_per_image : 1;
+    size_t m = row_bytes_max(h, NULL) / V; /* one view of one image */
+    int64_t n = (int64_t)(CACHE_TARGET_VIEW_CHUNK_BYTES / (m ? m : 1));
     if (n < 1)
         n = 1;
     if (n > CACHE_MAX_DEFAULT_CHUNK_IMAGES)
@@ -120,12 +122,20 @@ int64_t cache_default_chunk_images(const cache_header *h)
 
 kdc_status cache_header_validate(const cache_header *h, kdc_error *err)
 {
-    if (h->version != CACHE_VERSION)
-        return kdc_fail(err, KDC_EUNSUPPORTED, "kdcache_version %lld is not supported (this build reads %d)",
-                        (long long)h->version, CACHE_VERSION);
+    if (h->version != CACHE_VERSION && h->version != CACHE_VERSION_V1)
+        return kdc_fail(err, KDC_EUNSUPPORTED,
+                        "kdcache_version %lld is not supported (this build reads %d and %d)",
+                        (long long)h->version, CACHE_VERSION_V1, CACHE_VERSION);
     if (!str_ok(h->teacher_arch) || !str_ok(h->teacher_weights_sha256) ||
         !str_ok(h->view_policy) || !str_ok(h->dataset_fingerprint) || !str_ok(h->created_by))
         return kdc_fail(err, KDC_EFORMAT, "a string attribute is not terminated");
+    size_t fl = strlen(h->dataset_fingerprint);
+    int fp_hex = fl == 64 && strspn(h->dataset_fingerprint, "0123456789abcdef") == 64;
+    /* v1 files carry the fingerprint from creation; v2 files only once complete. */
+    int fp_may_be_empty = h->version == CACHE_VERSION && (!h->complete || h->shard_count != 1);
+    if (!fp_hex && !(fl == 0 && fp_may_be_empty))
+        return kdc_fail(err, KDC_EFORMAT, "dataset_fingerprint '%.70s' is not 64 hex digits",
+                        h->dataset_fingerprint);
     if (h->num_images < 1 || h->num_images > CACHE_MAX_IMAGES)
         return kdc_fail(err, KDC_EFORMAT, "num_images %lld out of range [1, %lld]",
                         (long long)h->num_images, (long long)CACHE_MAX_IMAGES);
@@ -215,7 +225,10 @@ const char *cache_header_diff(const cache_header *a, const cache_header *b, int 
     if (a->logit_storage != b->logit_storage)
         return "logit_storage";
     DIFF_INT(topk)
-    DIFF_STR(dataset_fingerprint)
+    /* v2 writes the fingerprint only with complete = 1: compare it when both
+     * sides have one (the tables themselves are compared by the callers). */
+    if (a->dataset_fingerprint[0] && b->dataset_fingerprint[0])
+        DIFF_STR(dataset_fingerprint)
     DIFF_INT(chunk_images)
     DIFF_INT(shard_count)
     if (!ignore_shard)
@@ -315,6 +328,7 @@ void cache_image_table_free(cache_image_table *t)
 kdc_status cache_chunk_alloc(cache_chunk *c, const cache_header *h, kdc_error *err)
 {
     memset(c, 0, sizeof *c);
+    c->view = -1;
     size_t n = (size_t)h->chunk_images, V = (size_t)h->views_per_image;
     size_t C = (size_t)h->num_classes, D = (size_t)h->feature_dim, K = (size_t)h->topk;
     size_t nv, nvc, nvk, nvd;
@@ -324,12 +338,14 @@ kdc_status cache_chunk_alloc(cache_chunk *c, const cache_header *h, kdc_error *e
         !kdc_size_mul(nv, D, &nvd))
         return kdc_fail(err, KDC_ENOMEM, "chunk buffers overflow");
     c->capacity = (int64_t)n;
+    c->size = calloc(n, sizeof *c->size);
+    c->crc32 = calloc(n, sizeof *c->crc32);
     c->height = calloc(n, sizeof *c->height);
     c->width = calloc(n, sizeof *c->width);
     c->skipped = calloc(n, 1);
     c->box = calloc(nv * 4, sizeof *c->box);
     c->flip = calloc(nv, 1);
-    int ok = c->height && c->width && c->skipped && c->box && c->flip;
+    int ok = c->size && c->crc32 && c->height && c->width && c->skipped && c->box && c->flip;
     if (h->logit_storage == CACHE_LOGITS_TOPK) {
         c->topk_index = calloc(nvk, cache_topk_index_size(h));
         c->topk_value = calloc(nvk, 2);
@@ -351,6 +367,8 @@ kdc_status cache_chunk_alloc(cache_chunk *c, const cache_header *h, kdc_error *e
 
 void cache_chunk_free(cache_chunk *c)
 {
+    free(c->size);
+    free(c->crc32);
     free(c->height);
     free(c->width);
     free(c->skipped);

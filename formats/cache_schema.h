@@ -1,4 +1,5 @@
-/* cache_schema.h - the data model of the teacher cache, format version 1:
+/* cache_schema.h - the data model of the teacher cache (format version 2
+ * written; versions 2 and 1 read):
  * names of datasets and attributes, the header (root attributes), the image
  * table, one chunk of stored rows, and the checks every reader and writer
  * applies (path rules, shape limits, dataset fingerprint).
@@ -13,7 +14,8 @@
 
 #include "common/base/error.h"
 
-#define CACHE_VERSION 1
+#define CACHE_VERSION 2    /* what the writers write */
+#define CACHE_VERSION_V1 1 /* still read: variable-length strings, whole-image chunks */
 
 /* Dataset paths. */
 #define CACHE_DS_PATH "/images/path"
@@ -40,6 +42,7 @@
 #define CACHE_MAX_PATH 4096                   /* PATH_MAX */
 #define CACHE_MAX_CHUNK_BYTES ((size_t)1 << 30) /* one dataset chunk, uncompressed */
 #define CACHE_STR_MAX 256                     /* string attributes */
+#define CACHE_TABLE_CHUNK_IMAGES 65536        /* v2 /images/path and /images/label */
 /* Past this many classes the top-k indices no longer fit uint16. */
 #define CACHE_TOPK_U16_MAX_CLASSES 65536
 
@@ -90,9 +93,14 @@ typedef struct cache_image_table {
  * [first_image, first_image + count). Buffers are sized for chunk_images. */
 typedef struct cache_chunk {
     int64_t first_image, count, capacity;
+    int64_t view; /* -1: all V views; else rows hold this one view (cache_reader_read_view) */
+    int files_known; /* size/crc32 below hold this chunk's values (else a writer
+                      * uses the table it was created with) */
+    uint64_t *size;  /* file size of each image (v2 writes it with the chunk) */
+    uint32_t *crc32; /* zlib CRC-32 of each image file */
     int32_t *height, *width;
     uint8_t *skipped;
-    int32_t *box;   /* count x V x 4: y0, x0, h, w */
+    int32_t *box;   /* count x V x 4: y0, x0, h, w (count x 4 when view >= 0; so below) */
     uint8_t *flip;  /* count x V */
     void *logits;   /* count x V x C: float (F32) or uint16 half bits (F16); NULL in topk */
     void *topk_index;     /* count x V x K: uint16 when C <= 65536, else int32 */
@@ -105,7 +113,9 @@ const char *cache_logit_storage_name(cache_logit_storage s);
 kdc_status cache_parse_logit_storage(const char *s, cache_logit_storage *out, int64_t *k,
                                      kdc_error *err);
 
-/* Checks shapes, limits, strings and mode consistency of a header. */
+/* Checks version (1 or 2), shapes, limits, strings and mode consistency of a
+ * header, and the fingerprint's form (64 hex digits; in v2 empty until a
+ * complete unsharded file). */
 kdc_status cache_header_validate(const cache_header *h, kdc_error *err);
 /* Number of chunks along N. */
 int64_t cache_num_chunks(const cache_header *h);
@@ -117,12 +127,15 @@ void cache_shard_chunks(const cache_header *h, int64_t shard_index, int64_t shar
 size_t cache_topk_index_size(const cache_header *h);
 /* Uncompressed bytes of one image's rows over all datasets (for chunk sizing). */
 size_t cache_bytes_per_image(const cache_header *h);
-/* Images per chunk for a target uncompressed chunk size of the largest dataset. */
+/* Images per chunk (format v2): one view of the largest per-view dataset
+ * about 256 KiB, at most 4096 images. */
 int64_t cache_default_chunk_images(const cache_header *h);
 
 /* Returns the name of the first attribute that differs, or NULL when a and b
- * describe the same cache (ignoring complete, and shard_index when
- * ignore_shard is set). */
+ * describe the same cache (ignoring complete; dataset_fingerprint only when
+ * one side has none, as a v2 file before completion or a v2 shard; and
+ * shard_index when ignore_shard is set). Where a fingerprint is missing the
+ * callers compare the image tables themselves. */
 const char *cache_header_diff(const cache_header *a, const cache_header *b, int ignore_shard);
 
 /* A path is relative, non-empty, at most CACHE_MAX_PATH bytes, has no ".."

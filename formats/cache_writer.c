@@ -10,12 +10,8 @@
 #include "common/base/fileutil.h"
 #include "common/base/half.h"
 
-/* The creation-time tables (label, size, crc32) are written once: larger
- * chunks for them keep the chunk index small on ImageNet-sized files. */
-#define TABLE_CHUNK_IMAGES 65536
-
-enum { DS_HEIGHT, DS_WIDTH, DS_SKIPPED, DS_BOX, DS_FLIP, DS_LOGITS, DS_TOPK_INDEX,
-       DS_TOPK_VALUE, DS_FEATURES, DS_DONE, DS_COUNT };
+enum { DS_SIZE, DS_CRC32, DS_HEIGHT, DS_WIDTH, DS_SKIPPED, DS_BOX, DS_FLIP, DS_LOGITS,
+       DS_TOPK_INDEX, DS_TOPK_VALUE, DS_FEATURES, DS_DONE, DS_COUNT };
 
 struct cache_writer {
     char *path, *partial;
@@ -24,6 +20,10 @@ struct cache_writer {
     hid_t ds[DS_COUNT];
     int64_t nchunks, range_first, range_end;
     uint8_t *done;
+    /* Own copy of the image table: paths and labels from creation; size and
+     * crc32 as written with each chunk (the fingerprint is computed from it
+     * when the file is finished). */
+    cache_image_table t;
     cache_chunk chunk;  /* staging for conversion and append */
     int64_t next_image; /* append: the next expected image, -1 before the first */
     int64_t fill;       /* append: rows of the current chunk already staged */
@@ -117,8 +117,12 @@ static void stage_rows(cache_writer *w, const cache_chunk_input *in, int64_t src
     size_t V = (size_t)h->views_per_image, C = (size_t)h->num_classes;
     size_t D = (size_t)h->feature_dim, K = (size_t)h->topk;
     cache_chunk *c = &w->chunk;
+    c->files_known = 1;
     for (int64_t i = 0; i < n; i++) {
         size_t s = (size_t)(src + i), d = (size_t)(dst + i);
+        int64_t img = in->first_image + (int64_t)s;
+        c->size[d] = in->size ? in->size[s] : w->t.size[img];
+        c->crc32[d] = in->crc32 ? in->crc32[s] : w->t.crc32[img];
         int skip = in->skipped && in->skipped[s];
         c->skipped[d] = (uint8_t)(skip ? 1 : 0);
         c->height[d] = skip ? 0 : in->height[s];
@@ -182,6 +186,7 @@ static void writer_free(cache_writer *w)
         return;
     close_all(w);
     cache_chunk_free(&w->chunk);
+    cache_image_table_free(&w->t);
     free(w->done);
     free(w->path);
     free(w->partial);
@@ -195,6 +200,7 @@ static kdc_status normalise(const cache_header *in, const cache_image_table *t, 
     *h = *in;
     h->version = CACHE_VERSION;
     h->complete = 0;
+    h->dataset_fingerprint[0] = '\0'; /* v2: written with complete = 1 */
     if (h->shard_count == 0)
         h->shard_count = 1;
     if (h->logit_storage != CACHE_LOGITS_TOPK)
@@ -212,11 +218,28 @@ static kdc_status normalise(const cache_header *in, const cache_image_table *t, 
             return kdc_fail(err, KDC_EINVAL, "image %lld: label %d outside [-1, %lld)",
                             (long long)i, t->label[i], (long long)h->num_classes);
     }
-    cache_fingerprint(t, h->dataset_fingerprint);
     return cache_header_validate(h, err);
 }
 
-static kdc_status alloc_writer(const char *path, const cache_header *h, cache_writer **out,
+/* The writer's own copy of paths and labels (and of size/crc32 as given at
+ * creation: chunks without their own values use them). */
+static kdc_status copy_table(cache_writer *w, const cache_image_table *src, kdc_error *err)
+{
+    kdc_status st = cache_image_table_alloc(&w->t, src->count, err);
+    if (st != KDC_OK)
+        return st;
+    size_t n = (size_t)src->count;
+    memcpy(w->t.label, src->label, n * sizeof *src->label);
+    memcpy(w->t.size, src->size, n * sizeof *src->size);
+    memcpy(w->t.crc32, src->crc32, n * sizeof *src->crc32);
+    for (size_t i = 0; i < n; i++)
+        if (!(w->t.path[i] = strdup(src->path[i])))
+            return kdc_fail(err, KDC_ENOMEM, "image paths");
+    return KDC_OK;
+}
+
+static kdc_status alloc_writer(const char *path, const cache_header *h,
+                               const cache_image_table *images, cache_writer **out,
                                kdc_error *err)
 {
     cache_writer *w = calloc(1, sizeof *w);
@@ -238,6 +261,8 @@ static kdc_status alloc_writer(const char *path, const cache_header *h, cache_wr
     sprintf(w->partial, "%s.partial", path);
     cache_shard_chunks(h, h->shard_index, h->shard_count, &w->range_first, &w->range_end);
     kdc_status st = cache_chunk_alloc(&w->chunk, h, err);
+    if (st == KDC_OK)
+        st = copy_table(w, images, err);
     if (st != KDC_OK) {
         writer_free(w);
         return st;
@@ -248,7 +273,7 @@ static kdc_status alloc_writer(const char *path, const cache_header *h, cache_wr
 
 static const char *ds_path(int i)
 {
-    static const char *p[DS_COUNT] = {CACHE_DS_HEIGHT, CACHE_DS_WIDTH, CACHE_DS_SKIPPED,
+    static const char *p[DS_COUNT] = {CACHE_DS_SIZE, CACHE_DS_CRC32, CACHE_DS_HEIGHT, CACHE_DS_WIDTH, CACHE_DS_SKIPPED,
                                       CACHE_DS_BOX, CACHE_DS_FLIP, CACHE_DS_LOGITS,
                                       CACHE_DS_TOPK_INDEX, CACHE_DS_TOPK_VALUE,
                                       CACHE_DS_FEATURES, CACHE_DS_DONE};
@@ -293,67 +318,53 @@ static kdc_status create_layout(cache_writer *w, const cache_image_table *t, uns
     hsize_t N = (hsize_t)h->num_images, V = (hsize_t)h->views_per_image;
     hsize_t C = (hsize_t)h->num_classes, D = (hsize_t)h->feature_dim, K = (hsize_t)h->topk;
     hsize_t ch = (hsize_t)h->chunk_images;
-    hsize_t tch = N < TABLE_CHUNK_IMAGES ? N : TABLE_CHUNK_IMAGES;
+    hsize_t tch = N < CACHE_TABLE_CHUNK_IMAGES ? N : CACHE_TABLE_CHUNK_IMAGES;
     kdc_status st;
 #define TRY(x)                                                                                \
     if ((st = (x)) != KDC_OK)                                                                 \
         return st;
     TRY(cache_h5_write_header(f, h, err));
+    const char *groups[] = {"/images", "/views", "/progress", "/topk"};
+    TRY(cache_h5_create_groups(f, groups, h->logit_storage == CACHE_LOGITS_TOPK ? 4 : 3, err));
 
-    /* The image table known up front: paths (variable-length UTF-8, not
-     * chunked) and label/size/crc32. */
+    /* The image table known up front: paths (fixed-length strings as wide as
+     * the longest) and labels. */
+    TRY(cache_h5_write_paths(f, t->path, h->num_images, tch, lz4_block, err));
+    TRY(cache_h5_create_chunked(f, CACHE_DS_LABEL, H5T_STD_I32LE, 1, &N, tch, 0, lz4_block,
+                                err));
     {
-        hid_t st_t = cache_h5_vlen_str(), sp = H5Screate_simple(1, &N, NULL);
-        hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-        H5Pset_create_intermediate_group(lcpl, 1);
-        hid_t d = H5Dcreate2(f, CACHE_DS_PATH, st_t, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
-        herr_t rc = d < 0 ? -1 : H5Dwrite(d, st_t, H5S_ALL, H5S_ALL, H5P_DEFAULT, t->path);
-        if (d >= 0)
-            H5Dclose(d);
-        H5Pclose(lcpl);
-        H5Sclose(sp);
-        H5Tclose(st_t);
-        if (rc < 0)
-            return cache_h5_fail(err, KDC_EIO, "writing %s", CACHE_DS_PATH);
-    }
-    const struct {
-        const char *p;
-        hid_t ft, mt;
-        const void *v;
-    } tables[] = {{CACHE_DS_LABEL, H5T_STD_I32LE, H5T_NATIVE_INT32, t->label},
-                  {CACHE_DS_SIZE, H5T_STD_U64LE, H5T_NATIVE_UINT64, t->size},
-                  {CACHE_DS_CRC32, H5T_STD_U32LE, H5T_NATIVE_UINT32, t->crc32}};
-    for (size_t i = 0; i < sizeof tables / sizeof *tables; i++) {
-        TRY(cache_h5_create_chunked(f, tables[i].p, tables[i].ft, 1, &N, tch, lz4_block, err));
-        hid_t d = H5Dopen2(f, tables[i].p, H5P_DEFAULT);
-        st = cache_h5_write_rows(d, tables[i].mt, 0, N, tables[i].v, err);
+        hid_t d = H5Dopen2(f, CACHE_DS_LABEL, H5P_DEFAULT);
+        st = cache_h5_write_rows(d, H5T_NATIVE_INT32, 0, N, t->label, err);
         H5Dclose(d);
         if (st != KDC_OK)
             return st;
     }
 
     /* Per-chunk datasets: chunked exactly like /progress/done counts, so each
-     * HDF5 chunk is written once (never rewritten: see docs on crash safety). */
+     * HDF5 chunk is written once (never rewritten: see docs on crash safety).
+     * The per-view outputs hold one view per HDF5 chunk. */
     hsize_t dv[3] = {N, V, 4};
-    TRY(cache_h5_create_chunked(f, CACHE_DS_HEIGHT, H5T_STD_I32LE, 1, &N, ch, lz4_block, err));
-    TRY(cache_h5_create_chunked(f, CACHE_DS_WIDTH, H5T_STD_I32LE, 1, &N, ch, lz4_block, err));
-    TRY(cache_h5_create_chunked(f, CACHE_DS_SKIPPED, H5T_STD_U8LE, 1, &N, ch, lz4_block, err));
-    TRY(cache_h5_create_chunked(f, CACHE_DS_BOX, H5T_STD_I32LE, 3, dv, ch, lz4_block, err));
-    TRY(cache_h5_create_chunked(f, CACHE_DS_FLIP, H5T_STD_U8LE, 2, dv, ch, lz4_block, err));
+    TRY(cache_h5_create_chunked(f, CACHE_DS_SIZE, H5T_STD_U64LE, 1, &N, ch, 0, lz4_block, err));
+    TRY(cache_h5_create_chunked(f, CACHE_DS_CRC32, H5T_STD_U32LE, 1, &N, ch, 0, lz4_block, err));
+    TRY(cache_h5_create_chunked(f, CACHE_DS_HEIGHT, H5T_STD_I32LE, 1, &N, ch, 0, lz4_block, err));
+    TRY(cache_h5_create_chunked(f, CACHE_DS_WIDTH, H5T_STD_I32LE, 1, &N, ch, 0, lz4_block, err));
+    TRY(cache_h5_create_chunked(f, CACHE_DS_SKIPPED, H5T_STD_U8LE, 1, &N, ch, 0, lz4_block, err));
+    TRY(cache_h5_create_chunked(f, CACHE_DS_BOX, H5T_STD_I32LE, 3, dv, ch, 0, lz4_block, err));
+    TRY(cache_h5_create_chunked(f, CACHE_DS_FLIP, H5T_STD_U8LE, 2, dv, ch, 0, lz4_block, err));
     if (h->logit_storage == CACHE_LOGITS_TOPK) {
         dv[2] = K;
         hid_t it = cache_topk_index_size(h) == 2 ? H5T_STD_U16LE : H5T_STD_I32LE;
-        TRY(cache_h5_create_chunked(f, CACHE_DS_TOPK_INDEX, it, 3, dv, ch, lz4_block, err));
-        TRY(cache_h5_create_chunked(f, CACHE_DS_TOPK_VALUE, cache_h5_f16(), 3, dv, ch,
+        TRY(cache_h5_create_chunked(f, CACHE_DS_TOPK_INDEX, it, 3, dv, ch, 1, lz4_block, err));
+        TRY(cache_h5_create_chunked(f, CACHE_DS_TOPK_VALUE, cache_h5_f16(), 3, dv, ch, 1,
                                     lz4_block, err));
     } else {
         dv[2] = C;
         hid_t lt = h->logit_storage == CACHE_LOGITS_F32 ? H5T_IEEE_F32LE : cache_h5_f16();
-        TRY(cache_h5_create_chunked(f, CACHE_DS_LOGITS, lt, 3, dv, ch, lz4_block, err));
+        TRY(cache_h5_create_chunked(f, CACHE_DS_LOGITS, lt, 3, dv, ch, 1, lz4_block, err));
     }
     if (D) {
         dv[2] = D;
-        TRY(cache_h5_create_chunked(f, CACHE_DS_FEATURES, cache_h5_f16(), 3, dv, ch,
+        TRY(cache_h5_create_chunked(f, CACHE_DS_FEATURES, cache_h5_f16(), 3, dv, ch, 1,
                                     lz4_block, err));
     }
     /* /progress/done: contiguous and allocated now, so marking a chunk is an
@@ -363,6 +374,7 @@ static kdc_status create_layout(cache_writer *w, const cache_image_table *t, uns
         hid_t sp = H5Screate_simple(1, &nc, NULL);
         hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE), lcpl = H5Pcreate(H5P_LINK_CREATE);
         H5Pset_create_intermediate_group(lcpl, 1);
+        H5Pset_obj_track_times(dcpl, 0);
         H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
         H5Pset_fill_time(dcpl, H5D_FILL_TIME_ALLOC);
         uint8_t zero = 0;
@@ -394,15 +406,18 @@ kdc_status cache_writer_create(const char *path, const cache_header *hin,
     if ((st = normalise(hin, images, &h, err)) != KDC_OK)
         return kdc_error_prefix(err, "%s: ", path);
     cache_writer *w;
-    if ((st = alloc_writer(path, &h, &w, err)) != KDC_OK)
+    if ((st = alloc_writer(path, &h, images, &w, err)) != KDC_OK)
         return st;
     /* libhdf5's error stack does not say why a create failed: the system does */
     if ((st = kdc_create_empty(w->partial, err)) != KDC_OK) {
         writer_free(w);
         return st;
     }
-    hid_t fapl = cache_h5_fapl_for_writing();
-    w->file = H5Fcreate(w->partial, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    hid_t fapl = cache_h5_fapl_for_writing(), fcpl = cache_h5_fcpl();
+    w->file = H5Fcreate(w->partial, H5F_ACC_TRUNC, fcpl, fapl);
+    if (w->file < 0)
+        cache_h5_save_error();
+    H5Pclose(fcpl);
     H5Pclose(fapl);
     if (w->file < 0) {
         st = cache_h5_fail(err, KDC_EIO, "cannot create %s", w->partial);
@@ -422,6 +437,70 @@ kdc_status cache_writer_create(const char *path, const cache_header *hin,
     return KDC_OK;
 }
 
+/* Resume: the partial file's paths and labels against this run's. */
+static kdc_status same_table(cache_writer *w, const cache_image_table *t, kdc_error *err)
+{
+    hsize_t N = (hsize_t)w->h.num_images;
+    kdc_status st = KDC_OK;
+    char **paths = calloc((size_t)N, sizeof *paths);
+    int32_t *lab = malloc((size_t)N * sizeof *lab);
+    hid_t d = -1;
+    if (!paths || !lab)
+        st = kdc_fail(err, KDC_ENOMEM, "image table");
+    if (st == KDC_OK)
+        st = cache_h5_read_paths(w->file, w->h.num_images, paths, err);
+    for (hsize_t i = 0; st == KDC_OK && i < N; i++)
+        if (strcmp(paths[i], t->path[i]))
+            st = kdc_fail(err, KDC_EMISMATCH,
+                          "the image table (dataset_fingerprint) differs: image %llu is '%s' in "
+                          "the partial file, '%s' in this run",
+                          (unsigned long long)i, paths[i], t->path[i]);
+    if (st == KDC_OK) {
+        d = cache_h5_open_checked(w->file, CACHE_DS_LABEL, H5T_INTEGER, 4, 1, &N, H5P_DEFAULT,
+                                  err);
+        if (d < 0)
+            st = err ? err->code : KDC_EFORMAT;
+    }
+    if (st == KDC_OK && (st = cache_h5_read_rows(d, H5T_NATIVE_INT32, 0, N, lab, err)) == KDC_OK &&
+        memcmp(lab, t->label, (size_t)N * sizeof *lab))
+        st = kdc_fail(err, KDC_EMISMATCH, "dataset /images/label differs from this run's");
+    if (d >= 0)
+        H5Dclose(d);
+    if (paths)
+        for (hsize_t i = 0; i < N; i++)
+            free(paths[i]);
+    free(paths);
+    free(lab);
+    return st;
+}
+
+/* Resume: size/crc32 of the chunks already written, for the fingerprint. A
+ * caller that knows them (non-zero in its table) must agree with the file. */
+static kdc_status load_done_files(cache_writer *w, const cache_image_table *t, kdc_error *err)
+{
+    for (int64_t c = 0; c < w->nchunks; c++) {
+        if (!w->done[c])
+            continue;
+        int64_t f, n;
+        cache_writer_chunk_images(w, c, &f, &n);
+        kdc_status st = cache_h5_read_rows(w->ds[DS_SIZE], H5T_NATIVE_UINT64, (hsize_t)f,
+                                           (hsize_t)n, w->t.size + f, err);
+        if (st == KDC_OK)
+            st = cache_h5_read_rows(w->ds[DS_CRC32], H5T_NATIVE_UINT32, (hsize_t)f, (hsize_t)n,
+                                    w->t.crc32 + f, err);
+        if (st != KDC_OK)
+            return st;
+        for (int64_t i = f; i < f + n; i++)
+            if ((t->size[i] || t->crc32[i]) &&
+                (t->size[i] != w->t.size[i] || t->crc32[i] != w->t.crc32[i]))
+                return kdc_fail(err, KDC_EMISMATCH,
+                                "the image table (dataset_fingerprint) differs: %s has another "
+                                "size or CRC-32 than when chunk %lld was written",
+                                t->path[i], (long long)c);
+    }
+    return KDC_OK;
+}
+
 kdc_status cache_writer_resume(const char *path, const cache_header *hin,
                                const cache_image_table *images, const cache_writer_options *opt,
                                cache_writer **out, kdc_error *err)
@@ -435,10 +514,12 @@ kdc_status cache_writer_resume(const char *path, const cache_header *hin,
     if ((st = normalise(hin, images, &h, err)) != KDC_OK)
         return kdc_error_prefix(err, "%s: ", path);
     cache_writer *w;
-    if ((st = alloc_writer(path, &h, &w, err)) != KDC_OK)
+    if ((st = alloc_writer(path, &h, images, &w, err)) != KDC_OK)
         return st;
     hid_t fapl = cache_h5_fapl_for_writing();
     w->file = H5Fopen(w->partial, H5F_ACC_RDWR, fapl);
+    if (w->file < 0)
+        cache_h5_save_error();
     H5Pclose(fapl);
     if (w->file < 0) {
         st = cache_h5_fail(err, KDC_EIO,
@@ -448,29 +529,20 @@ kdc_status cache_writer_resume(const char *path, const cache_header *hin,
         return st;
     }
     st = cache_h5_read_header(w->file, &fh, err);
+    if (st == KDC_OK && fh.version != CACHE_VERSION)
+        st = kdc_fail(err, KDC_EMISMATCH,
+                      "the partial file is format v%lld; this writer resumes only v%d files "
+                      "(remove it to start over)",
+                      (long long)fh.version, CACHE_VERSION);
     const char *diff = st == KDC_OK ? cache_header_diff(&fh, &h, 0) : NULL;
     if (st == KDC_OK && diff)
         st = kdc_fail(err, KDC_EMISMATCH,
                       "attribute %s of the partial file differs from this run's settings", diff);
     if (st == KDC_OK && h.chunk_images != fh.chunk_images)
         st = kdc_fail(err, KDC_EMISMATCH, "attribute chunk_images differs");
-    /* Labels are not in the fingerprint: compare them too. */
-    if (st == KDC_OK) {
-        hsize_t N = (hsize_t)h.num_images;
-        int32_t *lab = malloc((size_t)N * sizeof *lab);
-        hid_t d = cache_h5_open_checked(w->file, CACHE_DS_LABEL, H5T_INTEGER, 4, 1, &N,
-                                        H5P_DEFAULT, err);
-        if (!lab)
-            st = kdc_fail(err, KDC_ENOMEM, "labels");
-        else if (d < 0)
-            st = err ? err->code : KDC_EFORMAT;
-        else if ((st = cache_h5_read_rows(d, H5T_NATIVE_INT32, 0, N, lab, err)) == KDC_OK &&
-                 memcmp(lab, images->label, (size_t)N * sizeof *lab))
-            st = kdc_fail(err, KDC_EMISMATCH, "dataset /images/label differs from this run's");
-        if (d >= 0)
-            H5Dclose(d);
-        free(lab);
-    }
+    /* The fingerprint is not written yet: compare the table itself. */
+    if (st == KDC_OK)
+        st = same_table(w, images, err);
     if (st == KDC_OK)
         st = open_datasets(w, err);
     if (st == KDC_OK)
@@ -483,6 +555,11 @@ kdc_status cache_writer_resume(const char *path, const cache_header *hin,
     }
     for (int64_t c = 0; c < w->nchunks; c++)
         w->done[c] = w->done[c] ? 1 : 0;
+    if ((st = load_done_files(w, images, err)) != KDC_OK) {
+        kdc_error_prefix(err, "cannot resume %s: ", w->partial);
+        writer_free(w);
+        return st;
+    }
     *out = w;
     return KDC_OK;
 }
@@ -509,6 +586,11 @@ kdc_status cache_writer_write_stored(cache_writer *w, int64_t chunk, const cache
 #define TRY(x)                                                                                \
     if ((st = (x)) != KDC_OK)                                                                 \
         return kdc_error_prefix(err, "%s: chunk %lld: ", w->partial, (long long)chunk);
+    /* A chunk without its own file sizes and CRCs takes the creation table's. */
+    const uint64_t *sz = c->files_known ? c->size : w->t.size + first;
+    const uint32_t *crc = c->files_known ? c->crc32 : w->t.crc32 + first;
+    TRY(cache_h5_write_rows(w->ds[DS_SIZE], H5T_NATIVE_UINT64, f0, n, sz, err));
+    TRY(cache_h5_write_rows(w->ds[DS_CRC32], H5T_NATIVE_UINT32, f0, n, crc, err));
     TRY(cache_h5_write_rows(w->ds[DS_HEIGHT], H5T_NATIVE_INT32, f0, n, c->height, err));
     TRY(cache_h5_write_rows(w->ds[DS_WIDTH], H5T_NATIVE_INT32, f0, n, c->width, err));
     TRY(cache_h5_write_rows(w->ds[DS_SKIPPED], H5T_NATIVE_UINT8, f0, n, c->skipped, err));
@@ -536,6 +618,10 @@ kdc_status cache_writer_write_stored(cache_writer *w, int64_t chunk, const cache
         return cache_h5_fail(err, KDC_EIO, "%s: flushing chunk %lld", w->partial,
                              (long long)chunk);
     w->done[chunk] = 1;
+    if (c->files_known) {
+        memmove(w->t.size + first, c->size, (size_t)count * sizeof *c->size);
+        memmove(w->t.crc32 + first, c->crc32, (size_t)count * sizeof *c->crc32);
+    }
     return KDC_OK;
 }
 
@@ -620,6 +706,13 @@ kdc_status cache_writer_finish(cache_writer *w, kdc_error *err)
             st = kdc_fail(err, KDC_EINVAL, "%s: chunk %lld of [%lld, %lld) is not written",
                           w->partial, (long long)c, (long long)w->range_first,
                           (long long)w->range_end);
+    /* v2: the fingerprint is finished with the last chunk (a shard has none:
+     * it does not know the other shards' files) and written with complete. */
+    if (st == KDC_OK && w->h.shard_count == 1) {
+        cache_fingerprint(&w->t, w->h.dataset_fingerprint);
+        if ((st = cache_h5_set_fingerprint(w->file, w->h.dataset_fingerprint, err)) != KDC_OK)
+            kdc_error_prefix(err, "%s: ", w->partial);
+    }
     if (st == KDC_OK && (st = cache_h5_set_complete(w->file, 1, err)) != KDC_OK)
         kdc_error_prefix(err, "%s: ", w->partial);
     if (st == KDC_OK && H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0)

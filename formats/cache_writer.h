@@ -1,4 +1,4 @@
-/* cache_writer.h - writes a teacher cache (format v1, docs/CACHE_FORMAT.md)
+/* cache_writer.h - writes a teacher cache (format v2, docs/CACHE_FORMAT.md)
  * chunk by chunk, safe to kill at any moment.
  *
  * The file is written as PATH.partial. Every chunk is written, flushed, then
@@ -35,20 +35,27 @@ typedef struct cache_chunk_input {
     const uint8_t *flip;           /* [count x V] */
     const float *logits;           /* [count x V x C] */
     const float *features;         /* [count x V x D]; NULL when D == 0 */
+    /* [count] file size and zlib CRC-32 of each image, learnt while reading it;
+     * NULL = the values of the image table given to create/resume. */
+    const uint64_t *size;
+    const uint32_t *crc32;
 } cache_chunk_input;
 
 /* Starts a new cache. h: every root attribute; version, complete and
- * dataset_fingerprint are set by the writer; chunk_images 0 lets it choose;
- * shard_count 0 means 1. images: path/label/size/crc32 of all N images (the
- * height/width/skipped fields are ignored: they come with the chunks).
+ * dataset_fingerprint are set by the writer (the fingerprint at finish, from
+ * the sizes and CRCs as written); chunk_images 0 lets it choose; shard_count 0
+ * means 1. images: path/label of all N images, and size/crc32 where known
+ * (zeros allowed when every chunk brings its own); height/width/skipped are
+ * ignored: they come with the chunks. The table is copied.
  * opt may be NULL. An existing PATH.partial is overwritten. */
 kdc_status cache_writer_create(const char *path, const cache_header *h,
                                const cache_image_table *images, const cache_writer_options *opt,
                                cache_writer **out, kdc_error *err);
 
-/* Reopens PATH.partial after an interruption. The header and image table must
- * be identical to the file's (the error names the first attribute that
- * differs). Then cache_writer_chunk_done() tells what is left. */
+/* Reopens PATH.partial (v2) after an interruption. The header, paths and
+ * labels must be identical to the file's (the error names the first attribute
+ * that differs), and so must the sizes/CRCs of written chunks where the table
+ * gives them (non-zero). Then cache_writer_chunk_done() tells what is left. */
 kdc_status cache_writer_resume(const char *path, const cache_header *h,
                                const cache_image_table *images, const cache_writer_options *opt,
                                cache_writer **out, kdc_error *err);
@@ -73,7 +80,8 @@ kdc_status cache_writer_write_chunk(cache_writer *w, int64_t chunk, const cache_
  * must start at a chunk boundary (cache_writer_chunk_images). */
 kdc_status cache_writer_append(cache_writer *w, const cache_chunk_input *rows, kdc_error *err);
 
-/* Writes a chunk already in stored form (merge, re-packing). */
+/* Writes a chunk already in stored form (merge, upgrade, re-packing). Its
+ * size/crc32 are used when c->files_known, else the creation table's. */
 kdc_status cache_writer_write_stored(cache_writer *w, int64_t chunk, const cache_chunk *c,
                                      kdc_error *err);
 

@@ -12,6 +12,7 @@
 #include "formats/cache_export.h"
 #include "formats/cache_merge.h"
 #include "formats/cache_reader.h"
+#include "formats/cache_upgrade.h"
 #include "formats/cache_verify.h"
 
 static const char *usage_main =
@@ -20,6 +21,7 @@ static const char *usage_main =
     "  verify CACHE [--data DIR]          read every chunk; with --data compare the images\n"
     "  merge OUT IN...                    join the shards of kd-precompute --shard i/n\n"
     "  export CACHE --format npy --out DIR  write every dataset as .npy\n"
+    "  upgrade IN OUT                     rewrite a format v1 cache as format v2\n"
     "kd-cache COMMAND --help for details; kd-cache --version for the build.\n"
     "Exit status: 0 done, 1 failed (e.g. a corrupt cache), 2 bad command line.\n";
 
@@ -35,12 +37,19 @@ static const char *usage_verify =
 static const char *usage_merge =
     "usage: kd-cache merge OUT IN...\n"
     "Joins the n shards written by kd-precompute --shard i/n into OUT (written to\n"
-    "OUT.partial and renamed). Refuses shards of another teacher or other settings,\n"
+    "OUT.partial and renamed; OUT must not exist). Refuses shards of another teacher or other settings,\n"
     "incomplete shards, overlapping or missing ranges.\n";
 static const char *usage_export =
     "usage: kd-cache export CACHE --format npy --out DIR\n"
     "Writes each dataset as DIR/<name>.npy in its stored dtype, paths.txt and\n"
     "attributes.json.\n";
+
+static const char *usage_upgrade =
+    "usage: kd-cache upgrade IN OUT\n"
+    "Rewrites the complete format v1 cache IN as format v2 in OUT (no variable-length\n"
+    "HDF5 types; one view per HDF5 chunk). Values are copied bit for bit and the\n"
+    "fingerprint stays the same. OUT must not exist; it is written to OUT.partial and\n"
+    "renamed, and nothing is left on failure.\n";
 
 static int print_version(void)
 {
@@ -197,6 +206,22 @@ static int cmd_merge(int argc, char **argv)
     return 0;
 }
 
+static int cmd_upgrade(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) {
+        fputs(usage_upgrade, stdout);
+        return 0;
+    }
+    if (argc != 2)
+        return bad_usage("upgrade takes IN and OUT", usage_upgrade);
+    kdc_error e;
+    kdc_error_clear(&e);
+    if (cache_upgrade(argv[0], argv[1], &e) != KDC_OK)
+        return fail(&e);
+    printf("%s: upgraded to format v%d in %s\n", argv[0], CACHE_VERSION, argv[1]);
+    return 0;
+}
+
 static int cmd_export(int argc, char **argv)
 {
     if (wants_help(argc, argv)) {
@@ -249,6 +274,8 @@ int main(int argc, char **argv)
         return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(cmd, "export"))
         return cmd_export(argc - 2, argv + 2);
+    if (!strcmp(cmd, "upgrade"))
+        return cmd_upgrade(argc - 2, argv + 2);
     fprintf(stderr, "kd-cache: unknown command '%s' (try kd-cache --help)\n", cmd);
     return KDC_EXIT_USAGE;
 }

@@ -48,7 +48,7 @@ static int run(const char *args, char **out, char **err)
 
 static const char *const HELP_COMMANDS[] = {
     "kd-precompute",   "kd-train",       "kd-cache",        "kd-cache info",
-    "kd-cache verify", "kd-cache merge", "kd-cache export",
+    "kd-cache verify", "kd-cache merge", "kd-cache export", "kd-cache upgrade",
 };
 
 START_TEST(test_help)

@@ -85,7 +85,7 @@ static long long write_cache(const char *path, int64_t n, cache_logit_storage mo
             lg[j] = 3.0f * gauss();
         for (int64_t j = 0; j < cnt * V * D; j++)
             ft[j] = fmaxf(0.f, gauss());
-        cache_chunk_input in = {i, cnt, hh, ww, NULL, box, flip, lg, ft};
+        cache_chunk_input in = {i, cnt, hh, ww, NULL, box, flip, lg, ft, NULL, NULL};
         if (cache_writer_append(w, &in, &e) != KDC_OK)
             die(&e);
     }

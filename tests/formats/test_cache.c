@@ -1,8 +1,11 @@
-/* test_cache.c - the teacher cache (format v1): round trips in every storage
- * mode, files read by h5py + hdf5plugin and h5dump, a file written by h5py
- * read by us, top-k against a float64 reference, kill -9 and resume, hostile
- * and corrupt files, shard merge, verify against the dataset's files, the
- * streaming reader's epochs, and the kd-cache tool. */
+/* test_cache.c - the teacher cache (format v2 written, v1 read): round trips in
+ * every storage mode, files read by h5py + hdf5plugin and h5dump, files
+ * written by h5py and by the v1 writer read by us, v1 -> v2 upgrade, the v2
+ * layout (no variable-length type, one view per chunk, deterministic bytes),
+ * one view of a chunk, top-k against a float64 reference, kill -9 and resume,
+ * hostile and corrupt files with their one-line errors, a full disk, shard
+ * merge, verify against the dataset's files, the streaming reader's epochs,
+ * and the kd-cache tool. */
 #include <check.h>
 #include <hdf5.h>
 #include <math.h>
@@ -10,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,6 +23,7 @@
 #include "formats/cache_merge.h"
 #include "formats/cache_reader.h"
 #include "formats/cache_stream.h"
+#include "formats/cache_upgrade.h"
 #include "formats/cache_verify.h"
 #include "formats/cache_writer.h"
 #include "tests/helpers/testutil.h"
@@ -106,11 +111,22 @@ static cache_chunk_input input_for(const rows *r, int64_t first, int64_t count)
 {
     cache_chunk_input in = {first, count, r->h + first, r->w + first, r->skip + first,
                             r->box + first * V * 4, r->flip + first * V,
-                            r->logits + first * V * C, r->feats + first * V * D};
+                            r->logits + first * V * C, r->feats + first * V * D, NULL, NULL};
     return in;
 }
 
 static char *tmp;
+
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    char *buf = calloc(1, 1 << 16);
+    size_t n = fread(buf, 1, (1 << 16) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
 
 static void setup(void)
 {
@@ -309,6 +325,19 @@ START_TEST(test_h5py_reads_our_file)
         int rc = kdc_test_system("cd '%s' && %s scripts/ref/ref_cache.py --read '%s' '%s'",
                                  kdc_test_repo_root(), python(), p, out);
         ck_assert_int_eq(rc, 0);
+        /* v2 as h5py users see it: str paths via asstr(), bytes attributes,
+         * no variable-length dtype, one view per chunk. */
+        rc = kdc_test_system(
+            "%s -c \"import h5py, hdf5plugin, sys; f = h5py.File(sys.argv[1], 'r'); "
+            "assert f.attrs['kdcache_version'] == 2; "
+            "assert f.attrs['teacher_arch'].decode() == 'resnet18'; "
+            "assert len(f.attrs['dataset_fingerprint']) == 64; "
+            "p = f['images/path'].asstr()[:]; assert p[5] == 'c1/img_05.jpg', p[5]; "
+            "assert h5py.check_string_dtype(f['images/path'].dtype).length == 13; "
+            "n = '%s'; assert f[n].chunks == (%d, 1, f[n].shape[2]), f[n].chunks; "
+            "assert f['images/crc32'][22] == 0xdead0016\" '%s'",
+            python(), mode ? "topk/value" : "logits", CH, p);
+        ck_assert_int_eq(rc, 0);
         float *feat = load_raw_f32(out, "features", N * V * D);
         int64_t *box = load_raw_i64(out, "views_box", N * V * 4);
         for (int j = 0; j < N * V * D; j++)
@@ -375,6 +404,14 @@ START_TEST(test_h5dump_reads_our_file)
     }
     ck_assert_int_eq(n, N * V * 4);
     fclose(f);
+    /* The fixed-length paths and string attributes print as text. */
+    ck_assert_int_eq(kdc_test_system("HDF5_PLUGIN_PATH='%s' h5dump -d /images/path '%s' 2>&1 | "
+                                     "grep -q '\"c1/img_05.jpg\"'",
+                                     plugdir, p),
+                     0);
+    ck_assert_int_eq(kdc_test_system("h5dump -a /teacher_arch '%s' 2>&1 | grep -q '\"resnet18\"'",
+                                     p),
+                     0);
     free(r);
 }
 END_TEST
@@ -414,7 +451,9 @@ static void assert_same_chunks(const char *a, const char *b)
     ck_assert_msg(cache_reader_open(a, 0, &ra, &e) == KDC_OK, "%s", e.msg);
     ck_assert_msg(cache_reader_open(b, 0, &rb, &e) == KDC_OK, "%s", e.msg);
     const cache_header *h = cache_reader_header(ra);
-    ck_assert_ptr_null(cache_header_diff(h, cache_reader_header(rb), 0));
+    cache_header hb = *cache_reader_header(rb);
+    hb.version = h->version; /* a v1 file and its v2 upgrade hold the same chunks */
+    ck_assert_ptr_null(cache_header_diff(h, &hb, 0));
     cache_chunk ca, cb;
     ck_assert_int_eq(cache_chunk_alloc(&ca, h, &e), KDC_OK);
     ck_assert_int_eq(cache_chunk_alloc(&cb, h, &e), KDC_OK);
@@ -540,16 +579,32 @@ static void set_int_attr(const char *path, const char *name, int64_t v)
     H5Fclose(f);
 }
 
+/* Rewrites /images/path (v2: fixed width, so the dataset is made anew). */
 static void set_path(const char *path, int64_t i, const char *value)
 {
+    cache_image_table t;
+    make_table(&t);
+    free(t.path[i]);
+    t.path[i] = strdup(value);
     hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
-    hid_t d = H5Dopen2(f, CACHE_DS_PATH, H5P_DEFAULT), t = cache_h5_vlen_str();
-    hid_t fs = H5Dget_space(d);
-    hsize_t start = (hsize_t)i, one = 1;
-    H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &one, NULL);
-    hid_t ms = H5Screate_simple(1, &one, NULL);
-    ck_assert_int_ge(H5Dwrite(d, t, ms, fs, H5P_DEFAULT, &value), 0);
-    H5Sclose(ms), H5Sclose(fs), H5Tclose(t), H5Dclose(d), H5Fclose(f);
+    ck_assert_int_ge(H5Ldelete(f, CACHE_DS_PATH, H5P_DEFAULT), 0);
+    kdc_error e;
+    ck_assert_int_eq(cache_h5_write_paths(f, t.path, N, N, 0, &e), KDC_OK);
+    H5Fclose(f);
+    cache_image_table_free(&t);
+}
+
+/* Replaces a string attribute: fixed length (as v2 writes) or variable. */
+static void set_str_attr(const char *path, const char *name, const char *value, int vlen)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert_int_ge(f, 0);
+    H5Adelete(f, name);
+    hid_t t = vlen ? cache_h5_vlen_str() : cache_h5_fixed_str(strlen(value));
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert_int_ge(vlen ? H5Awrite(a, t, &value) : H5Awrite(a, t, value), 0);
+    H5Aclose(a), H5Sclose(sp), H5Tclose(t), H5Fclose(f);
 }
 
 static void expect_open_error(const char *path, kdc_status code, const char *needle)
@@ -569,9 +624,16 @@ START_TEST(test_rejects_bad_files)
     cache_h5_init(&e);
     char *ref = tpath("good.h5");
     write_cache(ref, CACHE_LOGITS_F16, 0, 0, 1, 0);
-    char *p = edited_copy(ref, "v2.h5");
-    set_int_attr(p, "kdcache_version", 2);
-    expect_open_error(p, KDC_EUNSUPPORTED, "kdcache_version 2");
+    char *p = edited_copy(ref, "v3.h5");
+    set_int_attr(p, "kdcache_version", 3);
+    expect_open_error(p, KDC_EUNSUPPORTED, "kdcache_version 3");
+    /* v2 refuses variable-length strings before libhdf5 reads them. */
+    p = edited_copy(ref, "vlen.h5");
+    set_str_attr(p, "teacher_arch", "resnet18", 1);
+    expect_open_error(p, KDC_EFORMAT, "variable-length");
+    p = edited_copy(ref, "fp.h5");
+    set_str_attr(p, "dataset_fingerprint", "0123", 0);
+    expect_open_error(p, KDC_EFORMAT, "dataset_fingerprint");
     p = edited_copy(ref, "abs.h5");
     set_path(p, 4, "/etc/passwd");
     expect_open_error(p, KDC_EFORMAT, "absolute");
@@ -629,10 +691,33 @@ START_TEST(test_flipped_byte_detected)
     cache_verify_report rep;
     ck_assert_int_eq(cache_verify(ref, NULL, &rep, &e), KDC_OK);
     ck_assert_int_eq(cache_verify(p, NULL, &rep, &e), KDC_EFORMAT);
-    ck_assert_msg(strstr(e.msg, "chunk 2") != NULL, "%s", e.msg);
-    /* The CLI says the same in one line and exits non-zero. */
-    ck_assert_int_ne(kdc_test_system("'%s/kd-cache' verify '%s' 2>/dev/null", kdc_test_bin_dir(), p),
-                     0);
+    ck_assert_msg(strstr(e.msg, "checksum mismatch in /logits chunk 2 (images 8-11): the file is "
+                                "corrupt") != NULL,
+                  "%s", e.msg);
+    /* The CLI says the same in one line (no HDF5-DIAG) and exits 1; so does
+     * the streaming reader kd-train uses. */
+    char *errf = tpath("verify.err");
+    ck_assert_int_eq(kdc_test_system("'%s/kd-cache' verify '%s' 2>'%s'", kdc_test_bin_dir(), p,
+                                     errf),
+                     1);
+    char *se = read_text(errf);
+    ck_assert_msg(strstr(se, "checksum mismatch in /logits chunk 2 (images 8-11)") &&
+                      strchr(se, '\n') == se + strlen(se) - 1,
+                  "%s", se);
+    free(se);
+    cache_stream_options o = {.batch_size = 4, .shuffle = 0, .all_views = 1};
+    cache_stream *cs;
+    ck_assert_int_eq(cache_stream_open(p, &o, &cs, &e), KDC_OK);
+    ck_assert_int_eq(cache_stream_start_epoch(cs, 0, &e), KDC_OK);
+    cache_batch b;
+    ck_assert_int_eq(cache_batch_alloc(&b, cache_stream_header(cs), 4, &e), KDC_OK);
+    kdc_status st;
+    while ((st = cache_stream_next(cs, &b, &e)) == KDC_OK && b.count)
+        ;
+    ck_assert_int_eq(st, KDC_EFORMAT);
+    ck_assert_msg(strstr(e.msg, "checksum mismatch in /logits chunk 2") != NULL, "%s", e.msg);
+    cache_batch_free(&b);
+    cache_stream_close(cs);
     ck_assert_int_eq(kdc_test_system("'%s/kd-cache' verify '%s' >/dev/null", kdc_test_bin_dir(), ref),
                      0);
 }
@@ -660,18 +745,7 @@ START_TEST(test_merge_shards)
     ck_assert_int_ne(cache_merge(tpath("x.h5"), twice, 3, &e), KDC_OK);
     ck_assert_msg(strstr(e.msg, "both shard 1") != NULL, "%s", e.msg);
     char *other = edited_copy(s2, "other.h5");
-    hid_t f = H5Fopen(other, H5F_ACC_RDWR, H5P_DEFAULT);
-    H5Adelete(f, "teacher_arch");
-    H5Fclose(f);
-    cache_writer *w = NULL;
-    (void)w;
-    /* Rewrite the attribute with another teacher name. */
-    f = H5Fopen(other, H5F_ACC_RDWR, H5P_DEFAULT);
-    hid_t t = cache_h5_vlen_str(), sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(f, "teacher_arch", t, sp, H5P_DEFAULT, H5P_DEFAULT);
-    const char *arch = "resnet50";
-    H5Awrite(a, t, &arch);
-    H5Aclose(a), H5Sclose(sp), H5Tclose(t), H5Fclose(f);
+    set_str_attr(other, "teacher_arch", "resnet50", 0);
     const char *mixed[] = {s0, s1, other};
     ck_assert_int_eq(cache_merge(tpath("x.h5"), mixed, 3, &e), KDC_EMISMATCH);
     ck_assert_msg(strstr(e.msg, "teacher_arch") != NULL, "%s", e.msg);
@@ -815,6 +889,346 @@ START_TEST(test_cli_info_export)
 }
 END_TEST
 
+
+/* ---- format v2 and v1 ---- */
+
+
+static const char *v1_seed(const char *name)
+{
+    static char buf[8][4096];
+    static int k;
+    char *p = buf[k++ % 8];
+    snprintf(p, 4096, "%s/tests/fuzz/seeds_v1/%s", kdc_test_repo_root(), name);
+    return p;
+}
+
+/* Caches written by the v1 writer (main at dc8ba58, tests/fuzz/make_seeds_v1.c)
+ * read with the same values as v2 ones, and upgrade to v2 bit for bit. */
+START_TEST(test_v1_files_read_and_upgrade)
+{
+    struct {
+        const char *file;
+        cache_logit_storage m;
+        int64_t k;
+    } v1[] = {{"v1_float16_feat.h5", CACHE_LOGITS_F16, 0},
+              {"v1_float32_feat.h5", CACHE_LOGITS_F32, 0},
+              {"v1_topk_feat.h5", CACHE_LOGITS_TOPK, 4}};
+    kdc_error e;
+    for (size_t i = 0; i < sizeof v1 / sizeof *v1; i++) {
+        const char *in = v1_seed(v1[i].file);
+        check_values(in, v1[i].m, v1[i].k);
+        cache_reader *r1;
+        ck_assert_int_eq(cache_reader_open(in, 0, &r1, &e), KDC_OK);
+        ck_assert_int_eq(cache_reader_header(r1)->version, 1);
+        char fp1[CACHE_STR_MAX];
+        snprintf(fp1, sizeof fp1, "%s", cache_reader_header(r1)->dataset_fingerprint);
+        cache_reader_close(r1);
+        char name[64];
+        snprintf(name, sizeof name, "up%zu.h5", i);
+        char *out = tpath(name);
+        ck_assert_msg(cache_upgrade(in, out, &e) == KDC_OK, "%s", e.msg);
+        check_values(out, v1[i].m, v1[i].k);
+        assert_same_chunks(in, out);
+        cache_reader *r2;
+        ck_assert_int_eq(cache_reader_open(out, 0, &r2, &e), KDC_OK);
+        ck_assert_int_eq(cache_reader_header(r2)->version, 2);
+        ck_assert_str_eq(cache_reader_header(r2)->dataset_fingerprint, fp1);
+        cache_reader_close(r2);
+        /* An existing OUT is refused and left alone; a v2 input is refused. */
+        ck_assert_int_eq(cache_upgrade(in, out, &e), KDC_EINVAL);
+        ck_assert_msg(strstr(e.msg, "exists") != NULL, "%s", e.msg);
+        ck_assert_int_eq(cache_upgrade(out, tpath("again.h5"), &e), KDC_EINVAL);
+        ck_assert_msg(strstr(e.msg, "already format v2") != NULL, "%s", e.msg);
+    }
+    /* A corrupt v1 chunk: the upgrade fails and leaves nothing. */
+    char *bad = edited_copy(v1_seed("v1_float32_feat.h5"), "bad_v1.h5");
+    hid_t f = H5Fopen(bad, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, CACHE_DS_LOGITS, H5P_DEFAULT);
+    hsize_t off[3] = {3 * CH, 0, 0}, size;
+    haddr_t addr;
+    unsigned mask;
+    ck_assert_int_ge(H5Dget_chunk_info_by_coord(d, off, &mask, &addr, &size), 0);
+    H5Dclose(d), H5Fclose(f);
+    FILE *fp = fopen(bad, "r+b");
+    fseek(fp, (long)(addr + size / 3), SEEK_SET);
+    int c = fgetc(fp);
+    fseek(fp, (long)(addr + size / 3), SEEK_SET);
+    fputc(c ^ 0x40, fp);
+    fclose(fp);
+    char *out = tpath("up_bad.h5");
+    ck_assert_int_eq(cache_upgrade(bad, out, &e), KDC_EFORMAT);
+    ck_assert_msg(strstr(e.msg, "checksum mismatch in /logits chunk 3 (images 12-15)") != NULL,
+                  "%s", e.msg);
+    struct stat sb;
+    ck_assert_int_ne(stat(out, &sb), 0);
+    ck_assert_int_ne(stat(tpath("up_bad.h5.partial"), &sb), 0);
+    /* The CLI. */
+    const char *bin = kdc_test_bin_dir();
+    ck_assert_int_eq(kdc_test_system("'%s/kd-cache' upgrade '%s' '%s' >/dev/null", bin,
+                                     v1_seed("v1_topk.h5"), tpath("cli_up.h5")),
+                     0);
+    ck_assert_int_eq(kdc_test_system("'%s/kd-cache' verify '%s' >/dev/null", bin,
+                                     tpath("cli_up.h5")),
+                     0);
+    ck_assert_int_eq(kdc_test_system("'%s/kd-cache' upgrade '%s' 2>/dev/null", bin,
+                                     v1_seed("v1_topk.h5")),
+                     2);
+    ck_assert_int_eq(kdc_test_system("'%s/kd-cache' upgrade '%s' '%s' 2>/dev/null", bin,
+                                     v1_seed("v1_topk.h5"), tpath("cli_up.h5")),
+                     1);
+}
+END_TEST
+
+static int vlen_found;
+
+static herr_t attr_cb(hid_t loc, const char *name, const H5A_info_t *info, void *data)
+{
+    (void)info, (void)data;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT), t = H5Aget_type(a);
+    if (H5Tis_variable_str(t) > 0 || H5Tdetect_class(t, H5T_VLEN) > 0)
+        vlen_found++;
+    H5Tclose(t), H5Aclose(a);
+    return 0;
+}
+
+static herr_t obj_cb(hid_t root, const char *name, const H5O_info_t *info, void *data)
+{
+    (void)data;
+    hid_t o = H5Oopen(root, name, H5P_DEFAULT);
+    hsize_t idx = 0;
+    H5Aiterate2(o, H5_INDEX_NAME, H5_ITER_NATIVE, &idx, attr_cb, NULL);
+    if (info->type == H5O_TYPE_DATASET) {
+        hid_t t = H5Dget_type(o);
+        if (H5Tis_variable_str(t) > 0 || H5Tdetect_class(t, H5T_VLEN) > 0)
+            vlen_found++;
+        H5Tclose(t);
+    }
+    H5Oclose(o);
+    return 0;
+}
+
+static void chunk_dims(const char *file, const char *ds, hsize_t out[3])
+{
+    hid_t f = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, ds, H5P_DEFAULT), p = H5Dget_create_plist(d);
+    out[0] = out[1] = out[2] = 0;
+    H5Pget_chunk(p, 3, out);
+    H5Pclose(p), H5Dclose(d), H5Fclose(f);
+}
+
+/* v2: no variable-length type anywhere, one view per HDF5 chunk of the
+ * per-view outputs, fixed-width paths, and the same bytes for the same input. */
+START_TEST(test_v2_layout)
+{
+    kdc_error e;
+    cache_h5_init(&e);
+    for (int mode = 0; mode < 2; mode++) {
+        char *p = tpath(mode ? "lk.h5" : "lf.h5");
+        write_cache(p, mode ? CACHE_LOGITS_TOPK : CACHE_LOGITS_F16, mode ? 4 : 0, 0, 1, 0);
+        vlen_found = 0;
+        hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+        H5Ovisit2(f, H5_INDEX_NAME, H5_ITER_NATIVE, obj_cb, NULL, H5O_INFO_BASIC);
+        hid_t d = H5Dopen2(f, CACHE_DS_PATH, H5P_DEFAULT), t = H5Dget_type(d);
+        ck_assert_uint_eq(H5Tget_size(t), strlen("c0/img_00.jpg"));
+        H5Tclose(t), H5Dclose(d), H5Fclose(f);
+        ck_assert_int_eq(vlen_found, 0);
+        hsize_t cd[3];
+        chunk_dims(p, mode ? CACHE_DS_TOPK_VALUE : CACHE_DS_LOGITS, cd);
+        ck_assert_uint_eq(cd[0], CH);
+        ck_assert_uint_eq(cd[1], 1);
+        ck_assert_uint_eq(cd[2], mode ? 4 : C);
+        chunk_dims(p, CACHE_DS_FEATURES, cd);
+        ck_assert_uint_eq(cd[0], CH);
+        ck_assert_uint_eq(cd[1], 1);
+        ck_assert_uint_eq(cd[2], D);
+        chunk_dims(p, CACHE_DS_BOX, cd);
+        ck_assert_uint_eq(cd[0], CH);
+        ck_assert_uint_eq(cd[1], V);
+        chunk_dims(p, CACHE_DS_CRC32, cd);
+        ck_assert_uint_eq(cd[0], CH);
+    }
+    /* Deterministic: a second write a second later is byte-identical. */
+    char *a = tpath("det_a.h5"), *b = tpath("det_b.h5");
+    write_cache(a, CACHE_LOGITS_F32, 0, 0, 1, 0);
+    sleep(1);
+    write_cache(b, CACHE_LOGITS_F32, 0, 0, 1, 1);
+    ck_assert_int_eq(kdc_test_system("cmp -s '%s' '%s'", a, b), 0);
+    /* The v2 default chunk rule: one view of the largest dataset ~256 KiB. */
+    cache_header h;
+    make_header(&h, CACHE_LOGITS_F16, 0);
+    h.num_images = 1281167, h.views_per_image = 10, h.num_classes = 1000, h.feature_dim = 0;
+    ck_assert_int_eq(cache_default_chunk_images(&h), 131);
+    h.feature_dim = 2048;
+    ck_assert_int_eq(cache_default_chunk_images(&h), 64);
+}
+END_TEST
+
+/* One view of one chunk equals that view's rows of the whole chunk, in v2 and
+ * in a v1 file; chunk_to_batch labels the rows with that view. */
+START_TEST(test_read_view)
+{
+    char *p = tpath("view.h5");
+    write_cache(p, CACHE_LOGITS_F16, 0, 0, 1, 0);
+    const char *files[] = {p, v1_seed("v1_topk_feat.h5")};
+    kdc_error e;
+    for (int fi = 0; fi < 2; fi++) {
+        cache_reader *r;
+        ck_assert_int_eq(cache_reader_open(files[fi], 0, &r, &e), KDC_OK);
+        const cache_header *h = cache_reader_header(r);
+        cache_chunk all, one;
+        ck_assert_int_eq(cache_chunk_alloc(&all, h, &e), KDC_OK);
+        ck_assert_int_eq(cache_chunk_alloc(&one, h, &e), KDC_OK);
+        cache_batch b;
+        ck_assert_int_eq(cache_batch_alloc(&b, h, CH, &e), KDC_OK);
+        size_t C2 = h->logit_storage == CACHE_LOGITS_TOPK ? 4 : C;
+        size_t es = 2, is = h->logit_storage == CACHE_LOGITS_TOPK ? 2 : 0;
+        for (int64_t k = 0; k < cache_reader_num_chunks(r); k++) {
+            ck_assert_int_eq(cache_reader_read_chunk(r, k, &all, &e), KDC_OK);
+            for (int64_t v = 0; v < V; v++) {
+                ck_assert_msg(cache_reader_read_view(r, k, v, &one, &e) == KDC_OK, "%s", e.msg);
+                ck_assert_int_eq(one.view, v);
+                ck_assert_int_eq(one.count, all.count);
+                for (int64_t i = 0; i < one.count; i++) {
+                    size_t ra = (size_t)(i * V + v), ro = (size_t)i;
+                    ck_assert(!memcmp(one.box + 4 * ro, all.box + 4 * ra, 16));
+                    ck_assert_int_eq(one.flip[ro], all.flip[ra]);
+                    ck_assert(!memcmp(one.features + D * ro, all.features + D * ra, D * 2));
+                    if (is)
+                        ck_assert(!memcmp((char *)one.topk_index + C2 * is * ro,
+                                          (char *)all.topk_index + C2 * is * ra, C2 * is));
+                    else
+                        ck_assert(!memcmp((char *)one.logits + C2 * es * ro,
+                                          (char *)all.logits + C2 * es * ra, C2 * es));
+                    ck_assert_uint_eq(one.size[i], 1000 + (uint64_t)(one.first_image + i));
+                }
+                cache_chunk_to_batch(h, &one, cache_reader_images(r)->label, &b);
+                ck_assert_int_eq(b.count, one.count);
+                ck_assert_int_eq(b.view[b.count - 1], v);
+                ck_assert_int_eq(b.image[0], k * CH);
+            }
+        }
+        ck_assert_int_eq(cache_reader_read_view(r, 0, V, &one, &e), KDC_EINVAL);
+        cache_batch_free(&b);
+        cache_chunk_free(&all);
+        cache_chunk_free(&one);
+        cache_reader_close(r);
+    }
+}
+END_TEST
+
+/* Sizes and CRCs given with each chunk (one read per image in kd-precompute)
+ * end up in the table and the fingerprint, which exists only once complete. */
+START_TEST(test_files_with_chunks)
+{
+    cache_header h;
+    cache_image_table t, ref;
+    rows *r = malloc(sizeof *r);
+    make_header(&h, CACHE_LOGITS_F16, 0);
+    make_table(&t);
+    make_table(&ref);
+    make_rows(r);
+    memset(t.size, 0, N * sizeof *t.size);
+    memset(t.crc32, 0, N * sizeof *t.crc32);
+    kdc_error e;
+    cache_writer *w;
+    char *p = tpath("files.h5");
+    ck_assert_int_eq(cache_writer_create(p, &h, &t, NULL, &w, &e), KDC_OK);
+    for (int64_t c = 0; c < cache_writer_num_chunks(w); c++) {
+        int64_t f, n;
+        cache_writer_chunk_images(w, c, &f, &n);
+        cache_chunk_input in = input_for(r, f, n);
+        in.size = ref.size + f;
+        in.crc32 = ref.crc32 + f;
+        ck_assert_int_eq(cache_writer_write_chunk(w, c, &in, &e), KDC_OK);
+        if (c == 1) { /* a reader of the partial file: no fingerprint yet */
+            char partial[4096];
+            snprintf(partial, sizeof partial, "%s.partial", p);
+            cache_reader *rd;
+            ck_assert_msg(cache_reader_open(partial, CACHE_OPEN_ALLOW_INCOMPLETE, &rd, &e) ==
+                              KDC_OK,
+                          "%s", e.msg);
+            ck_assert_str_eq(cache_reader_header(rd)->dataset_fingerprint, "");
+            ck_assert_uint_eq(cache_reader_images(rd)->crc32[5], ref.crc32[5]);
+            ck_assert_uint_eq(cache_reader_images(rd)->crc32[9], 0);
+            cache_reader_close(rd);
+        }
+    }
+    ck_assert_int_eq(cache_writer_finish(w, &e), KDC_OK);
+    char fp[65];
+    cache_fingerprint(&ref, fp);
+    cache_reader *rd;
+    ck_assert_int_eq(cache_reader_open(p, 0, &rd, &e), KDC_OK);
+    ck_assert_str_eq(cache_reader_header(rd)->dataset_fingerprint, fp);
+    ck_assert_uint_eq(cache_reader_images(rd)->size[22], 1022);
+    cache_reader_close(rd);
+    cache_image_table_free(&t);
+    cache_image_table_free(&ref);
+    free(r);
+}
+END_TEST
+
+/* A write that hits a full disk (/dev/full: ENOSPC) or the file-size limit
+ * (RLIMIT_FSIZE: EFBIG) fails with one line naming the cause; nothing of
+ * HDF5's error stack is printed, and the process exits cleanly after it. */
+START_TEST(test_disk_full)
+{
+    for (int variant = 0; variant < 2; variant++) {
+        char *out = tpath(variant ? "fsize.h5" : "full.h5"), *errf = tpath("stderr.txt");
+        char partial[4096];
+        snprintf(partial, sizeof partial, "%s.partial", out);
+        if (variant == 0)
+            ck_assert_int_eq(symlink("/dev/full", partial), 0);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            if (!freopen(errf, "w", stderr))
+                _exit(9);
+            if (variant == 1) {
+                signal(SIGXFSZ, SIG_IGN);
+                struct rlimit rl = {20000, 20000};
+                setrlimit(RLIMIT_FSIZE, &rl);
+            }
+            cache_header h;
+            cache_image_table t;
+            static rows r;
+            make_header(&h, CACHE_LOGITS_F32, 0);
+            make_table(&t);
+            make_rows(&r);
+            kdc_error e;
+            kdc_error_clear(&e);
+            cache_writer *w = NULL;
+            kdc_status st = cache_writer_create(out, &h, &t, NULL, &w, &e);
+            for (int64_t c = 0; st == KDC_OK && c < cache_writer_num_chunks(w); c++) {
+                int64_t f, n;
+                cache_writer_chunk_images(w, c, &f, &n);
+                cache_chunk_input in = input_for(&r, f, n);
+                st = cache_writer_write_chunk(w, c, &in, &e);
+            }
+            if (st == KDC_OK)
+                st = cache_writer_finish(w, &e);
+            else if (w)
+                cache_writer_abort(w);
+            FILE *m = fopen(tpath("msg.txt"), "w");
+            fprintf(m, "%s\n", e.msg);
+            fclose(m);
+            exit(st == KDC_OK ? 0 : 7); /* exit(): the atexit handlers run */
+        }
+        int status;
+        waitpid(pid, &status, 0);
+        ck_assert_msg(WIFEXITED(status), "signal %d", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+        ck_assert_int_eq(WEXITSTATUS(status), 7);
+        char *msg = read_text(tpath("msg.txt"));
+        const char *want = variant ? "file size limit reached writing" : "disk full writing";
+        ck_assert_msg(strstr(msg, want) != NULL, "'%s' lacks '%s'", msg, want);
+        ck_assert_msg(strstr(msg, ".partial") != NULL, "%s", msg);
+        char *se = read_text(errf);
+        ck_assert_msg(se[0] == '\0', "stderr: %s", se);
+        free(msg), free(se);
+        remove(partial);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cache");
@@ -833,6 +1247,11 @@ int main(void)
     tcase_add_test(tc, test_verify_data_dir);
     tcase_add_test(tc, test_stream_epochs);
     tcase_add_test(tc, test_cli_info_export);
+    tcase_add_test(tc, test_v1_files_read_and_upgrade);
+    tcase_add_test(tc, test_v2_layout);
+    tcase_add_test(tc, test_read_view);
+    tcase_add_test(tc, test_files_with_chunks);
+    tcase_add_test(tc, test_disk_full);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
