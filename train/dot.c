@@ -9,6 +9,7 @@
  * gradient (update theta again with that buffer). Every operation is elementwise, so
  * one fused loop per parameter that keeps that order per element gives the same floats. */
 #include "train/optim.h"
+#include "train/optim_loop.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -87,46 +88,73 @@ kdc_status kd_dot_init(kd_dot *opt, const kd_param_ref *params, size_t n_params,
     return KDC_OK;
 }
 
-/* Both gradients: task buffer with m_task and weight decay, then distillation buffer
- * with m_kd, theta updated by each in turn (mdistiller's two loops). */
-static void step_both(float *th, float *vt, float *vk, const float *gt, const float *gk, size_t n,
-                      float lr, float wd, float m_task, float m_kd, int first, int task_buf)
+typedef struct dot_ctx {
+    float *th, *vt, *vk;
+    const float *gt, *gk;
+    float lr, wd, m_task, m_kd, mu;
+    int first, task_buf;
+} dot_ctx;
+
+/* Both gradients: task buffer with m_task and weight decay, then distillation
+ * buffer with m_kd, theta updated by each in turn (mdistiller's two loops). The
+ * common case (not the first step, a task buffer) is a branch-free loop that
+ * vectorises; the same float expressions in the same order in every case. */
+KD_OPTIM_VECTORISE static void step_both(void *vc, size_t b, size_t e)
 {
-    for (size_t j = 0; j < n; j++) {
+    const dot_ctx *c = vc;
+    float *th = c->th, *vt = c->vt, *vk = c->vk;
+    const float *gt = c->gt, *gk = c->gk;
+    const float lr = c->lr, wd = c->wd, m_task = c->m_task, m_kd = c->m_kd;
+    if (!c->first && c->task_buf) {
+        KD_OPTIM_IVDEP
+        for (size_t j = b; j < e; j++) {
+            float t = th[j];
+            vt[j] = m_task * vt[j] + (gt[j] + wd * t);
+            t = t - lr * vt[j];
+            vk[j] = m_kd * vk[j] + gk[j];
+            th[j] = t - lr * vk[j];
+        }
+        return;
+    }
+    for (size_t j = b; j < e; j++) {
         float t = th[j];
         float d = gt[j] + wd * t;
-        if (task_buf) {
-            vt[j] = first ? d : m_task * vt[j] + d;
+        if (c->task_buf) {
+            vt[j] = c->first ? d : m_task * vt[j] + d;
             d = vt[j];
         }
         t = t - lr * d;
-        vk[j] = first ? gk[j] : m_kd * vk[j] + gk[j];
+        vk[j] = c->first ? gk[j] : m_kd * vk[j] + gk[j];
         th[j] = t - lr * vk[j];
     }
 }
 
 /* Task gradient only: mdistiller's task loop, `else` branch, momentum (m_task+m_kd)/2. */
-static void step_task_only(float *th, float *vt, const float *gt, size_t n, float lr, float wd,
-                           float mu, int first, int task_buf)
+static void step_task_only(void *vc, size_t b, size_t e)
 {
-    for (size_t j = 0; j < n; j++) {
-        float d = gt[j] + wd * th[j];
-        if (task_buf) {
-            vt[j] = first ? d : mu * vt[j] + d;
+    const dot_ctx *c = vc;
+    float *th = c->th, *vt = c->vt;
+    const float *gt = c->gt;
+    for (size_t j = b; j < e; j++) {
+        float d = gt[j] + c->wd * th[j];
+        if (c->task_buf) {
+            vt[j] = c->first ? d : c->mu * vt[j] + d;
             d = vt[j];
         }
-        th[j] = th[j] - lr * d;
+        th[j] = th[j] - c->lr * d;
     }
 }
 
 /* Distillation gradient only (the projector): mdistiller's kd loop, `else` branch. Its
  * first step clones the raw gradient before the weight-decay line is reached. */
-static void step_distill_only(float *th, float *vk, const float *gk, size_t n, float lr, float wd,
-                              float mu, int first)
+static void step_distill_only(void *vc, size_t b, size_t e)
 {
-    for (size_t j = 0; j < n; j++) {
-        vk[j] = first ? gk[j] : mu * vk[j] + (gk[j] + wd * th[j]);
-        th[j] = th[j] - lr * vk[j];
+    const dot_ctx *c = vc;
+    float *th = c->th, *vk = c->vk;
+    const float *gk = c->gk;
+    for (size_t j = b; j < e; j++) {
+        vk[j] = c->first ? gk[j] : c->mu * vk[j] + (gk[j] + c->wd * th[j]);
+        th[j] = th[j] - c->lr * vk[j];
     }
 }
 
@@ -146,20 +174,20 @@ kdc_status kd_dot_step(kd_dot *opt, double lr, kdc_error *err)
     /* The momenta are computed in double as mdistiller's Python does, then cast to
      * float32 as torch does for a float32 tensor's scalar arguments. */
     const double m_task = opt->momentum - opt->delta, m_kd = opt->momentum + opt->delta;
-    const float mt = (float)m_task, mk = (float)m_kd, mu = (float)((m_kd + m_task) / 2.0);
-    const float lr_f = (float)lr, wd = (float)opt->weight_decay;
-    const int first = opt->steps == 0, task_buf = m_task != 0.0;
+    dot_ctx c = {.lr = (float)lr, .wd = (float)opt->weight_decay, .m_task = (float)m_task,
+                 .m_kd = (float)m_kd, .mu = (float)((m_kd + m_task) / 2.0),
+                 .first = opt->steps == 0, .task_buf = m_task != 0.0};
     for (size_t i = 0; i < opt->n_params; i++) {
         const kd_param_ref *p = &opt->params[i];
-        float *vt = p->grad_task ? opt->buf_task + opt->off_task[i] : NULL;
-        float *vk = p->grad_distill ? opt->buf_distill + opt->off_distill[i] : NULL;
-        if (p->grad_task && p->grad_distill)
-            step_both(p->value, vt, vk, p->grad_task, p->grad_distill, p->n, lr_f, wd, mt, mk,
-                      first, task_buf);
-        else if (p->grad_task)
-            step_task_only(p->value, vt, p->grad_task, p->n, lr_f, wd, mu, first, task_buf);
-        else
-            step_distill_only(p->value, vk, p->grad_distill, p->n, lr_f, wd, mu, first);
+        c.th = p->value;
+        c.vt = p->grad_task ? opt->buf_task + opt->off_task[i] : NULL;
+        c.vk = p->grad_distill ? opt->buf_distill + opt->off_distill[i] : NULL;
+        c.gt = p->grad_task;
+        c.gk = p->grad_distill;
+        kdc_pool_fn fn = p->grad_task && p->grad_distill ? step_both
+                         : p->grad_task                  ? step_task_only
+                                                         : step_distill_only;
+        kdc_pool_parallel_for(opt->pool, p->n, KD_OPTIM_GRAIN, fn, &c);
     }
     opt->steps++;
     return KDC_OK;

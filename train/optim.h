@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "common/base/error.h"
+#include "common/base/threadpool.h"
 
 typedef struct kd_param_ref {
     float *value;              /* n floats, updated in place */
@@ -44,6 +45,7 @@ typedef struct kd_sgd {
     float *buf;           /* momentum buffers, list order, n_buf floats */
     size_t n_buf;
     uint64_t steps;
+    kdc_pool *pool; /* NULL (init's default): the caller's thread; else split over it */
 } kd_sgd;
 
 kdc_status kd_sgd_init(kd_sgd *opt, const kd_param_ref *params, size_t n_params, double momentum,
@@ -76,6 +78,7 @@ typedef struct kd_dot {
     float *buf_distill;   /* n_distill floats: parameters with a distillation gradient */
     size_t n_task, n_distill;
     uint64_t steps;
+    kdc_pool *pool; /* NULL (init's default): the caller's thread; else split over it */
 } kd_dot;
 
 /* momentum = mu, delta >= 0 with 0 <= mu - delta and mu + delta < 1. */

@@ -3,6 +3,7 @@
  * first gradient. The gradient stepped on is the sum of the task and distillation
  * gradients a parameter has. Not DOT (dot.c). */
 #include "train/optim.h"
+#include "train/optim_loop.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -65,6 +66,53 @@ kdc_status kd_sgd_init(kd_sgd *opt, const kd_param_ref *params, size_t n_params,
     return KDC_OK;
 }
 
+typedef struct sgd_ctx {
+    float *th, *v;
+    const float *ga, *gb;
+    float lr, wd, mu;
+    int first, use_buf;
+} sgd_ctx;
+
+/* Elements [b, e) of one parameter. The common case (both or one gradient,
+ * momentum buffer, not the first step) is a branch-free loop that vectorises;
+ * every case computes the same float expressions in the same order, so the
+ * result does not depend on the split (or on vectorisation: no contraction). */
+KD_OPTIM_VECTORISE static void sgd_task(void *vc, size_t b, size_t e)
+{
+    const sgd_ctx *c = vc;
+    float *th = c->th, *v = c->v;
+    const float *ga = c->ga, *gb = c->gb;
+    const float lr = c->lr, wd = c->wd, mu = c->mu;
+    if (c->use_buf && !c->first && ga && gb) {
+        KD_OPTIM_IVDEP
+        for (size_t j = b; j < e; j++) {
+            float d = (ga[j] + gb[j]) + wd * th[j];
+            v[j] = mu * v[j] + d;
+            th[j] = th[j] - lr * v[j];
+        }
+        return;
+    }
+    if (c->use_buf && !c->first && (ga || gb)) {
+        const float *g = ga ? ga : gb;
+        KD_OPTIM_IVDEP
+        for (size_t j = b; j < e; j++) {
+            float d = g[j] + wd * th[j];
+            v[j] = mu * v[j] + d;
+            th[j] = th[j] - lr * v[j];
+        }
+        return;
+    }
+    for (size_t j = b; j < e; j++) {
+        float g = ga ? (gb ? ga[j] + gb[j] : ga[j]) : gb[j];
+        float d = g + wd * th[j];
+        if (c->use_buf) {
+            v[j] = c->first ? d : mu * v[j] + d;
+            d = v[j];
+        }
+        th[j] = th[j] - lr * d;
+    }
+}
+
 kdc_status kd_sgd_step(kd_sgd *opt, double lr, kdc_error *err)
 {
     if (!opt || !opt->buf)
@@ -75,21 +123,15 @@ kdc_status kd_sgd_step(kd_sgd *opt, double lr, kdc_error *err)
         if (!opt->params[i].grad_task && !opt->params[i].grad_distill)
             return kdc_fail(err, KDC_EINVAL, "SGD: parameter %zu lost its gradient", i);
     /* PyTorch keeps tensors in float32 and casts the Python-float hyperparameters to it. */
-    const float lr_f = (float)lr, wd = (float)opt->weight_decay, mu = (float)opt->momentum;
-    const int first = opt->steps == 0, use_buf = opt->momentum != 0.0;
+    sgd_ctx c = {.lr = (float)lr, .wd = (float)opt->weight_decay, .mu = (float)opt->momentum,
+                 .first = opt->steps == 0, .use_buf = opt->momentum != 0.0};
     for (size_t i = 0; i < opt->n_params; i++) {
         const kd_param_ref *p = &opt->params[i];
-        float *th = p->value, *v = opt->buf + opt->offset[i];
-        const float *ga = p->grad_task, *gb = p->grad_distill;
-        for (size_t j = 0; j < p->n; j++) {
-            float g = ga ? (gb ? ga[j] + gb[j] : ga[j]) : gb[j];
-            float d = g + wd * th[j];
-            if (use_buf) {
-                v[j] = first ? d : mu * v[j] + d;
-                d = v[j];
-            }
-            th[j] = th[j] - lr_f * d;
-        }
+        c.th = p->value;
+        c.v = opt->buf + opt->offset[i];
+        c.ga = p->grad_task;
+        c.gb = p->grad_distill;
+        kdc_pool_parallel_for(opt->pool, p->n, KD_OPTIM_GRAIN, sgd_task, &c);
     }
     opt->steps++;
     return KDC_OK;

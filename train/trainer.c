@@ -53,12 +53,13 @@ typedef struct trainer {
     kd_sgd sgd;
     kd_dot dot;
     int is_dot;
+    kdc_pool *opt_pool; /* the CPU optimiser's update loops (sleeps between steps) */
     kd_schedule sched;
     img_dataset *val_ds;
     kd_evaluator *eval;
 
     /* CPU step: gradients at the logits and at the projector output */
-    float *df_h, *dl_task, *dl_kd;
+    float *df_h, *dl_task; /* dl_task: 2 x B x C (DOT: task, then distillation) */
     float *flat_w;
     size_t n_w;
     /* GPU step (NULL on the CPU) and host copies of its momentum buffers for
@@ -81,6 +82,7 @@ static void trainer_free(trainer *t)
         kd_dot_free(&t->dot);
     else
         kd_sgd_free(&t->sgd);
+    kdc_pool_destroy(t->opt_pool);
     if (t->model) {
         kdc_model_grads_free(t->model, t->g_sum);
         kdc_model_grads_free(t->model, t->g_task);
@@ -90,7 +92,7 @@ static void trainer_free(trainer *t)
         kd_proj_ws_free(&t->pws);
         kd_projector_free(&t->proj);
     }
-    float *host[] = {t->df_h, t->dl_task, t->dl_kd, t->obuf[0], t->obuf[1]};
+    float *host[] = {t->df_h, t->dl_task, t->obuf[0], t->obuf[1]};
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
         free(host[i]);
     kdc_model_free(t->model);
@@ -218,9 +220,18 @@ static kdc_status setup_optimizer(trainer *t, kdc_error *err)
     }
     if (!t->on_cpu)
         return setup_gpu(t, refs, nref, err);
-    if (t->is_dot)
-        return kd_dot_init(&t->dot, refs, nref, o->momentum, o->dot_delta, o->wd, err);
-    return kd_sgd_init(&t->sgd, refs, nref, o->momentum, o->wd, err);
+    /* The update reads and writes 3-5 floats per weight: memory-bound passes of
+     * tens of MB (resnet18: 11.7M weights), worth both cores like the layers' */
+    if ((st = kdc_pool_create(default_threads(o->threads), &t->opt_pool, err)))
+        return st;
+    if (t->is_dot) {
+        st = kd_dot_init(&t->dot, refs, nref, o->momentum, o->dot_delta, o->wd, err);
+        t->dot.pool = t->opt_pool;
+        return st;
+    }
+    st = kd_sgd_init(&t->sgd, refs, nref, o->momentum, o->wd, err);
+    t->sgd.pool = t->opt_pool;
+    return st;
 }
 
 static void make_signature(trainer *t)
@@ -334,11 +345,12 @@ static kdc_status trainer_setup(trainer *t, kdc_error *err)
 
     if (t->on_cpu) { /* the CPU step's loss gradients (the GPU step has its own) */
         size_t B = (size_t)t->B, C = (size_t)t->C;
-        t->dl_task = malloc(B * C * sizeof(float));
-        t->dl_kd = malloc(B * C * sizeof(float));
+        /* 2 x: DOT writes the distillation gradient right after the task one
+         * (dl_task + n * C), the stacked pair that kdc_model_backward_dual takes */
+        t->dl_task = malloc(2 * B * C * sizeof(float));
         if (t->has_proj && !(t->df_h = malloc(B * (size_t)t->Dt * sizeof(float))))
             return kdc_fail(err, KDC_ENOMEM, "out of memory");
-        if (!t->dl_task || !t->dl_kd)
+        if (!t->dl_task)
             return kdc_fail(err, KDC_ENOMEM, "out of memory");
     }
 
@@ -528,7 +540,7 @@ static kdc_status train_step(trainer *t, const kd_batch *b, double lr, step_loss
     /* upstream gradients at the logits */
     if ((st = kd_ce_backward(t->dl_task, z, b->label, n, C, wce, KD_GRAD_SET, err)))
         return st;
-    float *dl_kd = t->is_dot ? t->dl_kd : t->dl_task;
+    float *dl_kd = t->is_dot ? t->dl_task + n * C : t->dl_task;
     kd_grad_mode mode = t->is_dot ? KD_GRAD_SET : KD_GRAD_ADD;
     if (has_kd) {
         if (b->topk_index)
@@ -544,18 +556,19 @@ static kdc_status train_step(trainer *t, const kd_batch *b, double lr, step_loss
         if ((st = kdc_model_backward(t->model, dtask, dfeat, t->g_sum, NULL, err)))
             return st;
     } else {
-        /* DOT: one forward, two backward passes. The projector term joins the
-         * distillation side unless --proj-task-side. */
+        /* DOT: one forward, one backward pass carrying both gradient streams
+         * (kdc_model_backward_dual; equal to two passes to float rounding). The
+         * projector term joins the distillation side unless --proj-task-side. */
         const float *df_task = o->proj_on_task_side ? dfeat : NULL;
         const float *df_kd = o->proj_on_task_side ? NULL : dfeat;
-        if ((st = kdc_model_backward(t->model, dtask, df_task, t->g_task, NULL, err)))
-            return st;
         if (has_kd || df_kd) {
             if (!has_kd)
-                memset(t->dl_kd, 0, n * C * sizeof(float));
-            if ((st = kdc_model_backward(t->model, t->dl_kd, df_kd, t->g_kd, NULL, err)))
+                memset(dl_kd, 0, n * C * sizeof(float));
+            if ((st = kdc_model_backward_dual(t->model, dtask, df_task, df_kd, t->g_task,
+                                              t->g_kd, err)))
                 return st;
-        } else if ((st = t->be->fill_zero(t->be, t->g_kd->flat,
+        } else if ((st = kdc_model_backward(t->model, dtask, df_task, t->g_task, NULL, err)) ||
+                   (st = t->be->fill_zero(t->be, t->g_kd->flat,
                                           t->g_kd->flat_numel * sizeof(float), err))) {
             return st; /* no distillation term: its gradient is zero */
         }

@@ -27,7 +27,8 @@ struct kd_gpu {
      * features, then pixels (last, so a short batch copies only its part) */
     size_t off_labels, off_logits, off_tval, off_tidx, off_feat, off_pixels, pixel_bytes;
 
-    float *dl_task, *dl_kd, *df; /* device: logit gradients, projector-output gradient */
+    float *dl_task, *df; /* device: logit gradients (DOT: 2 x B x C, the task then the
+                          * distillation stream), projector-output gradient */
     double *rows;                /* device: row CE (B), row KD (B), projector loss (1) */
     int32_t *rank;               /* device: B */
     kd_cuda_step_stats *stats;   /* device */
@@ -68,7 +69,7 @@ void kd_gpu_free(kd_gpu *g)
             kd_cuda_sgd_free(&g->sgd);
     }
     kd_cuda_proj_ws_free(&g->pws);
-    void *dev[] = {g->dl_task, g->dl_kd, g->df, g->rows, g->rank, g->stats};
+    void *dev[] = {g->dl_task, g->df, g->rows, g->rank, g->stats};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (dev[i])
             be->free(be, dev[i]);
@@ -104,8 +105,7 @@ static kdc_status create_buffers(kd_gpu *g, kdc_error *err)
         return kdc_fail(err, KDC_ENOMEM, "upload slots for batch %zu of %zu px overflow", B, S);
     kdc_status st;
     if ((st = kdc_cuda_uploader_create(be, slot, &g->up, err)) ||
-        (st = dev_alloc(be, &g->dl_task, B * C, sizeof(float), err)) ||
-        (c->dot && (st = dev_alloc(be, &g->dl_kd, B * C, sizeof(float), err))) ||
+        (st = dev_alloc(be, &g->dl_task, (c->dot ? 2 : 1) * B * C, sizeof(float), err)) ||
         (g->proj && (st = dev_alloc(be, &g->df, B * c->teacher_dim, sizeof(float), err))) ||
         (st = dev_alloc(be, &g->rows, 2 * B + 1, sizeof(double), err)) ||
         (st = dev_alloc(be, &g->rank, B, sizeof(int32_t), err)) ||
@@ -237,13 +237,15 @@ static kdc_status backward(kd_gpu *g, size_t n, int has_kd, const float *dfeat, 
         return kdc_model_backward(g->model, g->dl_task, dfeat, g->g_first, NULL, err);
     const float *df_task = c->proj_task_side ? dfeat : NULL;
     const float *df_kd = c->proj_task_side ? NULL : dfeat;
+    float *dl_kd = g->dl_task + n * c->classes; /* stacked after the task stream */
+    if (has_kd || df_kd) { /* one backward pass carrying both streams */
+        if (!has_kd && (st = be->fill_zero(be, dl_kd, n * c->classes * sizeof(float), err)))
+            return st;
+        return kdc_model_backward_dual(g->model, g->dl_task, df_task, df_kd, g->g_first,
+                                       g->g_second, err);
+    }
     if ((st = kdc_model_backward(g->model, g->dl_task, df_task, g->g_first, NULL, err)))
         return st;
-    if (has_kd || df_kd) {
-        if (!has_kd && (st = be->fill_zero(be, g->dl_kd, n * c->classes * sizeof(float), err)))
-            return st;
-        return kdc_model_backward(g->model, g->dl_kd, df_kd, g->g_second, NULL, err);
-    }
     /* no distillation term: its gradient is zero */
     return be->fill_zero(be, g->g_second->flat, g->g_second->flat_numel * sizeof(float), err);
 }
@@ -278,7 +280,7 @@ kdc_status kd_gpu_step(kd_gpu *g, const kd_gpu_batch *b, double lr, kdc_error *e
 
     /* KD: into the task gradient (SGD) or its own (DOT) */
     int has_kd = c->teacher != KD_GPU_TEACHER_NONE;
-    float *dl_kd = c->dot ? g->dl_kd : g->dl_task;
+    float *dl_kd = c->dot ? g->dl_task + n * C : g->dl_task;
     kd_grad_mode mode = c->dot ? KD_GRAD_SET : KD_GRAD_ADD;
     if (c->teacher == KD_GPU_TEACHER_TOPK)
         st = kd_cuda_kd_topk(be, z, (const uint16_t *)(const void *)(p + g->off_tval),

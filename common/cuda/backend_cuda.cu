@@ -803,6 +803,143 @@ static kdc_status cu_linear_backward(kdc_backend *be, int n, int in, int out, co
 }
 
 /* ------------------------------------------------------------------ */
+/* two gradient streams (DOT), backend.h: dy2 / dx2 hold stream 0 then  */
+/* stream 1, together a batch of 2n                                     */
+
+static kdc_status cu_conv2d_backward_dual(kdc_backend *be, const kdc_conv2d_desc *d,
+                                          const float *x, const float *w, const float *dy2,
+                                          float *dx2, float *dw0, float *dw1, kdc_error *err)
+{
+    ENTER(be, err);
+    if (!dw0 || !dw1)
+        return kdc_fail(err, KDC_EINVAL, "conv2d backward: dw is required");
+    if (d->n > INT_MAX / 2 || d->c_out > INT_MAX / 2)
+        return kdc_fail(err, KDC_EINVAL, "conv2d backward: batch or channels too large");
+    const size_t ny = conv_numel_y(d), nw = conv_numel_w(d);
+    if (dx2) { /* one backward-data of the 2n batch against the same filters */
+        kdc_conv2d_desc d2 = *d;
+        d2.n *= 2;
+        ConvPlan *p2 = NULL;
+        KDC_TRY(get_plan(im, &d2, &p2, err));
+        KDC_TRY(plan_backward(im, p2, &d2, err));
+        KDC_TRY(ensure_workspace(im, p2->bwd_data_ws, err));
+        KDC_CUDNN_TRY(err, cudnnSetConvolutionMathType(p2->conv, p2->bwd_data_math));
+        KDC_CUDNN_TRY(err, cudnnConvolutionBackwardData(im->cudnn, &kOne, p2->w, w, p2->y, dy2,
+                                                        p2->conv, p2->bwd_data, im->workspace,
+                                                        p2->bwd_data_ws, &kZero, p2->x, dx2));
+    }
+    if (d->groups != 1) {
+        /* 2*c_out filters would widen every group; one backward-filter per stream */
+        ConvPlan *p = NULL;
+        KDC_TRY(get_plan(im, d, &p, err));
+        KDC_TRY(plan_backward(im, p, d, err));
+        KDC_TRY(ensure_workspace(im, p->bwd_filter_ws, err));
+        KDC_CUDNN_TRY(err, cudnnSetConvolutionMathType(p->conv, p->bwd_filter_math));
+        float *dws[2] = {dw0, dw1};
+        for (int s = 0; s < 2; s++)
+            KDC_CUDNN_TRY(err, cudnnConvolutionBackwardFilter(
+                                   im->cudnn, &kOne, p->x, x, p->y, dy2 + (size_t)s * ny, p->conv,
+                                   p->bwd_filter, im->workspace, p->bwd_filter_ws, &kZero, p->w,
+                                   dws[s]));
+        return KDC_OK;
+    }
+    /* groups 1: one backward-filter with twice the filters, the two gradients
+     * side by side as 2*c_out channels of each image (n x 2c_out x h x w)
+     * against the same x; its 2c_out x c_in x kh x kw result is dw0 then dw1 */
+    kdc_conv2d_desc dc = *d;
+    dc.c_out *= 2;
+    ConvPlan *pc = NULL;
+    KDC_TRY(get_plan(im, &dc, &pc, err));
+    KDC_TRY(plan_backward(im, pc, &dc, err));
+    KDC_TRY(ensure_workspace(im, pc->bwd_filter_ws, err));
+    void *buf = NULL;
+    KDC_TRY(dev_alloc(im, (2 * ny + 2 * nw) * sizeof(float), &buf, err));
+    float *cat = (float *)buf, *dwcat = cat + 2 * ny;
+    const size_t plane = ny / (size_t)d->n * sizeof(float); /* one image of one stream */
+    kdc_status st = KDC_OK;
+    for (int s = 0; s < 2 && st == KDC_OK; s++) {
+        cudaError_t ce = cudaMemcpy2DAsync((char *)cat + (size_t)s * plane, 2 * plane,
+                                           dy2 + (size_t)s * ny, plane, plane, (size_t)d->n,
+                                           cudaMemcpyDeviceToDevice, im->stream);
+        if (ce != cudaSuccess)
+            st = kdc_fail(err, KDC_EDEVICE, "cuda: cudaMemcpy2DAsync failed: %s",
+                          cudaGetErrorString(ce));
+    }
+    if (st == KDC_OK) {
+        cudnnStatus_t cs = cudnnSetConvolutionMathType(pc->conv, pc->bwd_filter_math);
+        if (cs == CUDNN_STATUS_SUCCESS)
+            cs = cudnnConvolutionBackwardFilter(im->cudnn, &kOne, pc->x, x, pc->y, cat, pc->conv,
+                                                pc->bwd_filter, im->workspace,
+                                                pc->bwd_filter_ws, &kZero, pc->w, dwcat);
+        if (cs != CUDNN_STATUS_SUCCESS)
+            st = kdc_fail(err, KDC_EDEVICE, "cudnn: cudnnConvolutionBackwardFilter failed: %s",
+                          cudnnGetErrorString(cs));
+    }
+    for (int s = 0; s < 2 && st == KDC_OK; s++) {
+        cudaError_t ce = cudaMemcpyAsync(s ? dw1 : dw0, dwcat + (size_t)s * nw,
+                                         nw * sizeof(float), cudaMemcpyDeviceToDevice,
+                                         im->stream);
+        if (ce != cudaSuccess)
+            st = kdc_fail(err, KDC_EDEVICE, "cuda: cudaMemcpyAsync failed: %s",
+                          cudaGetErrorString(ce));
+    }
+    dev_free(im, buf); /* stream-ordered allocator: reuse waits for the stream */
+    return st;
+}
+
+/* cuDNN's BN backward reduces with its own statistics per call: one per stream. */
+static kdc_status cu_bn_backward_dual(kdc_backend *be, const kdc_bn_desc *d, const float *x,
+                                      const float *dy2, const float *gamma,
+                                      const float *save_mean, const float *save_invstd,
+                                      float *dx2, float *dgamma0, float *dbeta0, float *dgamma1,
+                                      float *dbeta1, kdc_error *err)
+{
+    size_t numel = (size_t)d->n * d->c * d->hw;
+    KDC_TRY(cu_bn_backward(be, d, x, dy2, gamma, save_mean, save_invstd, dx2, dgamma0, dbeta0,
+                           err));
+    return cu_bn_backward(be, d, x, dy2 + numel, gamma, save_mean, save_invstd,
+                          dx2 ? dx2 + numel : NULL, dgamma1, dbeta1, err);
+}
+
+/* cuDNN's activation and pooling backward take the forward tensors at the
+ * gradient's shape, so one call per stream with the same mask. */
+static kdc_status cu_relu_backward_dual(kdc_backend *be, size_t n, const float *y,
+                                        const float *dy2, float *dx2, kdc_error *err)
+{
+    KDC_TRY(cu_relu_backward(be, n, y, dy2, dx2, err));
+    return cu_relu_backward(be, n, y, dy2 + n, dx2 + n, err);
+}
+
+static kdc_status cu_maxpool_backward_dual(kdc_backend *be, const kdc_pool2d_desc *d,
+                                           const float *x, const float *y, const float *dy2,
+                                           float *dx2, kdc_error *err)
+{
+    size_t planes = (size_t)d->n * d->c;
+    size_t nin = planes * d->h_in * d->w_in, nout = planes * d->h_out * d->w_out;
+    KDC_TRY(cu_maxpool_backward(be, d, x, y, dy2, dx2, err));
+    return cu_maxpool_backward(be, d, x, y, dy2 + nout, dx2 + nin, err);
+}
+
+static kdc_status cu_linear_backward_dual(kdc_backend *be, int n, int in, int out,
+                                          const float *x, const float *w, const float *dy2,
+                                          float *dx2, float *dw0, float *db0, float *dw1,
+                                          float *db1, kdc_error *err)
+{
+    ENTER(be, err);
+    KDC_TRY(linear_check(n, in, out, err));
+    if (n > INT_MAX / 2)
+        return kdc_fail(err, KDC_EINVAL, "linear backward: batch too large");
+    if (dx2) /* both streams as one batch of 2n rows */
+        KDC_CUBLAS_TRY(err, cublasGemmEx(im->cublas, CUBLAS_OP_N, CUBLAS_OP_N, in, 2 * n, out,
+                                         &kOne, w, CUDA_R_32F, in, dy2, CUDA_R_32F, out, &kZero,
+                                         dx2, CUDA_R_32F, in, CUBLAS_COMPUTE_32F,
+                                         CUBLAS_GEMM_DEFAULT));
+    const size_t ny = (size_t)n * out;
+    KDC_TRY(cu_linear_backward(be, n, in, out, x, w, dy2, NULL, dw0, db0, err));
+    return cu_linear_backward(be, n, in, out, x, w, dy2 + ny, NULL, dw1, db1, err);
+}
+
+/* ------------------------------------------------------------------ */
 /* conversions                                                          */
 
 static kdc_status cu_f32_to_f16(kdc_backend *be, size_t n, const float *x, uint16_t *y,
@@ -924,6 +1061,11 @@ kdc_status kdc_backend_cuda_create(int index, kdc_backend **out, kdc_error *err)
     be->linear_forward = cu_linear_forward;
     be->linear_backward = cu_linear_backward;
     be->f32_to_f16 = cu_f32_to_f16;
+    be->conv2d_backward_dual = cu_conv2d_backward_dual;
+    be->batchnorm_backward_dual = cu_bn_backward_dual;
+    be->relu_backward_dual = cu_relu_backward_dual;
+    be->maxpool2d_backward_dual = cu_maxpool_backward_dual;
+    be->linear_backward_dual = cu_linear_backward_dual;
     kdc_status st = cu_init(im, err);
     if (st != KDC_OK) {
         kdc_error_prefix(err, "cuda:%d: ", index);

@@ -929,17 +929,21 @@ static kdc_status finish_target(kdc_model *m, const grad_target *t, size_t n, kd
     return m->be->add(m->be, n, t->accum, t->dst, t->accum, err);
 }
 
-kdc_status kdc_model_backward(kdc_model *m, const float *dlogits, const float *dfeatures,
-                              kdc_grad_set *g, float *dinput, kdc_error *err)
+/* Both backends' dual ops present? (backend.h: they may be NULL.) */
+static int has_dual_ops(const kdc_backend *be)
+{
+    return be->conv2d_backward_dual && be->batchnorm_backward_dual && be->relu_backward_dual &&
+           be->maxpool2d_backward_dual && be->linear_backward_dual;
+}
+
+/* The backward pass for S = 1 or 2 gradient streams. With S = 2 every gradient
+ * buffer holds stream 0 then stream 1 (a batch of 2n), the data-gradient ops are
+ * the backend's dual ops, and parameter gradients go to g[0] and g[1]. */
+static kdc_status backward_streams(kdc_model *m, int S, const float *dlogits,
+                                   const float *const *dfeatures, kdc_grad_set *const *g,
+                                   float *dinput, kdc_error *err)
 {
     kdc_backend *be = m->be;
-    if (!m->trained_n)
-        return kdc_fail(err, KDC_EINVAL,
-                        "%s backward: the last forward was not a successful train-mode forward",
-                        m->arch);
-    if (!dlogits || !g || g->count != m->params.count || g->flat_numel != m->weights_numel)
-        return kdc_fail(err, KDC_EINVAL, "%s backward: missing dlogits or foreign gradient set",
-                        m->arch);
     int n = m->trained_n;
     kdc_status st = plan_dims(m, n, m->trained_h, m->trained_w, err);
     if (st)
@@ -954,7 +958,9 @@ kdc_status kdc_model_backward(kdc_model *m, const float *dlogits, const float *d
         if (nd->numel > scratch_need)
             scratch_need = nd->numel;
     }
-    if ((st = bufset_grow(be, gs, err)) || (st = grow_scratch(m, scratch_need, err)))
+    for (int i = 0; i < gs->count; i++)
+        gs->need[i] *= (size_t)S;
+    if ((st = bufset_grow(be, gs, err)) || (st = grow_scratch(m, scratch_need * S, err)))
         return st;
 
     unsigned char *ready = calloc((size_t)m->n_nodes, 1);
@@ -973,8 +979,10 @@ kdc_status kdc_model_backward(kdc_model *m, const float *dlogits, const float *d
                 break;
             }
             dy = gs->ptr[nd->grad_slot];
-            if (i == m->features_node && dfeatures)
-                st = be->axpy(be, nd->numel, 1.0f, dfeatures, gs->ptr[nd->grad_slot], err);
+            for (int s = 0; s < S && !st && i == m->features_node; s++)
+                if (dfeatures[s])
+                    st = be->axpy(be, nd->numel, 1.0f, dfeatures[s],
+                                  gs->ptr[nd->grad_slot] + (size_t)s * nd->numel, err);
         }
         if (st)
             break;
@@ -984,39 +992,52 @@ kdc_status kdc_model_backward(kdc_model *m, const float *dlogits, const float *d
         grad_target t = {NULL, NULL};
         if (nd->op != OP_ADD)
             t = grad_target_for(m, nd->in[0], ready, dinput, &dinput_ready);
+        float *dx_or_scratch = t.dst ? t.dst : m->scratch;
+        float *gw0 = nd->p_w >= 0 ? (float *)g[0]->grad[nd->p_w].data : NULL;
+        float *gb0 = nd->p_b >= 0 ? (float *)g[0]->grad[nd->p_b].data : NULL;
+        float *gw1 = S == 2 && nd->p_w >= 0 ? (float *)g[1]->grad[nd->p_w].data : NULL;
+        float *gb1 = S == 2 && nd->p_b >= 0 ? (float *)g[1]->grad[nd->p_b].data : NULL;
         switch (nd->op) {
         case OP_CONV:
-            st = be->conv2d_backward(be, &nd->cd, in, pw(m, nd->p_w), dy, t.dst,
-                                     (float *)g->grad[nd->p_w].data, NULL, err);
+            st = S == 1 ? be->conv2d_backward(be, &nd->cd, in, pw(m, nd->p_w), dy, t.dst, gw0,
+                                              NULL, err)
+                        : be->conv2d_backward_dual(be, &nd->cd, in, pw(m, nd->p_w), dy, t.dst,
+                                                   gw0, gw1, err);
             break;
         case OP_BN: {
             kdc_bn_desc d = {.n = n, .c = nd->c, .hw = nd->h * nd->w, .eps = BN_EPS,
                              .momentum = BN_MOMENTUM};
             const float *sm = m->save_stats + m->save_off[nd->bn_index];
-            st = be->batchnorm_backward(be, &d, in, dy, pw(m, nd->p_w), sm, sm + nd->c,
-                                        t.dst ? t.dst : m->scratch,
-                                        (float *)g->grad[nd->p_w].data,
-                                        (float *)g->grad[nd->p_b].data, err);
+            st = S == 1 ? be->batchnorm_backward(be, &d, in, dy, pw(m, nd->p_w), sm, sm + nd->c,
+                                                 dx_or_scratch, gw0, gb0, err)
+                        : be->batchnorm_backward_dual(be, &d, in, dy, pw(m, nd->p_w), sm,
+                                                      sm + nd->c, dx_or_scratch, gw0, gb0, gw1,
+                                                      gb1, err);
             break;
         }
-        case OP_RELU:
-            st = be->relu_backward(be, nd->numel, m->train_bufs.ptr[nd->train_buf], dy,
-                                   t.dst ? t.dst : m->scratch, err);
+        case OP_RELU: {
+            const float *y = m->train_bufs.ptr[nd->train_buf];
+            st = S == 1 ? be->relu_backward(be, nd->numel, y, dy, dx_or_scratch, err)
+                        : be->relu_backward_dual(be, nd->numel, y, dy, dx_or_scratch, err);
             break;
-        case OP_MAXPOOL:
-            st = be->maxpool2d_backward(be, &nd->pd, in, m->train_bufs.ptr[nd->train_buf], dy,
-                                        t.dst ? t.dst : m->scratch, err);
+        }
+        case OP_MAXPOOL: {
+            const float *y = m->train_bufs.ptr[nd->train_buf];
+            st = S == 1 ? be->maxpool2d_backward(be, &nd->pd, in, y, dy, dx_or_scratch, err)
+                        : be->maxpool2d_backward_dual(be, &nd->pd, in, y, dy, dx_or_scratch, err);
             break;
-        case OP_GAP: {
+        }
+        case OP_GAP: { /* the same op on a batch of S * n */
             const node *src = &m->nodes[nd->in[0]];
-            st = be->avgpool_global_backward(be, n, nd->c, src->h * src->w, dy,
-                                             t.dst ? t.dst : m->scratch, err);
+            st = be->avgpool_global_backward(be, S * n, nd->c, src->h * src->w, dy,
+                                             dx_or_scratch, err);
             break;
         }
         case OP_LINEAR:
-            st = be->linear_backward(be, n, nd->c_in, nd->c, in, pw(m, nd->p_w), dy, t.dst,
-                                     (float *)g->grad[nd->p_w].data,
-                                     (float *)g->grad[nd->p_b].data, err);
+            st = S == 1 ? be->linear_backward(be, n, nd->c_in, nd->c, in, pw(m, nd->p_w), dy,
+                                              t.dst, gw0, gb0, err)
+                        : be->linear_backward_dual(be, n, nd->c_in, nd->c, in, pw(m, nd->p_w),
+                                                   dy, t.dst, gw0, gb0, gw1, gb1, err);
             break;
         case OP_ADD:
             for (int k = 0; k < 2 && !st; k++) {
@@ -1024,20 +1045,65 @@ kdc_status kdc_model_backward(kdc_model *m, const float *dlogits, const float *d
                 if (!tk.dst)
                     continue;
                 if (tk.accum)
-                    st = be->add(be, nd->numel, tk.accum, dy, tk.accum, err);
+                    st = be->add(be, nd->numel * S, tk.accum, dy, tk.accum, err);
                 else
-                    st = be->copy_d2d(be, tk.dst, dy, nd->numel * sizeof(float), err);
+                    st = be->copy_d2d(be, tk.dst, dy, nd->numel * S * sizeof(float), err);
             }
             break;
         }
         if (!st && t.dst)
-            st = finish_target(m, &t, in_numel, err);
+            st = finish_target(m, &t, in_numel * S, err);
         if (st)
             kdc_error_prefix(err, "%s backward, node %d%s%s: ", m->arch, i, nd->name ? " " : "",
                              nd->name ? nd->name : "");
     }
     free(ready);
     return st;
+}
+
+static kdc_status check_backward(const kdc_model *m, const float *dlogits, const kdc_grad_set *g,
+                                 kdc_error *err)
+{
+    if (!m->trained_n)
+        return kdc_fail(err, KDC_EINVAL,
+                        "%s backward: the last forward was not a successful train-mode forward",
+                        m->arch);
+    if (!dlogits || !g || g->count != m->params.count || g->flat_numel != m->weights_numel)
+        return kdc_fail(err, KDC_EINVAL, "%s backward: missing dlogits or foreign gradient set",
+                        m->arch);
+    return KDC_OK;
+}
+
+kdc_status kdc_model_backward(kdc_model *m, const float *dlogits, const float *dfeatures,
+                              kdc_grad_set *g, float *dinput, kdc_error *err)
+{
+    kdc_status st = check_backward(m, dlogits, g, err);
+    if (st)
+        return st;
+    const float *df[1] = {dfeatures};
+    kdc_grad_set *gg[1] = {g};
+    return backward_streams(m, 1, dlogits, df, gg, dinput, err);
+}
+
+kdc_status kdc_model_backward_dual(kdc_model *m, const float *dlogits2, const float *dfeatures0,
+                                   const float *dfeatures1, kdc_grad_set *g0, kdc_grad_set *g1,
+                                   kdc_error *err)
+{
+    kdc_status st;
+    if ((st = check_backward(m, dlogits2, g0, err)) || (st = check_backward(m, dlogits2, g1, err)))
+        return st;
+    if (g0 == g1)
+        return kdc_fail(err, KDC_EINVAL, "%s backward: the two streams need two gradient sets",
+                        m->arch);
+    if (!has_dual_ops(m->be)) { /* two single passes: the same gradients */
+        size_t nl = (size_t)m->trained_n * (size_t)m->num_classes;
+        if ((st = kdc_model_backward(m, dlogits2, dfeatures0, g0, NULL, err)))
+            return st;
+        return kdc_model_backward(m, dlogits2 + nl, dfeatures1, g1, NULL, err);
+    }
+    const float *df[2] = {dfeatures0, dfeatures1};
+    kdc_grad_set *gg[2] = {g0, g1};
+    return backward_streams(m, 2, dlogits2, df, gg, NULL, err);
 }
 
 /* ----------------------------------------------------------- inference path */

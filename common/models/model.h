@@ -99,6 +99,17 @@ void kdc_model_grads_free(kdc_model *m, kdc_grad_set *g);
 kdc_status kdc_model_backward(kdc_model *m, const float *dlogits, const float *dfeatures,
                               kdc_grad_set *g, float *dinput, kdc_error *err);
 
+/* DOT's two gradients in one backward pass: dlogits2 (2 x n x num_classes) is
+ * stream 0's gradient at the logits, then stream 1's; dfeatures0/1 (nullable)
+ * are added at the pooled features of their stream; g0 and g1 (distinct) are
+ * overwritten with each stream's parameter gradients. Every layer's data
+ * gradient carries both streams as one batch of 2n (the backend's *_dual ops);
+ * results equal two kdc_model_backward calls to float rounding. Backends
+ * without the dual ops get those two calls. No input gradient. */
+kdc_status kdc_model_backward_dual(kdc_model *m, const float *dlogits2, const float *dfeatures0,
+                                   const float *dfeatures1, kdc_grad_set *g0, kdc_grad_set *g1,
+                                   kdc_error *err);
+
 /* Teacher inference: eval-mode forward with every batch norm that directly
  * follows a convolution folded into that convolution's weights and a bias
  * (w' = w * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps)),

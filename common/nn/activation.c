@@ -23,6 +23,7 @@
 typedef struct ew_ctx {
     const float *a, *b;
     float *y;
+    size_t n; /* relu_bwd2_task: the stream size */
     uint16_t *h;
     float alpha;
 } ew_ctx;
@@ -46,6 +47,24 @@ EW_VECTORISE static void relu_bwd_task(void *v, size_t b, size_t e)
     for (size_t i = b; i < e; i++) {
         float gi = g[i]; /* loaded unconditionally, so the select vectorises */
         y[i] = a[i] > 0.0f ? gi : 0.0f;
+    }
+}
+
+/* Both streams per chunk, one plain masked loop each (as relu_bwd_task, which
+ * vectorises; one loop with two selects did not): the chunk of the mask y is
+ * read from memory once and from cache for the second stream. */
+EW_VECTORISE static void relu_bwd2_task(void *v, size_t b, size_t e)
+{
+    const ew_ctx *c = v; /* a = y, b = dy2, y = dx2 */
+    const float *a = c->a;
+    for (size_t s = 0; s < 2; s++) {
+        const float *g = c->b + s * c->n;
+        float *y = c->y + s * c->n;
+        EW_IVDEP
+        for (size_t i = b; i < e; i++) {
+            float gi = g[i];
+            y[i] = a[i] > 0.0f ? gi : 0.0f;
+        }
     }
 }
 
@@ -85,6 +104,13 @@ void kdc_relu_backward(size_t n, const float *y, const float *dy, float *dx, kdc
 {
     ew_ctx c = {.a = y, .b = dy, .y = dx};
     kdc_pool_parallel_for(pool, n, EW_GRAIN, relu_bwd_task, &c);
+}
+
+void kdc_relu_backward_dual(size_t n, const float *y, const float *dy2, float *dx2,
+                            kdc_pool *pool)
+{
+    ew_ctx c = {.a = y, .b = dy2, .y = dx2, .n = n};
+    kdc_pool_parallel_for(pool, n, EW_GRAIN / 2, relu_bwd2_task, &c);
 }
 
 void kdc_add(size_t n, const float *a, const float *b, float *y, kdc_pool *pool)

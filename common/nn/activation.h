@@ -14,6 +14,10 @@
 void kdc_relu_forward(size_t n, const float *x, float *y, kdc_pool *pool);
 /* dx = dy where y > 0, else 0 (y is the forward output). dx may alias dy. */
 void kdc_relu_backward(size_t n, const float *y, const float *dy, float *dx, kdc_pool *pool);
+/* The same for two gradient streams of one forward (DOT): dy2 and dx2 hold 2n
+ * floats, stream 0 then stream 1; y (n floats) is read once. dx2 may alias dy2. */
+void kdc_relu_backward_dual(size_t n, const float *y, const float *dy2, float *dx2,
+                            kdc_pool *pool);
 /* y = a + b; y may alias a or b. */
 void kdc_add(size_t n, const float *a, const float *b, float *y, kdc_pool *pool);
 /* y += alpha * x */

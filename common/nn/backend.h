@@ -111,6 +111,32 @@ struct kdc_backend {
     /* ---- conversions (cache writer) ---- */
     kdc_status (*f32_to_f16)(kdc_backend *be, size_t n, const float *x, uint16_t *y,
                              kdc_error *err);
+
+    /* ---- two gradient streams through one backward pass (DOT) ----
+     * dy2 / dx2 hold two gradients of the same forward activation, stream 0 then
+     * stream 1, each the size of the single-stream tensor (together a batch of 2n
+     * in NCHW); the forward tensors (x, y, w) are the single-stream ones. Each
+     * stream's parameter gradients go to their own buffers. Per stream, the
+     * result equals the single-stream op to float rounding. A backend may leave
+     * these NULL: the executor then runs two single backward passes. Global
+     * average pooling, add and copies need no dual op (they are the same op on
+     * a batch of 2n). */
+    kdc_status (*conv2d_backward_dual)(kdc_backend *be, const kdc_conv2d_desc *d, const float *x,
+                                       const float *w, const float *dy2, float *dx2, float *dw0,
+                                       float *dw1, kdc_error *err);
+    kdc_status (*batchnorm_backward_dual)(kdc_backend *be, const kdc_bn_desc *d, const float *x,
+                                          const float *dy2, const float *gamma,
+                                          const float *save_mean, const float *save_invstd,
+                                          float *dx2, float *dgamma0, float *dbeta0,
+                                          float *dgamma1, float *dbeta1, kdc_error *err);
+    kdc_status (*relu_backward_dual)(kdc_backend *be, size_t n, const float *y, const float *dy2,
+                                     float *dx2, kdc_error *err);
+    kdc_status (*maxpool2d_backward_dual)(kdc_backend *be, const kdc_pool2d_desc *d,
+                                          const float *x, const float *y, const float *dy2,
+                                          float *dx2, kdc_error *err);
+    kdc_status (*linear_backward_dual)(kdc_backend *be, int n, int in, int out, const float *x,
+                                       const float *w, const float *dy2, float *dx2, float *dw0,
+                                       float *db0, float *dw1, float *db1, kdc_error *err);
 };
 
 void kdc_backend_destroy(kdc_backend *be);

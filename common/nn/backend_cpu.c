@@ -281,6 +281,65 @@ static kdc_status cpu_f32_to_f16(kdc_backend *be, size_t n, const float *x, uint
     return KDC_OK;
 }
 
+/* ------------------------------------- two gradient streams (DOT) */
+
+static kdc_status cpu_conv2d_backward_dual(kdc_backend *be, const kdc_conv2d_desc *d,
+                                           const float *x, const float *w, const float *dy2,
+                                           float *dx2, float *dw0, float *dw1, kdc_error *err)
+{
+    cpu_impl *c = impl_of(be);
+    kdc_status st;
+    if (c->dnnl && kdc_conv2d_point_applies(d)) {
+        if ((st = ensure_work(c, kdc_conv2d_point_workspace_floats(d), err)))
+            return st;
+        return kdc_conv2d_point_backward_dual(d, x, w, dy2, dx2, dw0, dw1, c->work,
+                                              c->work_floats, err);
+    }
+    if (c->dnnl)
+        return kdc_dnnl_conv2d_backward_dual(c->dnnl, d, x, w, dy2, dx2, dw0, dw1, err);
+    /* the reference path stays the plain definition: one pass per stream */
+    size_t xs = (size_t)d->n * d->c_in * d->h_in * d->w_in,
+           ys = (size_t)d->n * d->c_out * d->h_out * d->w_out;
+    if ((st = cpu_conv2d_backward(be, d, x, w, dy2, dx2, dw0, NULL, err)))
+        return st;
+    return cpu_conv2d_backward(be, d, x, w, dy2 + ys, dx2 ? dx2 + xs : NULL, dw1, NULL, err);
+}
+
+static kdc_status cpu_bn_backward_dual(kdc_backend *be, const kdc_bn_desc *d, const float *x,
+                                       const float *dy2, const float *gamma,
+                                       const float *save_mean, const float *save_invstd,
+                                       float *dx2, float *dgamma0, float *dbeta0,
+                                       float *dgamma1, float *dbeta1, kdc_error *err)
+{
+    return kdc_batchnorm_backward_dual(d, x, dy2, gamma, save_mean, save_invstd, dx2, dgamma0,
+                                       dbeta0, dgamma1, dbeta1, impl_of(be)->pool, err);
+}
+
+static kdc_status cpu_relu_backward_dual(kdc_backend *be, size_t n, const float *y,
+                                         const float *dy2, float *dx2, kdc_error *err)
+{
+    (void)err;
+    kdc_relu_backward_dual(n, y, dy2, dx2, impl_of(be)->pool);
+    return KDC_OK;
+}
+
+static kdc_status cpu_maxpool_backward_dual(kdc_backend *be, const kdc_pool2d_desc *d,
+                                            const float *x, const float *y, const float *dy2,
+                                            float *dx2, kdc_error *err)
+{
+    (void)y;
+    return kdc_maxpool2d_backward_dual(d, x, dy2, dx2, impl_of(be)->pool, err);
+}
+
+static kdc_status cpu_linear_backward_dual(kdc_backend *be, int n, int in, int out,
+                                           const float *x, const float *w, const float *dy2,
+                                           float *dx2, float *dw0, float *db0, float *dw1,
+                                           float *db1, kdc_error *err)
+{
+    (void)be;
+    return kdc_linear_backward_dual(n, in, out, x, w, dy2, dx2, dw0, db0, dw1, db1, err);
+}
+
 /* ------------------------------------------------------------- create */
 
 kdc_status kdc_backend_cpu_create(int threads, kdc_backend **out, kdc_error *err)
@@ -346,6 +405,11 @@ kdc_status kdc_backend_cpu_create(int threads, kdc_backend **out, kdc_error *err
     be->linear_forward = cpu_linear_forward;
     be->linear_backward = cpu_linear_backward;
     be->f32_to_f16 = cpu_f32_to_f16;
+    be->conv2d_backward_dual = cpu_conv2d_backward_dual;
+    be->batchnorm_backward_dual = cpu_bn_backward_dual;
+    be->relu_backward_dual = cpu_relu_backward_dual;
+    be->maxpool2d_backward_dual = cpu_maxpool_backward_dual;
+    be->linear_backward_dual = cpu_linear_backward_dual;
     *out = be;
     return KDC_OK;
 }

@@ -10,6 +10,11 @@ typedef struct bn_ctx {
     float *running_mean, *running_var;
     const float *rmean_in, *rvar_in, *save_mean_in, *save_invstd_in;
     float *save_mean, *save_invstd, *y, *dx, *dgamma, *dbeta;
+    /* backward: `streams` gradients stacked at `stream_off` floats apart (1 or 2);
+     * stream 1's parameter gradients */
+    int streams;
+    size_t stream_off;
+    float *dgamma1, *dbeta1;
 } bn_ctx;
 
 static kdc_status check_desc(const kdc_bn_desc *d, kdc_error *err)
@@ -184,33 +189,46 @@ kdc_status kdc_batchnorm_forward_eval(const kdc_bn_desc *d, const float *x, cons
 
 /* dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)),
  * dgamma = sum(dy * xhat), dbeta = sum(dy)  (Ioffe & Szegedy 2015, sec. 3). */
-BN_VECTORISE static void backward_task(void *vctx, size_t begin, size_t end)
+/* One channel of one gradient stream; x's channel slab is read again for each
+ * stream while it is still in cache. */
+BN_VECTORISE static void backward_channel(const bn_ctx *c, size_t ch, const float *dy, float *dx,
+                                          float *dgamma, float *dbeta)
 {
-    const bn_ctx *c = vctx;
     const kdc_bn_desc *d = c->d;
     const size_t hw = (size_t)d->hw, cs = (size_t)d->c * hw;
     const double m = (double)d->n * hw;
+    float mean = c->save_mean_in[ch], invstd = c->save_invstd_in[ch];
+    double sdy = 0, sdyx = 0;
+    for (int n = 0; n < d->n; n++)
+        sum_g_gx(dy + n * cs + ch * hw, c->x + n * cs + ch * hw, hw, mean, &sdy, &sdyx);
+    sdyx *= invstd; /* sum(dy * xhat) */
+    if (dgamma)
+        dgamma[ch] = (float)sdyx;
+    if (dbeta)
+        dbeta[ch] = (float)sdy;
+    if (!dx)
+        return;
+    float g = c->gamma ? c->gamma[ch] : 1.0f;
+    float k = (float)(g * invstd);
+    float mdy = (float)(sdy / m), mdyx = (float)(sdyx / m) * invstd;
+    for (int n = 0; n < d->n; n++) {
+        const float *xp = c->x + n * cs + ch * hw, *gp = dy + n * cs + ch * hw;
+        float *dxp = dx + n * cs + ch * hw;
+        for (size_t i = 0; i < hw; i++)
+            dxp[i] = k * (gp[i] - mdy - (xp[i] - mean) * mdyx);
+    }
+}
+
+/* dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)),
+ * dgamma = sum(dy * xhat), dbeta = sum(dy)  (Ioffe & Szegedy 2015, sec. 3). */
+static void backward_task(void *vctx, size_t begin, size_t end)
+{
+    const bn_ctx *c = vctx;
     for (size_t ch = begin; ch < end; ch++) {
-        float mean = c->save_mean_in[ch], invstd = c->save_invstd_in[ch];
-        double sdy = 0, sdyx = 0;
-        for (int n = 0; n < d->n; n++)
-            sum_g_gx(c->dy + n * cs + ch * hw, c->x + n * cs + ch * hw, hw, mean, &sdy, &sdyx);
-        sdyx *= invstd; /* sum(dy * xhat) */
-        if (c->dgamma)
-            c->dgamma[ch] = (float)sdyx;
-        if (c->dbeta)
-            c->dbeta[ch] = (float)sdy;
-        if (!c->dx)
-            continue;
-        float g = c->gamma ? c->gamma[ch] : 1.0f;
-        float k = (float)(g * invstd);
-        float mdy = (float)(sdy / m), mdyx = (float)(sdyx / m) * invstd;
-        for (int n = 0; n < d->n; n++) {
-            const float *xp = c->x + n * cs + ch * hw, *gp = c->dy + n * cs + ch * hw;
-            float *dxp = c->dx + n * cs + ch * hw;
-            for (size_t i = 0; i < hw; i++)
-                dxp[i] = k * (gp[i] - mdy - (xp[i] - mean) * mdyx);
-        }
+        backward_channel(c, ch, c->dy, c->dx, c->dgamma, c->dbeta);
+        if (c->streams == 2)
+            backward_channel(c, ch, c->dy + c->stream_off, c->dx ? c->dx + c->stream_off : NULL,
+                             c->dgamma1, c->dbeta1);
     }
 }
 
@@ -225,7 +243,27 @@ kdc_status kdc_batchnorm_backward(const kdc_bn_desc *d, const float *x, const fl
     if (!save_mean || !save_invstd)
         return kdc_fail(err, KDC_EINVAL, "batchnorm backward: save_mean/save_invstd missing");
     bn_ctx c = {.d = d, .x = x, .dy = dy, .gamma = gamma, .save_mean_in = save_mean,
-                .save_invstd_in = save_invstd, .dx = dx, .dgamma = dgamma, .dbeta = dbeta};
+                .save_invstd_in = save_invstd, .dx = dx, .dgamma = dgamma, .dbeta = dbeta,
+                .streams = 1};
+    kdc_pool_parallel_for(pool, (size_t)d->c, 1, backward_task, &c);
+    return KDC_OK;
+}
+
+kdc_status kdc_batchnorm_backward_dual(const kdc_bn_desc *d, const float *x, const float *dy2,
+                                       const float *gamma, const float *save_mean,
+                                       const float *save_invstd, float *dx2, float *dgamma0,
+                                       float *dbeta0, float *dgamma1, float *dbeta1,
+                                       kdc_pool *pool, kdc_error *err)
+{
+    kdc_status st = check_desc(d, err);
+    if (st)
+        return st;
+    if (!save_mean || !save_invstd)
+        return kdc_fail(err, KDC_EINVAL, "batchnorm backward: save_mean/save_invstd missing");
+    bn_ctx c = {.d = d, .x = x, .dy = dy2, .gamma = gamma, .save_mean_in = save_mean,
+                .save_invstd_in = save_invstd, .dx = dx2, .dgamma = dgamma0, .dbeta = dbeta0,
+                .streams = 2, .stream_off = (size_t)d->n * d->c * d->hw, .dgamma1 = dgamma1,
+                .dbeta1 = dbeta1};
     kdc_pool_parallel_for(pool, (size_t)d->c, 1, backward_task, &c);
     return KDC_OK;
 }

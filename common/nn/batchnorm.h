@@ -36,4 +36,14 @@ kdc_status kdc_batchnorm_backward(const kdc_bn_desc *d, const float *x, const fl
                                   const float *save_invstd, float *dx, float *dgamma,
                                   float *dbeta, kdc_pool *pool, kdc_error *err);
 
+/* Two gradient streams of the same forward (DOT's task and distillation
+ * gradients): dy2 and dx2 hold stream 0 then stream 1, each n*c*hw floats; each
+ * stream gets its own dgamma/dbeta (may be NULL). Per stream, the same floats as
+ * kdc_batchnorm_backward; x is read once per channel for both. */
+kdc_status kdc_batchnorm_backward_dual(const kdc_bn_desc *d, const float *x, const float *dy2,
+                                       const float *gamma, const float *save_mean,
+                                       const float *save_invstd, float *dx2, float *dgamma0,
+                                       float *dbeta0, float *dgamma1, float *dbeta1,
+                                       kdc_pool *pool, kdc_error *err);
+
 #endif

@@ -8,6 +8,7 @@
  * they agree the caller's buffer is used directly. Memory objects are created
  * without data and get their pointer per call, so a steady-state training loop
  * creates nothing and allocates nothing. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,9 @@
 #include "common/nn/dnnl_load.h"
 
 #define ARG_MAX 5
-#define CACHE_MAX 64
+/* a DOT step adds a 2n-batch and a 2*c_out shape per convolution (mobilenet_v1:
+ * ~27 shapes x 3), so the cache must hold three sets without evicting */
+#define CACHE_MAX 192
 
 typedef struct prim_arg {
     int id;                   /* DNNL_ARG_SRC, ... */
@@ -53,6 +56,8 @@ struct kdc_dnnl {
     unsigned long tick;
     unsigned char *work;
     size_t work_bytes;
+    float *dual; /* backward_dual: the 2*c_out-channel gradient and weight gradient */
+    size_t dual_floats;
 };
 
 static kdc_status dfail(kdc_error *err, dnnl_status_t s, const char *what)
@@ -401,6 +406,7 @@ void kdc_dnnl_destroy(kdc_dnnl *ctx)
     if (ctx->engine)
         dnnl_engine_destroy(ctx->engine);
     free(ctx->work);
+    free(ctx->dual);
     free(ctx);
 }
 
@@ -440,4 +446,90 @@ kdc_status kdc_dnnl_conv2d_backward(kdc_dnnl *ctx, const kdc_conv2d_desc *d, con
     }
     void *ptr[4] = {(void *)x, (void *)dy, dw, dbias};
     return prim_run(ctx, &e->bwd_w[b], ptr, err);
+}
+
+kdc_status kdc_dnnl_conv2d_backward_dual(kdc_dnnl *ctx, const kdc_conv2d_desc *d, const float *x,
+                                         const float *w, const float *dy2, float *dx2,
+                                         float *dw0, float *dw1, kdc_error *err)
+{
+    kdc_status st = check_desc(d, err);
+    if (st)
+        return st;
+    if (!dw0 || !dw1)
+        return kdc_fail(err, KDC_EINVAL, "conv2d backward: dw is required");
+    if (d->n > INT_MAX / 2 || d->c_out > INT_MAX / 2)
+        return kdc_fail(err, KDC_EINVAL, "conv2d backward: batch or channels too large");
+    omp_set_num_threads(ctx->threads);
+    const size_t xsz = (size_t)d->n * d->c_in * d->h_in * d->w_in;
+    if (dx2 && d->groups != 1) {
+        /* depthwise: its backward-data is memory-bound and the 2n primitive was
+         * slower than two of n (32 channels at 16x16: 3.3 vs 2.4 ms CPU) */
+        entry *e = lookup(ctx, d);
+        if ((st = make_bwd_data(ctx, e, err)))
+            return st;
+        for (int s = 0; s < 2; s++) {
+            void *ptr[3] = {(void *)(dy2 + (size_t)s * d->n * d->c_out * d->h_out * d->w_out),
+                            (void *)w, dx2 + (size_t)s * xsz};
+            if ((st = prim_run(ctx, &e->bwd_data, ptr, err)))
+                return st;
+        }
+    } else if (dx2) { /* both streams as one batch of 2n against the same weights */
+        kdc_conv2d_desc d2 = *d;
+        d2.n *= 2;
+        entry *e2 = lookup(ctx, &d2);
+        if ((st = make_bwd_data(ctx, e2, err)))
+            return st;
+        void *ptr[3] = {(void *)dy2, (void *)w, dx2};
+        if ((st = prim_run(ctx, &e2->bwd_data, ptr, err)))
+            return st;
+    }
+    const size_t hw = (size_t)d->h_out * d->w_out, plane = (size_t)d->c_out * hw,
+                 ysz = (size_t)d->n * plane,
+                 wsz = (size_t)d->c_out * (size_t)(d->c_in / d->groups) * d->kh * d->kw;
+    if (d->groups != 1 || hw <= 16) {
+        /* grouped / depthwise: 2*c_out filters would make each group twice as wide
+         * (no longer the depthwise kernel); maps of 4x4 or less: oneDNN's
+         * backward-weights of 2*c_out filters was slower than two of c_out (resnet18
+         * at 32 px, 256 channels on 2x2: 13.2 vs 10.1 ms CPU for both streams), while
+         * on 8x8 maps it was faster (64 channels: 7.9 vs 11.5 ms). So one
+         * backward-weights per stream there. */
+        entry *e = lookup(ctx, d);
+        if ((st = make_bwd_w(ctx, e, 0, err)))
+            return st;
+        void *p0[3] = {(void *)x, (void *)dy2, dw0};
+        void *p1[3] = {(void *)x, (void *)(dy2 + ysz), dw1};
+        if ((st = prim_run(ctx, &e->bwd_w[0], p0, err)))
+            return st;
+        return prim_run(ctx, &e->bwd_w[0], p1, err);
+    }
+    /* groups 1: the two output gradients side by side as 2*c_out channels of one
+     * image (n x 2c_out x h x w) against the same input: one backward-weights,
+     * whose 2c_out x c_in x kh x kw result is dw0 then dw1 */
+    kdc_conv2d_desc dc = *d;
+    dc.c_out *= 2;
+    entry *ec = lookup(ctx, &dc);
+    if ((st = make_bwd_w(ctx, ec, 0, err)))
+        return st;
+    size_t need = 2 * ysz + 2 * wsz;
+    if (need > ctx->dual_floats) {
+        float *p = aligned_alloc(64, ((need * sizeof(float)) + 63) & ~(size_t)63);
+        if (!p)
+            return kdc_fail(err, KDC_ENOMEM, "conv2d (oneDNN): cannot allocate %zu floats",
+                            need);
+        free(ctx->dual);
+        ctx->dual = p;
+        ctx->dual_floats = need;
+    }
+    float *cat = ctx->dual, *dwcat = ctx->dual + 2 * ysz;
+    for (int n = 0; n < d->n; n++) {
+        memcpy(cat + (size_t)n * 2 * plane, dy2 + (size_t)n * plane, plane * sizeof(float));
+        memcpy(cat + (size_t)n * 2 * plane + plane, dy2 + ysz + (size_t)n * plane,
+               plane * sizeof(float));
+    }
+    void *ptr[3] = {(void *)x, cat, dwcat};
+    if ((st = prim_run(ctx, &ec->bwd_w[0], ptr, err)))
+        return st;
+    memcpy(dw0, dwcat, wsz * sizeof(float));
+    memcpy(dw1, dwcat + wsz, wsz * sizeof(float));
+    return KDC_OK;
 }

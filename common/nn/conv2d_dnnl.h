@@ -44,4 +44,16 @@ kdc_status kdc_dnnl_conv2d_backward(kdc_dnnl *ctx, const kdc_conv2d_desc *d, con
                                     const float *w, const float *dy, float *dx, float *dw,
                                     float *dbias, kdc_error *err);
 
+/* Two gradient streams of one forward (DOT's task and distillation gradients):
+ * dy2 and dx2 hold stream 0 then stream 1, each the size of one output / input.
+ * dx2 (may be NULL) comes from one backward-data of a 2n batch (grouped: one
+ * per stream, measured faster for depthwise); for groups 1,
+ * dw0 and dw1 (required) from one backward-weights with the two gradients side
+ * by side as 2*c_out output channels against the same x (grouped convolutions:
+ * one per stream). No bias. Per stream, equal to kdc_dnnl_conv2d_backward to
+ * float rounding (the reduction is another primitive's). */
+kdc_status kdc_dnnl_conv2d_backward_dual(kdc_dnnl *ctx, const kdc_conv2d_desc *d, const float *x,
+                                         const float *w, const float *dy2, float *dx2,
+                                         float *dw0, float *dw1, kdc_error *err);
+
 #endif

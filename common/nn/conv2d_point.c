@@ -92,3 +92,32 @@ kdc_status kdc_conv2d_point_backward(const kdc_conv2d_desc *d, const float *x, c
     }
     return KDC_OK;
 }
+
+kdc_status kdc_conv2d_point_backward_dual(const kdc_conv2d_desc *d, const float *x,
+                                          const float *w, const float *dy2, float *dx2,
+                                          float *dw0, float *dw1, float *work,
+                                          size_t work_floats, kdc_error *err)
+{
+    kdc_status st = check(d, work_floats, err);
+    if (st)
+        return st;
+    if (!dw0 || !dw1)
+        return kdc_fail(err, KDC_EINVAL, "conv2d backward: dw is required");
+    size_t khw = (size_t)d->kh * d->kw, c0 = centre(d), nwc = (size_t)d->c_out * d->c_in;
+    if (dx2) { /* both streams as one batch of 2n rows: one GEMM */
+        for (size_t k = 0; k < nwc; k++)
+            work[k] = w[k * khw + c0];
+        kdc_sgemm(0, 0, 2 * d->n, d->c_in, d->c_out, 1.0f, dy2, d->c_out, work, d->c_in, 0.0f,
+                  dx2, d->c_in);
+    }
+    float *dw[2] = {dw0, dw1};
+    for (int s = 0; s < 2; s++) {
+        const float *dy = dy2 + (size_t)s * d->n * d->c_out;
+        kdc_sgemm(1, 0, d->c_out, d->c_in, d->n, 1.0f, dy, d->c_out, x, d->c_in, 0.0f, work,
+                  d->c_in);
+        memset(dw[s], 0, nwc * khw * sizeof(float));
+        for (size_t k = 0; k < nwc; k++)
+            dw[s][k * khw + c0] = work[k];
+    }
+    return KDC_OK;
+}

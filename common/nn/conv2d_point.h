@@ -30,5 +30,11 @@ kdc_status kdc_conv2d_point_forward(const kdc_conv2d_desc *d, const float *x, co
 kdc_status kdc_conv2d_point_backward(const kdc_conv2d_desc *d, const float *x, const float *w,
                                      const float *dy, float *dx, float *dw, float *dbias,
                                      float *work, size_t work_floats, kdc_error *err);
+/* Two stacked gradient streams (conv2d_dnnl.h's kdc_dnnl_conv2d_backward_dual):
+ * dx2 of both in one GEMM of 2n rows, then dw0 and dw1; no bias. */
+kdc_status kdc_conv2d_point_backward_dual(const kdc_conv2d_desc *d, const float *x,
+                                          const float *w, const float *dy2, float *dx2,
+                                          float *dw0, float *dw1, float *work,
+                                          size_t work_floats, kdc_error *err);
 
 #endif

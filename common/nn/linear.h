@@ -15,4 +15,11 @@ kdc_status kdc_linear_backward(int n, int in, int out, const float *x, const flo
                                const float *dy, float *dx, float *dw, float *db,
                                kdc_error *err);
 
+/* Two gradient streams of one forward (DOT): dy2 [2n, out] and dx2 [2n, in]
+ * hold stream 0 then stream 1; dx2 in one GEMM, the parameter gradients per
+ * stream (db0/db1 may be NULL). */
+kdc_status kdc_linear_backward_dual(int n, int in, int out, const float *x, const float *w,
+                                    const float *dy2, float *dx2, float *dw0, float *db0,
+                                    float *dw1, float *db1, kdc_error *err);
+
 #endif

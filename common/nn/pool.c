@@ -9,6 +9,8 @@ typedef struct pool_ctx {
     const float *x, *dy;
     float *y, *dx;
     size_t hw;
+    int streams;                 /* max backward: 1, or 2 stacked gradient streams */
+    size_t stream_in, stream_out; /* their offsets in dx and dy (floats) */
 } pool_ctx;
 
 /* Index in the input plane of the first maximum of window (ho, wo), or -1 when
@@ -110,15 +112,18 @@ static void max_bwd_task(void *vctx, size_t begin, size_t end)
     const kdc_pool2d_desc *d = c->d;
     size_t pin = (size_t)d->h_in * d->w_in, pout = (size_t)d->h_out * d->w_out;
     for (size_t t = begin; t < end; t++) {
-        const float *xp = c->x + t * pin, *gp = c->dy + t * pout;
-        float *dxp = c->dx + t * pin;
-        memset(dxp, 0, sizeof(float) * pin);
+        const float *xp = c->x + t * pin;
+        for (int s = 0; s < c->streams; s++)
+            memset(c->dx + s * c->stream_in + t * pin, 0, sizeof(float) * pin);
         for (int ho = 0; ho < d->h_out; ho++)
             for (int wo = 0; wo < d->w_out; wo++) {
                 float v;
-                long idx = window_argmax(d, xp, ho, wo, &v);
-                if (idx >= 0)
-                    dxp[idx] += gp[(size_t)ho * d->w_out + wo];
+                long idx = window_argmax(d, xp, ho, wo, &v); /* once for every stream */
+                if (idx < 0)
+                    continue;
+                for (int s = 0; s < c->streams; s++)
+                    c->dx[s * c->stream_in + t * pin + (size_t)idx] +=
+                        c->dy[s * c->stream_out + t * pout + (size_t)ho * d->w_out + wo];
             }
     }
 }
@@ -149,8 +154,23 @@ kdc_status kdc_maxpool2d_backward(const kdc_pool2d_desc *d, const float *x, cons
     kdc_status st = check_pool(d, err);
     if (st)
         return st;
-    pool_ctx c = {.d = d, .x = x, .dy = dy, .dx = dx};
+    pool_ctx c = {.d = d, .x = x, .dy = dy, .dx = dx, .streams = 1};
     kdc_pool_parallel_for(pool, (size_t)d->n * d->c, 1, max_bwd_task, &c);
+    return KDC_OK;
+}
+
+kdc_status kdc_maxpool2d_backward_dual(const kdc_pool2d_desc *d, const float *x,
+                                       const float *dy2, float *dx2, kdc_pool *pool,
+                                       kdc_error *err)
+{
+    kdc_status st = check_pool(d, err);
+    if (st)
+        return st;
+    size_t planes = (size_t)d->n * d->c;
+    pool_ctx c = {.d = d, .x = x, .dy = dy2, .dx = dx2, .streams = 2,
+                  .stream_in = planes * d->h_in * d->w_in,
+                  .stream_out = planes * d->h_out * d->w_out};
+    kdc_pool_parallel_for(pool, planes, 1, max_bwd_task, &c);
     return KDC_OK;
 }
 

@@ -15,6 +15,11 @@ kdc_status kdc_maxpool2d_forward(const kdc_pool2d_desc *d, const float *x, float
                                  kdc_pool *pool, kdc_error *err);
 kdc_status kdc_maxpool2d_backward(const kdc_pool2d_desc *d, const float *x, const float *dy,
                                   float *dx, kdc_pool *pool, kdc_error *err);
+/* Two gradient streams of one forward (DOT): dy2 / dx2 hold stream 0 then
+ * stream 1; each window's argmax is found once for both. */
+kdc_status kdc_maxpool2d_backward_dual(const kdc_pool2d_desc *d, const float *x,
+                                       const float *dy2, float *dx2, kdc_pool *pool,
+                                       kdc_error *err);
 
 /* y[n, c] = mean of x[n, c, :] over hw values; backward spreads dy / hw. */
 kdc_status kdc_avgpool_global_forward(int n, int c, int hw, const float *x, float *y,

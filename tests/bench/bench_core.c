@@ -101,6 +101,27 @@ SHIM(K_MEM, copy_h2d, (kdc_backend * be, void *dst, const void *src, size_t n, k
 SHIM(K_MEM, copy_d2h, (kdc_backend * be, void *dst, const void *src, size_t n, kdc_error *err),
      (be, dst, src, n, err))
 
+SHIM(K_CONV_B, conv2d_backward_dual,
+     (kdc_backend * be, const kdc_conv2d_desc *d, const float *x, const float *w,
+      const float *dy, float *dx, float *dw0, float *dw1, kdc_error *err),
+     (be, d, x, w, dy, dx, dw0, dw1, err))
+SHIM(K_BN, batchnorm_backward_dual,
+     (kdc_backend * be, const kdc_bn_desc *d, const float *x, const float *dy, const float *g,
+      const float *sm, const float *si, float *dx, float *dg0, float *db0, float *dg1,
+      float *db1, kdc_error *err),
+     (be, d, x, dy, g, sm, si, dx, dg0, db0, dg1, db1, err))
+SHIM(K_ELEM, relu_backward_dual,
+     (kdc_backend * be, size_t n, const float *y, const float *dy, float *dx, kdc_error *err),
+     (be, n, y, dy, dx, err))
+SHIM(K_POOL, maxpool2d_backward_dual,
+     (kdc_backend * be, const kdc_pool2d_desc *d, const float *x, const float *y,
+      const float *dy, float *dx, kdc_error *err),
+     (be, d, x, y, dy, dx, err))
+SHIM(K_LINEAR, linear_backward_dual,
+     (kdc_backend * be, int n, int in, int out, const float *x, const float *w, const float *dy,
+      float *dx, float *dw0, float *db0, float *dw1, float *db1, kdc_error *err),
+     (be, n, in, out, x, w, dy, dx, dw0, db0, dw1, db1, err))
+
 static void wrap(kdc_backend *be)
 {
     inner = *be;
@@ -109,13 +130,14 @@ static void wrap(kdc_backend *be)
     W(batchnorm_forward_eval); W(batchnorm_backward); W(relu_forward); W(relu_backward);
     W(add); W(axpy); W(maxpool2d_forward); W(maxpool2d_backward); W(avgpool_global_forward);
     W(avgpool_global_backward); W(linear_forward); W(linear_backward); W(copy_d2d);
-    W(copy_h2d); W(copy_d2h);
+    W(copy_h2d); W(copy_d2h); W(conv2d_backward_dual); W(batchnorm_backward_dual);
+    W(relu_backward_dual); W(maxpool2d_backward_dual); W(linear_backward_dual);
 #undef W
 }
 
 typedef struct row {
     const char *name, *arch;
-    int batch, px, train;
+    int batch, px, train; /* 0 infer, 1 train step, 2 DOT step (fused backward) */
 } row;
 
 static int run(kdc_backend *be, const row *r, int reps)
@@ -127,11 +149,12 @@ static int run(kdc_backend *be, const row *r, int reps)
         return 1;
     }
     size_t nx = (size_t)r->batch * 3 * r->px * r->px, nl = (size_t)r->batch * 1000;
-    float *x = malloc(nx * sizeof *x), *dl = malloc(nl * sizeof *dl);
+    float *x = malloc(nx * sizeof *x), *dl = malloc(2 * nl * sizeof *dl);
     for (size_t i = 0; i < nx; i++)
         x[i] = (float)sin(0.001 * (double)i);
-    kdc_grad_set *g = NULL;
-    if (r->train && kdc_model_grads_alloc(m, &g, &err)) {
+    kdc_grad_set *g = NULL, *g2 = NULL;
+    if ((r->train && kdc_model_grads_alloc(m, &g, &err)) ||
+        (r->train == 2 && kdc_model_grads_alloc(m, &g2, &err))) {
         fprintf(stderr, "bench_core: %s\n", err.msg);
         return 1;
     }
@@ -154,12 +177,17 @@ static int run(kdc_backend *be, const row *r, int reps)
                     dl[(size_t)b * 1000 + j] =
                         (float)((exp(z[j] - mx) / s - (j == 0)) / r->batch);
             }
+            for (size_t j = 0; r->train == 2 && j < nl; j++) /* a second stream */
+                dl[nl + j] = 0.5f * dl[(j + 7) % nl];
             if (!st)
-                st = kdc_model_backward(m, dl, NULL, g, NULL, &err);
+                st = r->train == 2 ? kdc_model_backward_dual(m, dl, NULL, NULL, g, g2, &err)
+                                   : kdc_model_backward(m, dl, NULL, g, NULL, &err);
             size_t nw;
             float *w = kdc_model_flat_weights(m, &nw);
             if (!st)
                 st = be->axpy(be, nw, -0.01f, g->flat, w, &err);
+            if (!st && g2)
+                st = be->axpy(be, nw, -0.01f, g2->flat, w, &err);
         } else {
             st = kdc_model_infer(m, x, r->batch, r->px, r->px, &logits, &feats, &err);
         }
@@ -183,6 +211,7 @@ static int run(kdc_backend *be, const row *r, int reps)
     }
     printf(" | executor %.1f%%\n", 100 * (best - ops) / best);
     kdc_model_grads_free(m, g);
+    kdc_model_grads_free(m, g2);
     kdc_model_free(m);
     free(x);
     free(dl);
@@ -217,6 +246,7 @@ int main(int argc, char **argv)
         {"resnet18-infer", "resnet18", 16, 224, 0},
         {"resnet50-infer", "resnet50", 8, 224, 0},
         {"resnet18-train32", "resnet18", 64, 32, 1},
+        {"resnet18-dot32", "resnet18", 64, 32, 2},
     };
     printf("# kdcache model executor, %d threads, time by op kind (best of %d)\n", threads, reps);
     int rc = 0;

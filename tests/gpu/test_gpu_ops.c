@@ -559,6 +559,25 @@ static void model_case(const char *arch, int size)
         cmp(what, gc->grad[i].data, gg->grad[i].data, kdc_tensor_numel(&gc->grad[i]),
             TOL_MODEL_GRAD);
     }
+    /* DOT's fused two-stream backward on the GPU (cuDNN backward-data of the 2n
+     * batch, backward-filter with 2*c_out filters) against two single CPU passes */
+    pair dl2 = both_rnd(2 * nl, 64, -0.1f, 0.1f);
+    kdc_grad_set *gc2[2], *gg2[2];
+    for (int s = 0; s < 2; s++) {
+        CK(kdc_model_grads_alloc(mc, &gc2[s], &g_err));
+        CK(kdc_model_grads_alloc(mg, &gg2[s], &g_err));
+    }
+    CK(kdc_model_backward(mc, dl2.c, NULL, gc2[0], NULL, &g_err));
+    CK(kdc_model_backward(mc, dl2.c + nl, df.c, gc2[1], NULL, &g_err));
+    CK(kdc_model_backward_dual(mg, dl2.g, NULL, df.g, gg2[0], gg2[1], &g_err));
+    for (int s = 0; s < 2; s++) {
+        snprintf(what, sizeof what, "%s fused backward, stream %d", arch, s);
+        cmp(what, gc2[s]->flat, gg2[s]->flat, gc2[s]->flat_numel, TOL_MODEL_GRAD);
+        kdc_model_grads_free(mc, gc2[s]);
+        kdc_model_grads_free(mg, gg2[s]);
+    }
+    pfree(&dl2);
+
     /* running statistics after one train forward */
     kdc_param_table *pg = kdc_model_params(mg);
     for (int i = 0; i < pt->count; i++) {

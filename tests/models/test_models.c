@@ -3,7 +3,8 @@
  * forward + backward (every parameter gradient, the input gradient, the BN
  * running statistics after the step), weights loaded through
  * formats/checkpoint (F32, F16 and BF16 files); plus parameter tables,
- * initialisation and checkpoint errors. Runs on the CPU backend. */
+ * initialisation and checkpoint errors; DOT's fused two-stream backward
+ * against two single passes. Runs on the CPU backend. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -443,6 +444,112 @@ START_TEST(test_unknown_arch)
 }
 END_TEST
 
+/* DOT's fused backward (kdc_model_backward_dual) against two single passes:
+ * both gradient streams through every layer kind (3x3 / 1x1 / strided / grouped
+ * convolutions, 1x1-map convolutions at 32 px, BN, ReLU, max pool, residual
+ * adds, global pooling, linear), with a features gradient on one stream, on the
+ * oneDNN and the reference convolution paths. */
+typedef struct dual_case {
+    const char *arch;
+    int classes, size, batch;
+    const char *conv; /* KDC_CONV */
+} dual_case;
+
+static const dual_case DUAL[] = {
+    {"resnet18", 16, 32, 4, "dnnl"},     {"resnet18", 16, 64, 3, "dnnl"},
+    {"resnet50", 16, 64, 2, "dnnl"},     {"mobilenet_v1", 16, 64, 3, "dnnl"},
+    {"resnet8x4", 10, 32, 5, "dnnl"},    {"resnet18", 16, 32, 4, "ref"},
+    {"mobilenet_v1", 16, 64, 2, "ref"},  {"resnet8x4", 10, 32, 3, "ref"},
+};
+
+static void fill_uniform(float *p, size_t n, uint64_t seed, float lo, float hi)
+{
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        p[i] = lo + (hi - lo) * (float)((s >> 11) * (1.0 / 9007199254740992.0));
+    }
+}
+
+START_TEST(test_dual_backward_equals_two_passes)
+{
+    const dual_case *c = &DUAL[_i];
+    kdc_error e;
+    kdc_backend *b2;
+    setenv("KDC_CONV", c->conv, 1);
+    ck_assert_msg(kdc_backend_cpu_create(2, &b2, &e) == KDC_OK, "%s", e.msg);
+    unsetenv("KDC_CONV");
+    /* the same backend without its dual ops: the executor's two-pass fallback */
+    kdc_backend plain = *b2;
+    plain.conv2d_backward_dual = NULL;
+    kdc_model *m, *mp;
+    ck_assert_msg(kdc_model_create(c->arch, c->classes, b2, 7, &m, &e) == KDC_OK, "%s", e.msg);
+    ck_assert_msg(kdc_model_create(c->arch, c->classes, &plain, 7, &mp, &e) == KDC_OK, "%s",
+                  e.msg);
+    int b = c->batch, hw = c->size;
+    size_t nx = (size_t)b * 3 * hw * hw, nl = (size_t)b * c->classes;
+    size_t nf = (size_t)b * kdc_model_feature_dim(m);
+    float *x = malloc(nx * sizeof *x), *dl2 = malloc(2 * nl * sizeof *dl2);
+    float *df = malloc(nf * sizeof *df);
+    fill_uniform(x, nx, 1, -2.0f, 2.0f);
+    fill_uniform(dl2, nl, 2, -0.5f, 0.5f);
+    fill_uniform(dl2 + nl, nl, 3, -0.2f, 0.2f);
+    fill_uniform(df, nf, 4, -0.1f, 0.1f);
+    kdc_grad_set *gs[2], *gd[2], *gp[2];
+    for (int s = 0; s < 2; s++)
+        ck_assert(kdc_model_grads_alloc(m, &gs[s], &e) == KDC_OK &&
+                  kdc_model_grads_alloc(m, &gd[s], &e) == KDC_OK &&
+                  kdc_model_grads_alloc(mp, &gp[s], &e) == KDC_OK);
+    const float *z;
+    ck_assert_msg(kdc_model_forward(m, x, b, hw, hw, 1, &z, NULL, &e) == KDC_OK, "%s", e.msg);
+    /* stream 0: the task side (no features term); stream 1: distillation + features */
+    ck_assert_msg(kdc_model_backward(m, dl2, NULL, gs[0], NULL, &e) == KDC_OK, "%s", e.msg);
+    ck_assert_msg(kdc_model_backward(m, dl2 + nl, df, gs[1], NULL, &e) == KDC_OK, "%s", e.msg);
+    ck_assert_msg(kdc_model_backward_dual(m, dl2, NULL, df, gd[0], gd[1], &e) == KDC_OK, "%s",
+                  e.msg);
+    ck_assert_msg(kdc_model_forward(mp, x, b, hw, hw, 1, &z, NULL, &e) == KDC_OK, "%s", e.msg);
+    ck_assert_msg(kdc_model_backward_dual(mp, dl2, NULL, df, gp[0], gp[1], &e) == KDC_OK, "%s",
+                  e.msg);
+    kdc_param_table *pt = kdc_model_params(m);
+    for (int s = 0; s < 2; s++) {
+        /* the fallback is the two single passes, bit for bit */
+        ck_assert_msg(memcmp(gp[s]->flat, gs[s]->flat, gs[s]->flat_numel * sizeof(float)) == 0,
+                      "%s %s stream %d: fallback differs from single passes", c->arch, c->conv,
+                      s);
+        for (int i = 0; i < pt->count; i++) {
+            if (pt->items[i].kind != KDC_PARAM_WEIGHT)
+                continue;
+            size_t n = kdc_tensor_numel(&pt->items[i].value);
+            const float *ref = gs[s]->grad[i].data, *got = gd[s]->grad[i].data;
+            double mx = 0, d = 0;
+            for (size_t k = 0; k < n; k++) {
+                mx = fmax(mx, fabs(ref[k]));
+                d = fmax(d, fabs((double)got[k] - ref[k]));
+            }
+            ck_assert_msg(mx > 0, "%s stream %d %s: zero gradient", c->arch, s,
+                          pt->items[i].name);
+            ck_assert_msg(d <= 2e-5 * mx, "%s %s stream %d %s: fused differs by %.3g (max %.3g)",
+                          c->arch, c->conv, s, pt->items[i].name, d / mx, mx);
+        }
+    }
+    /* the streams differ, so a mix-up of the two would show */
+    ck_assert(memcmp(gd[0]->flat, gd[1]->flat, gd[0]->flat_numel * sizeof(float)) != 0);
+    for (int s = 0; s < 2; s++) {
+        kdc_model_grads_free(m, gs[s]);
+        kdc_model_grads_free(m, gd[s]);
+        kdc_model_grads_free(mp, gp[s]);
+    }
+    kdc_model_free(m);
+    kdc_model_free(mp);
+    kdc_backend_destroy(b2);
+    free(x);
+    free(dl2);
+    free(df);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("models");
@@ -456,6 +563,8 @@ int main(void)
     tcase_add_loop_test(tc, test_eval_vs_pytorch, 0, N_ARCHS);
     tcase_add_loop_test(tc, test_train_step_vs_pytorch, 0,
                         (int)(sizeof TRAIN / sizeof TRAIN[0]));
+    tcase_add_loop_test(tc, test_dual_backward_equals_two_passes, 0,
+                        (int)(sizeof DUAL / sizeof DUAL[0]));
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

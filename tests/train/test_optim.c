@@ -299,6 +299,63 @@ START_TEST(test_resume_is_bit_identical)
 }
 END_TEST
 
+/* The update loops split over a pool (kd-train's CPU step) give the same floats as
+ * the caller's thread alone: first step, later steps, both gradients, one side only
+ * (the projector's case), sizes that leave ragged chunks. */
+static void fill_seq(float *p, size_t n, float a, float b)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = a * sinf((float)i * b);
+}
+
+START_TEST(test_pool_is_bit_identical)
+{
+    kdc_error e;
+    kdc_pool *pool;
+    ck_assert(kdc_pool_create(3, &pool, &e) == KDC_OK);
+    const size_t n0 = 400001, n1 = 70001, n = n0 + n1;
+    float *w[2], *gt = malloc(n * sizeof(float)), *gk = malloc(n * sizeof(float));
+    for (int k = 0; k < 2; k++) {
+        w[k] = malloc(n * sizeof(float));
+        fill_seq(w[k], n, 0.5f, 0.001f);
+    }
+    for (int dot = 0; dot < 2; dot++) {
+        kd_sgd sgd[2];
+        kd_dot dt[2];
+        for (int k = 0; k < 2; k++) {
+            fill_seq(w[k], n, 0.5f, 0.001f);
+            kd_param_ref refs[2] = {{w[k], gt, gk, n0}, {w[k] + n0, NULL, gk + n0, n1}};
+            if (dot) {
+                ck_assert(kd_dot_init(&dt[k], refs, 2, 0.9, 0.075, 5e-4, &e) == KDC_OK);
+                dt[k].pool = k ? pool : NULL;
+            } else {
+                ck_assert(kd_sgd_init(&sgd[k], refs, 2, 0.9, 5e-4, &e) == KDC_OK);
+                sgd[k].pool = k ? pool : NULL;
+            }
+        }
+        for (int step = 0; step < 4; step++) {
+            fill_seq(gt, n, 0.01f, 0.0031f * (float)(step + 1));
+            fill_seq(gk, n, 0.02f, 0.0017f * (float)(step + 2));
+            for (int k = 0; k < 2; k++)
+                ck_assert(dot ? kd_dot_step(&dt[k], 0.05, &e) == KDC_OK
+                              : kd_sgd_step(&sgd[k], 0.05, &e) == KDC_OK);
+            ck_assert_msg(memcmp(w[0], w[1], n * sizeof(float)) == 0,
+                          "%s step %d: pooled update differs", dot ? "DOT" : "SGD", step);
+        }
+        fill_seq(gt, n, 0.5f, 0.001f); /* the starting weights: they did move */
+        ck_assert(memcmp(w[0], gt, n * sizeof(float)) != 0);
+        for (int k = 0; k < 2; k++) {
+            if (dot)
+                kd_dot_free(&dt[k]);
+            else
+                kd_sgd_free(&sgd[k]);
+        }
+    }
+    free(w[0]), free(w[1]), free(gt), free(gk);
+    kdc_pool_destroy(pool);
+}
+END_TEST
+
 START_TEST(test_bad_input)
 {
     float v[4] = {0}, g[4] = {0};
@@ -343,6 +400,7 @@ int main(void)
     tcase_add_test(tc, test_dot_delta0_is_sgd);
     tcase_add_test(tc, test_resume_is_bit_identical);
     tcase_add_test(tc, test_bad_input);
+    tcase_add_test(tc, test_pool_is_bit_identical);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
