@@ -924,6 +924,7 @@ kdc_status kdc_backend_cuda_create(int index, kdc_backend **out, kdc_error *err)
     be->linear_forward = cu_linear_forward;
     be->linear_backward = cu_linear_backward;
     be->f32_to_f16 = cu_f32_to_f16;
+    kdc_cuda_fill_zoo_ops(be);
     kdc_status st = cu_init(im, err);
     if (st != KDC_OK) {
         kdc_error_prefix(err, "cuda:%d: ", index);
