@@ -20,8 +20,8 @@ static unsigned grid_for(size_t n)
     return (unsigned)(b ? b : 1);
 }
 
-#define GRID_STRIDE(i, n)                                                                    \
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                 \
+#define GRID_STRIDE(i, n)                                                                          \
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                        \
          i += (size_t)gridDim.x * blockDim.x)
 
 __global__ void relu6_fwd_kernel(size_t n, const float *x, float *y)
@@ -155,21 +155,21 @@ __global__ void avgpool_bwd_kernel(size_t total, kdc_pool2d_desc d, const float 
 /* ------------------------------------------------------------------ */
 /* the op table entries                                                 */
 
-#define ZENTER(be, err)                                                                      \
-    kdc_cuda_impl *im = (kdc_cuda_impl *)(be)->impl;                                         \
-    do {                                                                                     \
-        kdc_status kdc_b_ = kdc_cuda_bind(im, (err));                                        \
-        if (kdc_b_ != KDC_OK)                                                                \
-            return kdc_b_;                                                                   \
+#define ZENTER(be, err)                                                                            \
+    kdc_cuda_impl *im = (kdc_cuda_impl *)(be)->impl;                                               \
+    do {                                                                                           \
+        kdc_status kdc_b_ = kdc_cuda_bind(im, (err));                                              \
+        if (kdc_b_ != KDC_OK)                                                                      \
+            return kdc_b_;                                                                         \
     } while (0)
 
-#define ELEMENTWISE(name, kernel, ...)                                                       \
-    do {                                                                                     \
-        if (n == 0)                                                                          \
-            return KDC_OK;                                                                   \
-        kernel<<<grid_for(n), kThreads, 0, im->stream>>>(n, __VA_ARGS__);                    \
-        KDC_CUDA_CHECK_LAUNCH(err, name);                                                    \
-        return KDC_OK;                                                                       \
+#define ELEMENTWISE(name, kernel, ...)                                                             \
+    do {                                                                                           \
+        if (n == 0)                                                                                \
+            return KDC_OK;                                                                         \
+        kernel<<<grid_for(n), kThreads, 0, im->stream>>>(n, __VA_ARGS__);                          \
+        KDC_CUDA_CHECK_LAUNCH(err, name);                                                          \
+        return KDC_OK;                                                                             \
     } while (0)
 
 static kdc_status cu_relu6_forward(kdc_backend *be, size_t n, const float *x, float *y,
@@ -193,8 +193,8 @@ static kdc_status cu_sigmoid_forward(kdc_backend *be, size_t n, const float *x, 
     ELEMENTWISE("sigmoid forward", sigmoid_fwd_kernel, x, y);
 }
 
-static kdc_status cu_sigmoid_backward(kdc_backend *be, size_t n, const float *y,
-                                      const float *dy, float *dx, kdc_error *err)
+static kdc_status cu_sigmoid_backward(kdc_backend *be, size_t n, const float *y, const float *dy,
+                                      float *dx, kdc_error *err)
 {
     ZENTER(be, err);
     ELEMENTWISE("sigmoid backward", sigmoid_bwd_kernel, y, dy, dx);
@@ -207,9 +207,8 @@ static kdc_status scale_check(int n, int c, int hw, kdc_error *err)
     return KDC_OK;
 }
 
-static kdc_status cu_channel_scale_forward(kdc_backend *be, int n_, int c, int hw,
-                                           const float *x, const float *s, float *y,
-                                           kdc_error *err)
+static kdc_status cu_channel_scale_forward(kdc_backend *be, int n_, int c, int hw, const float *x,
+                                           const float *s, float *y, kdc_error *err)
 {
     ZENTER(be, err);
     kdc_status st = scale_check(n_, c, hw, err);
@@ -219,9 +218,9 @@ static kdc_status cu_channel_scale_forward(kdc_backend *be, int n_, int c, int h
     ELEMENTWISE("channel scale forward", scale_fwd_kernel, (size_t)hw, x, s, y);
 }
 
-static kdc_status cu_channel_scale_backward(kdc_backend *be, int n_, int c, int hw,
-                                            const float *x, const float *s, const float *dy,
-                                            float *dx, float *ds, kdc_error *err)
+static kdc_status cu_channel_scale_backward(kdc_backend *be, int n_, int c, int hw, const float *x,
+                                            const float *s, const float *dy, float *dx, float *ds,
+                                            kdc_error *err)
 {
     ZENTER(be, err);
     kdc_status st = scale_check(n_, c, hw, err);
@@ -273,8 +272,8 @@ static kdc_status avg_check(const kdc_pool2d_desc *d, kdc_error *err)
     return KDC_OK;
 }
 
-static kdc_status cu_avgpool2d_forward(kdc_backend *be, const kdc_pool2d_desc *d,
-                                       const float *x, float *y, kdc_error *err)
+static kdc_status cu_avgpool2d_forward(kdc_backend *be, const kdc_pool2d_desc *d, const float *x,
+                                       float *y, kdc_error *err)
 {
     ZENTER(be, err);
     kdc_status st = avg_check(d, err);
@@ -284,8 +283,8 @@ static kdc_status cu_avgpool2d_forward(kdc_backend *be, const kdc_pool2d_desc *d
     ELEMENTWISE("avgpool forward", avgpool_fwd_kernel, *d, x, y);
 }
 
-static kdc_status cu_avgpool2d_backward(kdc_backend *be, const kdc_pool2d_desc *d,
-                                        const float *dy, float *dx, kdc_error *err)
+static kdc_status cu_avgpool2d_backward(kdc_backend *be, const kdc_pool2d_desc *d, const float *dy,
+                                        float *dx, kdc_error *err)
 {
     ZENTER(be, err);
     kdc_status st = avg_check(d, err);

@@ -75,8 +75,8 @@ static kdc_status check(const kdc_pool2d_desc *d, kdc_error *err)
     return KDC_OK;
 }
 
-kdc_status kdc_avgpool2d_forward(const kdc_pool2d_desc *d, const float *x, float *y,
-                                 kdc_pool *pool, kdc_error *err)
+kdc_status kdc_avgpool2d_forward(const kdc_pool2d_desc *d, const float *x, float *y, kdc_pool *pool,
+                                 kdc_error *err)
 {
     kdc_status st = check(d, err);
     if (st)

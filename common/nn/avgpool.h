@@ -9,8 +9,8 @@
 #include "common/nn/op_desc.h"
 #include "common/base/threadpool.h"
 
-kdc_status kdc_avgpool2d_forward(const kdc_pool2d_desc *d, const float *x, float *y,
-                                 kdc_pool *pool, kdc_error *err);
+kdc_status kdc_avgpool2d_forward(const kdc_pool2d_desc *d, const float *x, float *y, kdc_pool *pool,
+                                 kdc_error *err);
 /* dx[i] = sum over the windows holding i of dy / (k * k) (overwrites dx). */
 kdc_status kdc_avgpool2d_backward(const kdc_pool2d_desc *d, const float *dy, float *dx,
                                   kdc_pool *pool, kdc_error *err);

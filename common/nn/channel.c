@@ -20,8 +20,8 @@ static void copy_task(void *v, size_t b, size_t e)
                c->x + (i * (size_t)d->x_c + (size_t)d->x_off) * hw, len * sizeof(float));
 }
 
-kdc_status kdc_channel_copy(const kdc_chan_copy_desc *d, const float *x, float *y,
-                            kdc_pool *pool, kdc_error *err)
+kdc_status kdc_channel_copy(const kdc_chan_copy_desc *d, const float *x, float *y, kdc_pool *pool,
+                            kdc_error *err)
 {
     kdc_status st = kdc_chan_copy_desc_check(d, err);
     if (st)
@@ -44,8 +44,7 @@ static void shuffle_task(void *v, size_t b, size_t e)
     for (size_t t = b; t < e; t++) { /* t = image * c + output channel */
         size_t img = t / (size_t)p->c, oc = t % (size_t)p->c;
         size_t i = oc % (size_t)p->g, j = oc / (size_t)p->g;
-        memcpy(p->y + t * hw, p->x + (img * (size_t)p->c + i * per + j) * hw,
-               hw * sizeof(float));
+        memcpy(p->y + t * hw, p->x + (img * (size_t)p->c + i * per + j) * hw, hw * sizeof(float));
     }
 }
 
@@ -101,8 +100,8 @@ static kdc_status scale_check(int n, int c, int hw, kdc_error *err)
     return KDC_OK;
 }
 
-kdc_status kdc_channel_scale_forward(int n, int c, int hw, const float *x, const float *s,
-                                     float *y, kdc_pool *pool, kdc_error *err)
+kdc_status kdc_channel_scale_forward(int n, int c, int hw, const float *x, const float *s, float *y,
+                                     kdc_pool *pool, kdc_error *err)
 {
     kdc_status st = scale_check(n, c, hw, err);
     if (st)

@@ -15,7 +15,6 @@ void kdc_relu6_backward(size_t n, const float *y, const float *dy, float *dx, kd
 /* y = 1 / (1 + exp(-x)) in float, as torch.sigmoid. */
 void kdc_sigmoid_forward(size_t n, const float *x, float *y, kdc_pool *pool);
 /* dx = dy * y * (1 - y) */
-void kdc_sigmoid_backward(size_t n, const float *y, const float *dy, float *dx,
-                          kdc_pool *pool);
+void kdc_sigmoid_backward(size_t n, const float *y, const float *dy, float *dx, kdc_pool *pool);
 
 #endif

@@ -30,10 +30,10 @@
 static kdc_backend *g_cpu, *g_gpu;
 static kdc_error g_err;
 
-#define CK(call)                                                                             \
-    do {                                                                                     \
-        kdc_status ck_st_ = (call);                                                          \
-        ck_assert_msg(ck_st_ == KDC_OK, "%s: %s", #call, g_err.msg);                         \
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        kdc_status ck_st_ = (call);                                                                \
+        ck_assert_msg(ck_st_ == KDC_OK, "%s: %s", #call, g_err.msg);                               \
     } while (0)
 
 typedef struct pair {
@@ -100,8 +100,7 @@ static void cmp(const char *what, const float *dc, const float *dg, size_t n, do
 START_TEST(test_gates)
 {
     const size_t n = 100003; /* not a multiple of any block size */
-    pair x = both_rnd(n, 1, -3, 9), y = both_out(n), dy = both_rnd(n, 2, -1, 1),
-         dx = both_out(n);
+    pair x = both_rnd(n, 1, -3, 9), y = both_out(n), dy = both_rnd(n, 2, -1, 1), dx = both_out(n);
     CK(g_cpu->relu6_forward(g_cpu, n, x.c, y.c, &g_err));
     CK(g_gpu->relu6_forward(g_gpu, n, x.g, y.g, &g_err));
     cmp("relu6", y.c, y.g, n, 0);
@@ -138,18 +137,17 @@ START_TEST(test_channel_ops)
     }
     /* concatenation of a 10- and a 14-channel tensor into y, then a split of y */
     pair a = both_rnd((size_t)n * 10 * hw, 6, -1, 1), b = both_rnd((size_t)n * 14 * hw, 7, -1, 1);
-    kdc_chan_copy_desc d1 = {.n = n, .hw = hw, .c = 10, .x_c = 10, .x_off = 0, .y_c = c,
-                             .y_off = 0};
-    kdc_chan_copy_desc d2 = {.n = n, .hw = hw, .c = 14, .x_c = 14, .x_off = 0, .y_c = c,
-                             .y_off = 10};
+    kdc_chan_copy_desc d1 = {
+        .n = n, .hw = hw, .c = 10, .x_c = 10, .x_off = 0, .y_c = c, .y_off = 0};
+    kdc_chan_copy_desc d2 = {
+        .n = n, .hw = hw, .c = 14, .x_c = 14, .x_off = 0, .y_c = c, .y_off = 10};
     CK(g_cpu->channel_copy(g_cpu, &d1, a.c, y.c, &g_err));
     CK(g_cpu->channel_copy(g_cpu, &d2, b.c, y.c, &g_err));
     CK(g_gpu->channel_copy(g_gpu, &d1, a.g, y.g, &g_err));
     CK(g_gpu->channel_copy(g_gpu, &d2, b.g, y.g, &g_err));
     cmp("concat", y.c, y.g, nx, 0);
     pair part = both_out((size_t)n * 5 * hw);
-    kdc_chan_copy_desc sp = {.n = n, .hw = hw, .c = 5, .x_c = c, .x_off = 7, .y_c = 5,
-                             .y_off = 0};
+    kdc_chan_copy_desc sp = {.n = n, .hw = hw, .c = 5, .x_c = c, .x_off = 7, .y_c = 5, .y_off = 0};
     CK(g_cpu->channel_copy(g_cpu, &sp, x.c, part.c, &g_err));
     CK(g_gpu->channel_copy(g_gpu, &sp, x.g, part.g, &g_err));
     cmp("split", part.c, part.g, part.n, 0);
@@ -162,8 +160,13 @@ START_TEST(test_avgpool_window)
 {
     const int cases[][5] = {{15, 15, 3, 2, 1}, {8, 8, 2, 2, 0}, {9, 7, 3, 1, 1}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        kdc_pool2d_desc d = {.n = 2, .c = 5, .h_in = cases[i][0], .w_in = cases[i][1],
-                             .k = cases[i][2], .stride = cases[i][3], .pad = cases[i][4]};
+        kdc_pool2d_desc d = {.n = 2,
+                             .c = 5,
+                             .h_in = cases[i][0],
+                             .w_in = cases[i][1],
+                             .k = cases[i][2],
+                             .stride = cases[i][3],
+                             .pad = cases[i][4]};
         CK(kdc_pool2d_desc_init(&d, &g_err));
         size_t nx = (size_t)d.n * d.c * d.h_in * d.w_in, ny = (size_t)d.n * d.c * d.h_out * d.w_out;
         pair x = both_rnd(nx, 8 + i, -1, 1), y = both_out(ny), dy = both_rnd(ny, 20 + i, -1, 1),
@@ -185,8 +188,16 @@ START_TEST(test_grouped_conv_bias)
     const int shapes[][9] = {{2, 48, 9, 9, 48, 3, 2, 1, 6}, {2, 48, 1, 1, 12, 1, 1, 0, 1}};
     for (size_t i = 0; i < 2; i++) {
         const int *s = shapes[i];
-        kdc_conv2d_desc d = {.n = s[0], .c_in = s[1], .h_in = s[2], .w_in = s[3], .c_out = s[4],
-                             .kh = s[5], .kw = s[5], .stride = s[6], .pad = s[7], .groups = s[8]};
+        kdc_conv2d_desc d = {.n = s[0],
+                             .c_in = s[1],
+                             .h_in = s[2],
+                             .w_in = s[3],
+                             .c_out = s[4],
+                             .kh = s[5],
+                             .kw = s[5],
+                             .stride = s[6],
+                             .pad = s[7],
+                             .groups = s[8]};
         CK(kdc_conv2d_desc_init(&d, &g_err));
         size_t nx = (size_t)d.n * d.c_in * d.h_in * d.w_in;
         size_t nw = (size_t)d.c_out * (d.c_in / d.groups) * d.kh * d.kw;
@@ -253,9 +264,8 @@ static const struct {
     const char *arch;
     int size;
 } MODELS[] = {
-    {"mobilenet_v2", 64},   {"shufflenet_v2_x0_5", 64}, {"regnet_y_400mf", 64},
-    {"resnet20", 32},       {"vgg8", 32},               {"MobileNetV2", 32},
-    {"ShuffleV1", 32},      {"ShuffleV2", 32},
+    {"mobilenet_v2", 64}, {"shufflenet_v2_x0_5", 64}, {"regnet_y_400mf", 64}, {"resnet20", 32},
+    {"vgg8", 32},         {"MobileNetV2", 32},        {"ShuffleV1", 32},      {"ShuffleV2", 32},
 };
 
 START_TEST(test_models)

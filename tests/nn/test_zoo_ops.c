@@ -51,8 +51,7 @@ static float *buf(size_t n)
     return p;
 }
 
-static void expect(const char *what, const float *got, const char *ref_name, size_t n,
-                   double tol)
+static void expect(const char *what, const float *got, const char *ref_name, size_t n, double tol)
 {
     double *r = ref(ref_name, n);
     double e = kdc_test_rel_err_f64(got, r, n);
@@ -123,18 +122,18 @@ START_TEST(test_concat_split)
     const size_t na = (size_t)n * ca * hw, nb = (size_t)n * cb * hw, ny = (size_t)n * cy * hw;
     float *a = in("cat_a", na), *b = in("cat_b", nb), *dy = in("cat_dy", ny);
     float *y = buf(ny), *da = buf(na), *db = buf(nb);
-    kdc_chan_copy_desc d1 = {.n = n, .hw = hw, .c = ca, .x_c = ca, .x_off = 0, .y_c = cy,
-                             .y_off = 0};
-    kdc_chan_copy_desc d2 = {.n = n, .hw = hw, .c = cb, .x_c = cb, .x_off = 0, .y_c = cy,
-                             .y_off = ca};
+    kdc_chan_copy_desc d1 = {
+        .n = n, .hw = hw, .c = ca, .x_c = ca, .x_off = 0, .y_c = cy, .y_off = 0};
+    kdc_chan_copy_desc d2 = {
+        .n = n, .hw = hw, .c = cb, .x_c = cb, .x_off = 0, .y_c = cy, .y_off = ca};
     CK_OK(be->channel_copy(be, &d1, a, y, &err));
     CK_OK(be->channel_copy(be, &d2, b, y, &err));
     expect("concat forward", y, "cat_y", ny, TOL_FWD);
     /* the backward of a concatenation is a split of dy */
-    kdc_chan_copy_desc s1 = {.n = n, .hw = hw, .c = ca, .x_c = cy, .x_off = 0, .y_c = ca,
-                             .y_off = 0};
-    kdc_chan_copy_desc s2 = {.n = n, .hw = hw, .c = cb, .x_c = cy, .x_off = ca, .y_c = cb,
-                             .y_off = 0};
+    kdc_chan_copy_desc s1 = {
+        .n = n, .hw = hw, .c = ca, .x_c = cy, .x_off = 0, .y_c = ca, .y_off = 0};
+    kdc_chan_copy_desc s2 = {
+        .n = n, .hw = hw, .c = cb, .x_c = cy, .x_off = ca, .y_c = cb, .y_off = 0};
     CK_OK(be->channel_copy(be, &s1, dy, da, &err));
     CK_OK(be->channel_copy(be, &s2, dy, db, &err));
     expect("concat backward a", da, "cat_da", na, TOL_BWD);
@@ -146,8 +145,7 @@ START_TEST(test_concat_split)
     ck_assert_ptr_nonnull(strstr(err.msg, "do not fit"));
     /* a split of x 2x8x3x3 at channel 3 holds exactly those planes */
     float *x = in("split_x", 2 * 8 * 9), *hi = buf(2 * 5 * 9);
-    kdc_chan_copy_desc sp = {.n = 2, .hw = 9, .c = 5, .x_c = 8, .x_off = 3, .y_c = 5,
-                             .y_off = 0};
+    kdc_chan_copy_desc sp = {.n = 2, .hw = 9, .c = 5, .x_c = 8, .x_off = 3, .y_c = 5, .y_off = 0};
     CK_OK(be->channel_copy(be, &sp, x, hi, &err));
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 45; j++)
@@ -197,8 +195,12 @@ START_TEST(test_avgpool)
     ck_assert_uint_eq(ncase % 7, 0);
     for (size_t i = 0; i < ncase / 7; i++) {
         const int64_t *r = cs + 7 * i;
-        kdc_pool2d_desc d = {.n = (int)r[0], .c = (int)r[1], .h_in = (int)r[2],
-                             .w_in = (int)r[3], .k = (int)r[4], .stride = (int)r[5],
+        kdc_pool2d_desc d = {.n = (int)r[0],
+                             .c = (int)r[1],
+                             .h_in = (int)r[2],
+                             .w_in = (int)r[3],
+                             .k = (int)r[4],
+                             .stride = (int)r[5],
                              .pad = (int)r[6]};
         CK_OK(kdc_pool2d_desc_init(&d, &err));
         size_t nx = (size_t)d.n * d.c * d.h_in * d.w_in, ny = (size_t)d.n * d.c * d.h_out * d.w_out;
@@ -224,8 +226,16 @@ END_TEST
 
 static void gconv_on(kdc_backend *b)
 {
-    kdc_conv2d_desc d = {.n = 2, .c_in = 16, .h_in = 6, .w_in = 6, .c_out = 24, .kh = 3,
-                         .kw = 3, .stride = 2, .pad = 1, .groups = 4};
+    kdc_conv2d_desc d = {.n = 2,
+                         .c_in = 16,
+                         .h_in = 6,
+                         .w_in = 6,
+                         .c_out = 24,
+                         .kh = 3,
+                         .kw = 3,
+                         .stride = 2,
+                         .pad = 1,
+                         .groups = 4};
     CK_OK(kdc_conv2d_desc_init(&d, &err));
     const size_t nx = 2 * 16 * 36, nw = 24 * 4 * 9, ny = 2 * 24 * 9;
     float *x = in("gconv_x", nx), *w = in("gconv_w", nw), *bias = in("gconv_b", 24);
