@@ -11,7 +11,7 @@ For every architecture A (KEYS):
 For the architectures of EVAL (random weights, randomised BN as ref_models.py):
   A.safetensors, A_x.f32, A_logits.f64, A_features.f64   eval, float64
 For TRAIN additionally (mean CE, float64; f32err as in ref_models.py):
-  A_tx.f32, A_ty.i64, A_tlogits.f64, A_dx.f64, A_grad_<param>.f64,
+  A_train.safetensors (the weights of the step), A_tx.f32, A_ty.i64, A_tlogits.f64, A_dx.f64, A_grad_<param>.f64,
   A_after_<buffer>.f64 / .i64, A_f32err_<param>.f64, A_f32err_dx.f64
 Usage: ref_zoo.py OUTDIR
 """
@@ -43,8 +43,13 @@ EVAL = {"mobilenet_v2": (64, 2), "shufflenet_v2_x0_5": (64, 2), "shufflenet_v2_x
         "MobileNetV2": (32, 2), "ShuffleV1": (32, 2), "ShuffleV2": (32, 2)}
 # name -> (batch, image size); must match TRAIN in tests/models/test_zoo.c
 TRAIN = {"mobilenet_v2": (4, 64), "shufflenet_v2_x0_5": (4, 64), "regnet_y_400mf": (4, 64),
-         "resnet20": (4, 32), "vgg8": (4, 32), "MobileNetV2": (4, 32), "ShuffleV1": (4, 32),
+         "resnet20": (4, 32), "vgg8": (4, 32), "MobileNetV2": (4, 32), "ShuffleV1": (8, 32),
          "ShuffleV2": (4, 32)}
+# Train steps from the freshly initialised model (BN weight 1, bias 0) instead of the
+# randomised one: with random BN affines and statistics these two are so ill-conditioned
+# in train mode that float32 implementations differ from float64 (and from each other)
+# by 3-20% on some tensors; fresh they are within 0.6% (regnet) / 2.5% (ShuffleV1).
+FRESH_TRAIN = {"regnet_y_400mf", "ShuffleV1"}
 
 
 def with_features(model):
@@ -64,6 +69,16 @@ def keys(d, name, model):
 
 
 def train_fixtures(d, name, model, batch, size, gen):
+    if name in FRESH_TRAIN:
+        torch.manual_seed(zlib.crc32(name.encode()) + 1)
+        model = zoo_model(name, CLASSES)
+    # Dropout (torchvision mobilenet_v2's classifier.0) would draw a different mask per
+    # run; ours is the identity in training too (docs/MODELS.md), so the reference has p = 0.
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
+    save_file({k: v.clone() for k, v in model.state_dict().items()},
+              os.path.join(d, f"{name}_train.safetensors"), {"format": "pt", "arch": name})
     x = torch.randn(batch, 3, size, size, generator=gen)
     y = torch.randint(0, CLASSES, (batch,), generator=gen)
     refutil.save(d, f"{name}_tx", x)
@@ -84,14 +99,19 @@ def train_fixtures(d, name, model, batch, size, gen):
     m32 = copy.deepcopy(model).float().train()
     x32 = x.clone().requires_grad_(True)
     F.cross_entropy(m32(x32), y).backward()
-    # Gradients that are zero in exact arithmetic (the bias of a BN whose
-    # output reaches the next train-mode BN through linear layers only, the
-    # bias of a conv right before a BN) are judged against a floor of 1e-6 x
-    # the model's largest gradient, here and in the C test (ZERO_FLOOR).
-    floor = 1e-6 * max(float(p.grad.abs().max()) for p in m.parameters())
+    # Gradients that are zero in exact arithmetic (the bias of a BN whose output
+    # reaches the next train-mode BN through linear layers only; VGG's conv bias
+    # before its BN) are rounding noise in float64 too: their f32err is written as
+    # -1, and the C test checks that ours are small against the model's largest
+    # gradient instead (test_zoo.c, ZERO_ABS).
+    gmax = max(float(p.grad.abs().max()) for p in m.parameters())
     worst = 0.0
     for (k, p32), (_, p64) in zip(m32.named_parameters(), m.named_parameters()):
-        e = float((p32.grad.double() - p64.grad).abs().max() / max(float(p64.grad.abs().max()), floor))
+        r = float(p64.grad.abs().max())
+        if r < 1e-10 * gmax:
+            refutil.save(d, f"{name}_f32err_{k}", np.array([-1.0], dtype=np.float64))
+            continue
+        e = float((p32.grad.double() - p64.grad).abs().max() / r)
         refutil.save(d, f"{name}_f32err_{k}", np.array([e], dtype=np.float64))
         worst = max(worst, e)
     ex = float((x32.grad.double() - xd.grad).abs().max() / xd.grad.abs().max())
