@@ -40,15 +40,27 @@ kdc_status kd_teacher_weights_shape(const char *weights, int *num_classes, int *
     kdc_status st = st_open(weights, &f, err);
     if (st)
         return st;
-    const st_tensor *t = st_find(f, "fc.weight");
+    /* The classifier's name in the architectures of the zoo: torchvision's
+     * ResNets, ShuffleNetV2 and RegNetY, mdistiller's CIFAR nets "fc";
+     * torchvision's MobileNetV2 "classifier.1" (after a Dropout); mdistiller's
+     * MobileNetV2 "classifier.0", VGG "classifier", ShuffleNets "linear". */
+    static const char *const names[] = {"fc.weight", "classifier.1.weight",
+                                        "classifier.0.weight", "classifier.weight",
+                                        "linear.weight"};
+    const st_tensor *t = NULL;
+    const char *name = names[0];
+    for (size_t i = 0; !t && i < sizeof names / sizeof names[0]; i++)
+        if ((t = st_find(f, names[i])))
+            name = names[i];
     if (!t)
         st = kdc_fail(err, KDC_EMISMATCH,
-                      "%s: no tensor 'fc.weight': not a state_dict of the architectures here",
+                      "%s: no tensor 'fc.weight' (nor another classifier name of the zoo): not "
+                      "a state_dict of the architectures here",
                       weights);
     else if (t->ndim != 2 || t->shape[0] < 1 || t->shape[0] > (1 << 24) || t->shape[1] < 1 ||
              t->shape[1] > (1 << 20))
-        st = kdc_fail(err, KDC_EMISMATCH, "%s: 'fc.weight' has %d dimensions / shape %lld x %lld, "
-                      "not [classes, features]", weights, t->ndim, (long long)t->shape[0],
+        st = kdc_fail(err, KDC_EMISMATCH, "%s: '%s' has %d dimensions / shape %lld x %lld, "
+                      "not [classes, features]", weights, name, t->ndim, (long long)t->shape[0],
                       (long long)(t->ndim > 1 ? t->shape[1] : 0));
     else {
         *num_classes = (int)t->shape[0];
@@ -94,7 +106,7 @@ kdc_status kd_teacher_load(const char *arch, const char *weights, kdc_backend *b
     t->feature_dim = kdc_model_feature_dim(t->model);
     if (t->feature_dim != Din) {
         st = kdc_fail(err, KDC_EMISMATCH,
-                      "%s: fc.weight takes %d features but %s has %d: weights of another "
+                      "%s: the classifier takes %d features but %s has %d: weights of another "
                       "architecture?", weights, Din, arch, t->feature_dim);
         goto out;
     }

@@ -95,7 +95,7 @@ kdc_status kd_student_meta_read(const char *path, kd_student_meta *m, kdc_error 
         int ok = n < sizeof m->arch;
         for (size_t i = 0; ok && i < n; i++)
             ok = (arch[i] >= 'a' && arch[i] <= 'z') || (arch[i] >= '0' && arch[i] <= '9') ||
-                 arch[i] == '_';
+                 arch[i] == '_' || (arch[i] >= 'A' && arch[i] <= 'Z'); /* MobileNetV2 */
         if (!ok) {
             st = kdc_fail(err, KDC_EFORMAT,
                           "%s: metadata arch = '%.40s' is not an architecture "

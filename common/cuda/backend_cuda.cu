@@ -1066,6 +1066,7 @@ kdc_status kdc_backend_cuda_create(int index, kdc_backend **out, kdc_error *err)
     be->relu_backward_dual = cu_relu_backward_dual;
     be->maxpool2d_backward_dual = cu_maxpool_backward_dual;
     be->linear_backward_dual = cu_linear_backward_dual;
+    kdc_cuda_fill_zoo_ops(be);
     kdc_status st = cu_init(im, err);
     if (st != KDC_OK) {
         kdc_error_prefix(err, "cuda:%d: ", index);

@@ -121,6 +121,10 @@ typedef struct kdc_cuda_impl {
  * keeps the current device per thread). */
 kdc_status kdc_cuda_bind(kdc_cuda_impl *im, kdc_error *err);
 
+/* cuda_zoo_ops.cu: fills the op table entries of MobileNetV2 / ShuffleNet /
+ * RegNetY (ReLU6, sigmoid, channel scale, copy and shuffle, average pool). */
+void kdc_cuda_fill_zoo_ops(kdc_backend *be);
+
 /* The impl of a CUDA backend, or NULL (with err) for any other backend. */
 kdc_cuda_impl *kdc_cuda_impl_of(kdc_backend *be, kdc_error *err);
 

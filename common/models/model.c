@@ -32,7 +32,16 @@
 #define ARCH_NAME_MAX 32
 #define NOT_USED (-2)     /* a value no node reads */
 
-typedef enum op_kind { OP_CONV, OP_BN, OP_RELU, OP_MAXPOOL, OP_GAP, OP_LINEAR, OP_ADD } op_kind;
+typedef enum op_kind {
+    OP_CONV, OP_BN, OP_RELU, OP_MAXPOOL, OP_GAP, OP_LINEAR, OP_ADD,
+    /* MobileNetV2, ShuffleNet, RegNetY, VGG */
+    OP_RELU6, OP_SIGMOID,
+    OP_SCALE,   /* in[0] * in[1] per channel (in[1]: n x C x 1 x 1, squeeze-excitation) */
+    OP_CONCAT,  /* channels of in[0], then of in[1] */
+    OP_SLICE,   /* channels [off, off + c) of in[0] */
+    OP_SHUFFLE, /* channel shuffle in `groups` groups */
+    OP_AVGPOOL  /* windowed average pool, zero padding counted */
+} op_kind;
 
 typedef struct node {
     op_kind op;
@@ -41,6 +50,8 @@ typedef struct node {
     int c_in;
     char *name;    /* state_dict prefix for nodes with parameters, for messages */
     int k, stride, pad, groups;
+    int off;       /* OP_SLICE: first channel */
+    int bias_init; /* OP_CONV with bias: 0 zero, 1 PyTorch's default U(+-1/sqrt(fan_in)) */
     int p_w, p_b, p_rm, p_rv, p_nbt; /* parameter indices, -1 when absent */
     int bn_index;                    /* BN nodes: index into save stats and nbt */
     kdc_init_kind init;
@@ -219,6 +230,18 @@ int kdc_mb_conv(kdc_model *m, const char *prefix, int in, int c_in, int c_out, i
     return nd->p_w < 0 ? -1 : id;
 }
 
+int kdc_mb_conv_bias(kdc_model *m, const char *prefix, int in, int c_in, int c_out, int k,
+                     int stride, int pad, int groups, int bias_init)
+{
+    int id = kdc_mb_conv(m, prefix, in, c_in, c_out, k, stride, pad, groups);
+    if (id < 0)
+        return -1;
+    int64_t c = c_out;
+    m->nodes[id].bias_init = bias_init;
+    m->nodes[id].p_b = add_param(m, prefix, "bias", KDC_PARAM_WEIGHT, KDC_F32, 1, &c, 0);
+    return m->nodes[id].p_b < 0 ? -1 : id;
+}
+
 int kdc_mb_bn(kdc_model *m, const char *prefix, int in)
 {
     int id = add_node(m, OP_BN, in, -3, prefix);
@@ -239,6 +262,75 @@ int kdc_mb_bn(kdc_model *m, const char *prefix, int in)
 int kdc_mb_relu(kdc_model *m, int in)
 {
     return add_node(m, OP_RELU, in, -3, NULL);
+}
+
+int kdc_mb_relu6(kdc_model *m, int in)
+{
+    return add_node(m, OP_RELU6, in, -3, NULL);
+}
+
+int kdc_mb_sigmoid(kdc_model *m, int in)
+{
+    return add_node(m, OP_SIGMOID, in, -3, NULL);
+}
+
+int kdc_mb_scale(kdc_model *m, int x, int s)
+{
+    if (x < 0 || s < 0)
+        return build_fail(m, KDC_EINVAL, "channel scale of the network input");
+    int id = add_node(m, OP_SCALE, x, s, NULL);
+    if (id < 0)
+        return -1;
+    if (kdc_mb_channels(m, x) != kdc_mb_channels(m, s))
+        return build_fail(m, KDC_EINVAL, "channel scale with a different number of scales");
+    return id;
+}
+
+int kdc_mb_concat(kdc_model *m, int a, int b)
+{
+    if (a < 0 || b < 0)
+        return build_fail(m, KDC_EINVAL, "concatenation of the network input");
+    int id = add_node(m, OP_CONCAT, a, b, NULL);
+    if (id < 0)
+        return -1;
+    m->nodes[id].c = kdc_mb_channels(m, a) + kdc_mb_channels(m, b);
+    return id;
+}
+
+int kdc_mb_slice(kdc_model *m, int in, int off, int count)
+{
+    int id = add_node(m, OP_SLICE, in, -3, NULL);
+    if (id < 0)
+        return -1;
+    if (off < 0 || count <= 0 || off > kdc_mb_channels(m, in) - count)
+        return build_fail(m, KDC_EINVAL, "channel slice outside its input");
+    m->nodes[id].off = off;
+    m->nodes[id].c = count;
+    return id;
+}
+
+int kdc_mb_shuffle(kdc_model *m, int in, int groups)
+{
+    int id = add_node(m, OP_SHUFFLE, in, -3, NULL);
+    if (id < 0)
+        return -1;
+    if (groups <= 0 || kdc_mb_channels(m, in) % groups)
+        return build_fail(m, KDC_EINVAL, "channel shuffle groups do not divide the channels");
+    m->nodes[id].groups = groups;
+    return id;
+}
+
+int kdc_mb_avgpool(kdc_model *m, int in, int k, int stride, int pad)
+{
+    int id = add_node(m, OP_AVGPOOL, in, -3, NULL);
+    if (id < 0)
+        return -1;
+    if (k <= 0 || stride <= 0 || pad < 0 || 2 * pad > k)
+        return build_fail(m, KDC_EINVAL, "bad average-pool geometry");
+    m->nodes[id].k = k;
+    m->nodes[id].stride = stride;
+    m->nodes[id].pad = pad;
+    return id;
 }
 
 int kdc_mb_maxpool(kdc_model *m, int in, int k, int stride, int pad)
@@ -351,10 +443,11 @@ static kdc_status grow_scratch(kdc_model *m, size_t need, kdc_error *err)
 
 /* ---------------------------------------------------------- structural plan */
 
-/* Does backward need node i's own output? (ReLU and max pool read it.) */
+/* Does backward need node i's own output? (ReLU, ReLU6, sigmoid and max pool
+ * read it.) */
 static int needs_own_output(op_kind op)
 {
-    return op == OP_RELU || op == OP_MAXPOOL;
+    return op == OP_RELU || op == OP_MAXPOOL || op == OP_RELU6 || op == OP_SIGMOID;
 }
 
 /* Train buffers: a ReLU or add may overwrite its first input when nothing else
@@ -521,11 +614,12 @@ static kdc_status plan_dims(kdc_model *m, int n, int h, int w, kdc_error *err)
             nd->w = d.w_out;
             break;
         }
-        case OP_MAXPOOL: {
+        case OP_MAXPOOL:
+        case OP_AVGPOOL: {
             kdc_pool2d_desc d = {.n = n, .c = nd->c, .h_in = ih, .w_in = iw, .k = nd->k,
                                  .stride = nd->stride, .pad = nd->pad};
             if (kdc_pool2d_desc_init(&d, err))
-                return kdc_error_prefix(err, "%s: input %dx%d is too small at a max pool: ",
+                return kdc_error_prefix(err, "%s: input %dx%d is too small at a pool: ",
                                         m->arch, h, w);
             nd->pd = d;
             nd->h = d.h_out;
@@ -542,6 +636,25 @@ static kdc_status plan_dims(kdc_model *m, int n, int h, int w, kdc_error *err)
                 return kdc_fail(err, KDC_EINVAL,
                                 "%s: input %dx%d gives residual branches of %dx%d and %dx%d",
                                 m->arch, h, w, ih, iw, b->h, b->w);
+            nd->h = ih;
+            nd->w = iw;
+            break;
+        }
+        case OP_CONCAT: {
+            const node *b = &m->nodes[nd->in[1]];
+            if (b->h != ih || b->w != iw)
+                return kdc_fail(err, KDC_EINVAL,
+                                "%s: input %dx%d gives concatenated maps of %dx%d and %dx%d",
+                                m->arch, h, w, ih, iw, b->h, b->w);
+            nd->h = ih;
+            nd->w = iw;
+            break;
+        }
+        case OP_SCALE: {
+            const node *b = &m->nodes[nd->in[1]];
+            if (b->h != 1 || b->w != 1)
+                return kdc_fail(err, KDC_EINVAL, "%s: channel scales of %dx%d, not 1x1",
+                                m->arch, b->h, b->w);
             nd->h = ih;
             nd->w = iw;
             break;
@@ -642,6 +755,14 @@ static kdc_status init_params(kdc_model *m, uint64_t seed, kdc_error *err)
             double std = sqrt(2.0 / ((double)nd->c * nd->k * nd->k));
             kdc_init_normal(hw + m->param_off[nd->p_w],
                             kdc_tensor_numel(&m->params.items[nd->p_w].value), std, &rng);
+            if (nd->p_b >= 0 && nd->bias_init) {
+                /* nn.Conv2d.reset_parameters: bias U(+-1/sqrt(fan_in)) */
+                double fan_in = (double)(nd->c_in / nd->groups) * nd->k * nd->k;
+                kdc_init_uniform(hw + m->param_off[nd->p_b], (size_t)nd->c, 1.0 / sqrt(fan_in),
+                                 &rng);
+            } else if (nd->p_b >= 0) {
+                memset(hw + m->param_off[nd->p_b], 0, (size_t)nd->c * sizeof(float));
+            }
         } else if (nd->op == OP_BN) {
             for (int c = 0; c < nd->c; c++) {
                 hw[m->param_off[nd->p_w] + (size_t)c] = 1.0f;
@@ -653,9 +774,13 @@ static kdc_status init_params(kdc_model *m, uint64_t seed, kdc_error *err)
             /* nn.Linear.reset_parameters: kaiming_uniform_(a=sqrt(5)) gives
              * U(+-1/sqrt(fan_in)) for the weight, and the bias uses the same bound */
             double bound = 1.0 / sqrt((double)nd->c_in);
-            kdc_init_uniform(hw + m->param_off[nd->p_w], (size_t)nd->c * (size_t)nd->c_in, bound,
-                             &rng);
-            if (nd->init == KDC_INIT_LINEAR_ZERO_BIAS)
+            if (nd->init == KDC_INIT_LINEAR_NORMAL)
+                kdc_init_normal(hw + m->param_off[nd->p_w], (size_t)nd->c * (size_t)nd->c_in,
+                                0.01, &rng);
+            else
+                kdc_init_uniform(hw + m->param_off[nd->p_w], (size_t)nd->c * (size_t)nd->c_in,
+                                 bound, &rng);
+            if (nd->init == KDC_INIT_LINEAR_ZERO_BIAS || nd->init == KDC_INIT_LINEAR_NORMAL)
                 memset(hw + m->param_off[nd->p_b], 0, (size_t)nd->c * sizeof(float));
             else
                 kdc_init_uniform(hw + m->param_off[nd->p_b], (size_t)nd->c, bound, &rng);
@@ -759,6 +884,44 @@ static float *pw(kdc_model *m, int p)
 
 /* ------------------------------------------------------------ training path */
 
+/* Forward of the ops that need no state (the same in training and
+ * inference): ReLU6, sigmoid, channel scale / concatenation / slice /
+ * shuffle, average pool. in1 is the second input (scale, concatenation). */
+static kdc_status forward_plain(kdc_model *m, const node *nd, int n, const float *in,
+                                const float *in1, float *y, kdc_error *err)
+{
+    kdc_backend *be = m->be;
+    int hw = nd->h * nd->w;
+    switch (nd->op) {
+    case OP_RELU6:
+        return be->relu6_forward(be, nd->numel, in, y, err);
+    case OP_SIGMOID:
+        return be->sigmoid_forward(be, nd->numel, in, y, err);
+    case OP_SCALE:
+        return be->channel_scale_forward(be, n, nd->c, hw, in, in1, y, err);
+    case OP_CONCAT: {
+        int c0 = m->nodes[nd->in[0]].c;
+        kdc_chan_copy_desc a = {.n = n, .hw = hw, .c = c0, .x_c = c0, .x_off = 0, .y_c = nd->c,
+                                .y_off = 0};
+        kdc_chan_copy_desc b = {.n = n, .hw = hw, .c = nd->c - c0, .x_c = nd->c - c0,
+                                .x_off = 0, .y_c = nd->c, .y_off = c0};
+        kdc_status st = be->channel_copy(be, &a, in, y, err);
+        return st ? st : be->channel_copy(be, &b, in1, y, err);
+    }
+    case OP_SLICE: {
+        kdc_chan_copy_desc d = {.n = n, .hw = hw, .c = nd->c, .x_c = nd->c_in, .x_off = nd->off,
+                                .y_c = nd->c, .y_off = 0};
+        return be->channel_copy(be, &d, in, y, err);
+    }
+    case OP_SHUFFLE:
+        return be->channel_shuffle(be, n, nd->c, nd->groups, hw, in, y, err);
+    case OP_AVGPOOL:
+        return be->avgpool2d_forward(be, &nd->pd, in, y, err);
+    default:
+        return kdc_fail(err, KDC_EINVAL, "node kind %d has no plain forward", (int)nd->op);
+    }
+}
+
 static const float *train_act(const kdc_model *m, const float *x, int i)
 {
     return i == KDC_MB_INPUT ? x : m->train_bufs.ptr[m->nodes[i].train_buf];
@@ -789,7 +952,7 @@ kdc_status kdc_model_forward(kdc_model *m, const float *x, int n, int h, int w, 
         float *y = bs->ptr[nd->train_buf];
         switch (nd->op) {
         case OP_CONV:
-            st = be->conv2d_forward(be, &nd->cd, in, pw(m, nd->p_w), NULL, y, err);
+            st = be->conv2d_forward(be, &nd->cd, in, pw(m, nd->p_w), pw(m, nd->p_b), y, err);
             break;
         case OP_BN: {
             kdc_bn_desc d = {.n = n, .c = nd->c, .hw = nd->h * nd->w, .eps = BN_EPS,
@@ -822,6 +985,10 @@ kdc_status kdc_model_forward(kdc_model *m, const float *x, int n, int h, int w, 
             break;
         case OP_ADD:
             st = be->add(be, nd->numel, in, train_act(m, x, nd->in[1]), y, err);
+            break;
+        default:
+            st = forward_plain(m, nd, n, in, nd->in[1] != -3 ? train_act(m, x, nd->in[1]) : NULL,
+                               y, err);
             break;
         }
         if (st)
@@ -929,6 +1096,83 @@ static kdc_status finish_target(kdc_model *m, const grad_target *t, size_t n, kd
     return m->be->add(m->be, n, t->accum, t->dst, t->accum, err);
 }
 
+/* Backward of the one-input plain ops into dst (in_numel floats), one stream. */
+static kdc_status backward_plain_one(kdc_model *m, const node *nd, int n, const float *dy,
+                                     float *dst, size_t in_numel, kdc_error *err)
+{
+    kdc_backend *be = m->be;
+    const float *own = m->train_bufs.ptr[nd->train_buf];
+    int hw = nd->h * nd->w;
+    switch (nd->op) {
+    case OP_RELU6:
+        return be->relu6_backward(be, nd->numel, own, dy, dst, err);
+    case OP_SIGMOID:
+        return be->sigmoid_backward(be, nd->numel, own, dy, dst, err);
+    case OP_SLICE: {
+        /* the channels outside the slice get no gradient from it */
+        kdc_status st = be->fill_zero(be, dst, in_numel * sizeof(float), err);
+        kdc_chan_copy_desc d = {.n = n, .hw = hw, .c = nd->c, .x_c = nd->c, .x_off = 0,
+                                .y_c = nd->c_in, .y_off = nd->off};
+        return st ? st : be->channel_copy(be, &d, dy, dst, err);
+    }
+    case OP_SHUFFLE: /* the inverse permutation is the shuffle with c / groups groups */
+        return be->channel_shuffle(be, n, nd->c, nd->c / nd->groups, hw, dy, dst, err);
+    case OP_AVGPOOL:
+        return be->avgpool2d_backward(be, &nd->pd, dy, dst, err);
+    default:
+        return kdc_fail(err, KDC_EINVAL, "node kind %d has no plain backward", (int)nd->op);
+    }
+}
+
+/* These ops have no dual form: with S streams each stream runs the
+ * single-stream op on its own part of dy and dst (stream s starts at s * numel),
+ * since their forward tensors exist only once. */
+static kdc_status backward_plain(kdc_model *m, const node *nd, int n, int S, const float *dy,
+                                 float *dst, size_t in_numel, kdc_error *err)
+{
+    kdc_status st = KDC_OK;
+    for (int s = 0; s < S && !st; s++)
+        st = backward_plain_one(m, nd, n, dy + (size_t)s * nd->numel, dst + (size_t)s * in_numel,
+                                in_numel, err);
+    return st;
+}
+
+/* Concatenation and channel scale: each input gets its own gradient, written
+ * (or accumulated) one input at a time so that one scratch buffer suffices. */
+static kdc_status backward_two_inputs(kdc_model *m, const node *nd, int n, int S,
+                                      const float *dy, unsigned char *ready, float *dinput,
+                                      int *dinput_ready, kdc_error *err)
+{
+    kdc_backend *be = m->be;
+    int hw = nd->h * nd->w;
+    kdc_status st = KDC_OK;
+    for (int k = 0; k < 2 && !st; k++) {
+        int a = nd->in[k];
+        grad_target tk = grad_target_for(m, a, ready, dinput, dinput_ready);
+        if (!tk.dst)
+            continue;
+        size_t numel = m->nodes[a].numel;
+        for (int s = 0; s < S && !st; s++) {
+            const float *dys = dy + (size_t)s * nd->numel;
+            float *dst = tk.dst + (size_t)s * numel;
+            if (nd->op == OP_CONCAT) {
+                int c0 = m->nodes[nd->in[0]].c, ck = m->nodes[a].c;
+                kdc_chan_copy_desc d = {.n = n, .hw = hw, .c = ck, .x_c = nd->c,
+                                        .x_off = k ? c0 : 0, .y_c = ck, .y_off = 0};
+                st = be->channel_copy(be, &d, dys, dst, err);
+            } else {
+                const float *x = m->train_bufs.ptr[m->nodes[nd->in[0]].train_buf];
+                const float *sc = m->train_bufs.ptr[m->nodes[nd->in[1]].train_buf];
+                st = be->channel_scale_backward(be, n, nd->c, hw, x, sc, dys, k ? NULL : dst,
+                                                k ? dst : NULL, err);
+            }
+        }
+        if (!st)
+            st = finish_target(m, &tk, numel * S, err);
+    }
+    return st;
+}
+
 /* Both backends' dual ops present? (backend.h: they may be NULL.) */
 static int has_dual_ops(const kdc_backend *be)
 {
@@ -990,7 +1234,7 @@ static kdc_status backward_streams(kdc_model *m, int S, const float *dlogits,
                                          : (size_t)n * 3 * (size_t)m->trained_h * m->trained_w;
         const float *in = nd->in[0] >= 0 ? train_act(m, NULL, nd->in[0]) : m->train_input;
         grad_target t = {NULL, NULL};
-        if (nd->op != OP_ADD)
+        if (nd->op != OP_ADD && nd->op != OP_CONCAT && nd->op != OP_SCALE)
             t = grad_target_for(m, nd->in[0], ready, dinput, &dinput_ready);
         float *dx_or_scratch = t.dst ? t.dst : m->scratch;
         float *gw0 = nd->p_w >= 0 ? (float *)g[0]->grad[nd->p_w].data : NULL;
@@ -999,10 +1243,17 @@ static kdc_status backward_streams(kdc_model *m, int S, const float *dlogits,
         float *gb1 = S == 2 && nd->p_b >= 0 ? (float *)g[1]->grad[nd->p_b].data : NULL;
         switch (nd->op) {
         case OP_CONV:
-            st = S == 1 ? be->conv2d_backward(be, &nd->cd, in, pw(m, nd->p_w), dy, t.dst, gw0,
-                                              NULL, err)
-                        : be->conv2d_backward_dual(be, &nd->cd, in, pw(m, nd->p_w), dy, t.dst,
-                                                   gw0, gw1, err);
+            if (S == 2 && nd->p_b < 0) {
+                st = be->conv2d_backward_dual(be, &nd->cd, in, pw(m, nd->p_w), dy, t.dst, gw0,
+                                              gw1, err);
+                break;
+            }
+            /* one stream, or a biased convolution (VGG), whose dual op has no bias
+             * gradient: a pass per stream */
+            for (int s = 0; s < S && !st; s++)
+                st = be->conv2d_backward(be, &nd->cd, in, pw(m, nd->p_w), dy + s * nd->numel,
+                                         t.dst ? t.dst + s * in_numel : NULL, s ? gw1 : gw0,
+                                         s ? gb1 : gb0, err);
             break;
         case OP_BN: {
             kdc_bn_desc d = {.n = n, .c = nd->c, .hw = nd->h * nd->w, .eps = BN_EPS,
@@ -1049,6 +1300,13 @@ static kdc_status backward_streams(kdc_model *m, int S, const float *dlogits,
                 else
                     st = be->copy_d2d(be, tk.dst, dy, nd->numel * S * sizeof(float), err);
             }
+            break;
+        case OP_CONCAT:
+        case OP_SCALE:
+            st = backward_two_inputs(m, nd, n, S, dy, ready, dinput, &dinput_ready, err);
+            break;
+        default:
+            st = t.dst ? backward_plain(m, nd, n, S, dy, t.dst, in_numel, err) : KDC_OK;
             break;
         }
         if (!st && t.dst)
@@ -1136,12 +1394,15 @@ kdc_status kdc_model_refold(kdc_model *m, kdc_error *err)
         const float *gamma = hw + m->param_off[bn->p_w], *beta = hw + m->param_off[bn->p_b];
         const float *mean = hb + m->param_off[bn->p_rm], *var = hb + m->param_off[bn->p_rv];
         float *fw = host + cv->folded_off, *fb = fw + per_out * (size_t)cv->c;
+        const float *cb = cv->p_b >= 0 ? hw + m->param_off[cv->p_b] : NULL;
         for (int o = 0; o < cv->c; o++) {
-            /* eval BN: y = (x - mean) * gamma / sqrt(var + eps) + beta, with x = w * in */
+            /* eval BN: y = (x - mean) * gamma / sqrt(var + eps) + beta, with
+             * x = w * in (+ the conv's own bias, VGG) */
             double s = (double)gamma[o] / sqrt((double)var[o] + (double)BN_EPS);
             for (size_t j = 0; j < per_out; j++)
                 fw[(size_t)o * per_out + j] = (float)(w[(size_t)o * per_out + j] * s);
-            fb[o] = (float)((double)beta[o] - (double)mean[o] * s);
+            double b0 = cb ? (double)cb[o] : 0.0;
+            fb[o] = (float)((double)beta[o] + (b0 - (double)mean[o]) * s);
         }
     }
     if (m->folded_numel &&
@@ -1193,7 +1454,7 @@ kdc_status kdc_model_infer(kdc_model *m, const float *x, int n, int h, int w,
                 size_t wn = kdc_tensor_numel(&m->params.items[nd->p_w].value);
                 st = be->conv2d_forward(be, &nd->cd, in, fw, fw + wn, y, err);
             } else {
-                st = be->conv2d_forward(be, &nd->cd, in, pw(m, nd->p_w), NULL, y, err);
+                st = be->conv2d_forward(be, &nd->cd, in, pw(m, nd->p_w), pw(m, nd->p_b), y, err);
             }
             break;
         case OP_BN: {
@@ -1220,6 +1481,10 @@ kdc_status kdc_model_infer(kdc_model *m, const float *x, int n, int h, int w,
             break;
         case OP_ADD:
             st = be->add(be, nd->numel, in, infer_act(m, x, nd->in[1]), y, err);
+            break;
+        default:
+            st = forward_plain(m, nd, n, in, nd->in[1] != -3 ? infer_act(m, x, nd->in[1]) : NULL,
+                               y, err);
             break;
         }
         if (st)

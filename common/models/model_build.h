@@ -18,12 +18,18 @@
 typedef enum kdc_init_kind {
     KDC_INIT_KAIMING_FAN_OUT = 0, /* kaiming_normal_(mode="fan_out", nonlinearity="relu") */
     KDC_INIT_LINEAR_DEFAULT = 1,  /* nn.Linear: U(+-1/sqrt(fan_in)) for weight and bias */
-    KDC_INIT_LINEAR_ZERO_BIAS = 2 /* nn.Linear default weight, bias zero (mdistiller WRN) */
+    KDC_INIT_LINEAR_ZERO_BIAS = 2, /* nn.Linear default weight, bias zero (mdistiller WRN) */
+    KDC_INIT_LINEAR_NORMAL = 3     /* weight N(0, 0.01), bias zero (torchvision MobileNetV2,
+                                      RegNet, VGG; mdistiller MobileNetV2, VGG) */
 } kdc_init_kind;
 
 /* Bias-free convolution with square kernel k, stride, symmetric padding, groups. */
 int kdc_mb_conv(kdc_model *m, const char *prefix, int in, int c_in, int c_out, int k,
                 int stride, int pad, int groups);
+/* The same with a bias ("<prefix>.bias"), initialised to zero (bias_init 0)
+ * or as nn.Conv2d does, U(+-1/sqrt(fan_in)) (bias_init 1). */
+int kdc_mb_conv_bias(kdc_model *m, const char *prefix, int in, int c_in, int c_out, int k,
+                     int stride, int pad, int groups, int bias_init);
 /* BatchNorm2d(c), eps 1e-5, momentum 0.1, affine, tracking running stats. */
 int kdc_mb_bn(kdc_model *m, const char *prefix, int in);
 int kdc_mb_relu(kdc_model *m, int in);
@@ -34,6 +40,19 @@ int kdc_mb_linear(kdc_model *m, const char *prefix, int in, int out_features,
                   kdc_init_kind init);
 /* a + b, same shape (the residual add). */
 int kdc_mb_add(kdc_model *m, int a, int b);
+/* ReLU6 (MobileNetV2) and sigmoid (squeeze-excitation gate). */
+int kdc_mb_relu6(kdc_model *m, int in);
+int kdc_mb_sigmoid(kdc_model *m, int in);
+/* x * s per channel, s the n x C x 1 x 1 output of a squeeze-excitation branch. */
+int kdc_mb_scale(kdc_model *m, int x, int s);
+/* torch.cat([a, b], 1) */
+int kdc_mb_concat(kdc_model *m, int a, int b);
+/* x[:, off : off + count] (ShuffleNetV2's channel split is two slices) */
+int kdc_mb_slice(kdc_model *m, int in, int off, int count);
+/* ShuffleNet's channel shuffle: view(n, g, c/g, h, w).transpose(1, 2) */
+int kdc_mb_shuffle(kdc_model *m, int in, int groups);
+/* AvgPool2d(k, stride, pad), count_include_pad=True */
+int kdc_mb_avgpool(kdc_model *m, int in, int k, int stride, int pad);
 /* Channels of node `node`'s output (3 for KDC_MB_INPUT). */
 int kdc_mb_channels(const kdc_model *m, int node);
 
@@ -44,6 +63,13 @@ kdc_status kdc_build_mobilenet_v1(kdc_model *m, int num_classes, kdc_error *err)
 kdc_status kdc_build_cifar_resnet(kdc_model *m, const char *arch, int num_classes,
                                   kdc_error *err);
 kdc_status kdc_build_wrn(kdc_model *m, const char *arch, int num_classes, kdc_error *err);
+kdc_status kdc_build_cifar_vgg(kdc_model *m, const char *arch, int num_classes,
+                               kdc_error *err);
+kdc_status kdc_build_mobilenet_v2(kdc_model *m, const char *arch, int num_classes,
+                                  kdc_error *err);
+kdc_status kdc_build_shufflenet(kdc_model *m, const char *arch, int num_classes,
+                                kdc_error *err);
+kdc_status kdc_build_regnet(kdc_model *m, const char *arch, int num_classes, kdc_error *err);
 
 /* model.c: an empty graph for `arch` on `be`, which the zoo fills with a
  * builder; then kdc_model_finish lays out, initialises (seeded) and plans the

@@ -1,9 +1,10 @@
 /* model_cifar.c - the small-image networks of the KD literature, as
  * mdistiller defines them (names and shapes match its state_dicts):
- *   resnet8x4, resnet32x4: mdistiller/models/cifar/resnet.py, BasicBlock
- *     ResNet with widths [32, 64, 128, 256] and depth 6n+2 (n = 1 or 5);
- *   wrn_16_2, wrn_40_2: mdistiller/models/cifar/wrn.py, pre-activation wide
- *     ResNet, depth 6n+4, widths [16, 32, 64, 128] (widen factor 2),
+ *   resnet8x4, resnet32x4, resnet20, resnet32, resnet56, resnet110:
+ *     mdistiller/models/cifar/resnet.py, BasicBlock ResNet of depth 6n+2 with
+ *     widths [32, 64, 128, 256] (x4) or [16, 16, 32, 64];
+ *   wrn_16_1, wrn_16_2, wrn_40_1, wrn_40_2: mdistiller/models/cifar/wrn.py,
+ *     pre-activation wide ResNet, depth 6n+4, widths [16, 16k, 32k, 64k],
  *     shortcut conv "convShortcut" where the width changes, dropout 0.
  * Their AvgPool2d(8) over the 8x8 map of a 32x32 input is the global average
  * pool used here, which also takes other input sizes.
@@ -39,14 +40,20 @@ static int basic_block(kdc_model *m, const char *prefix, int in, int planes, int
 kdc_status kdc_build_cifar_resnet(kdc_model *m, const char *arch, int num_classes,
                                   kdc_error *err)
 {
-    int depth;
-    if (strcmp(arch, "resnet8x4") == 0)
-        depth = 8;
-    else if (strcmp(arch, "resnet32x4") == 0)
-        depth = 32;
-    else
+    static const struct {
+        const char *name;
+        int depth, x4;
+    } CFG[] = {{"resnet8x4", 8, 1}, {"resnet32x4", 32, 1}, {"resnet20", 20, 0},
+               {"resnet32", 32, 0}, {"resnet56", 56, 0},  {"resnet110", 110, 0}};
+    int depth = 0, x4 = 0;
+    for (size_t i = 0; i < sizeof CFG / sizeof CFG[0]; i++)
+        if (strcmp(arch, CFG[i].name) == 0)
+            depth = CFG[i].depth, x4 = CFG[i].x4;
+    if (!depth)
         return kdc_fail(err, KDC_EINVAL, "not a CIFAR resnet: '%s'", arch);
-    static const int filters[4] = {32, 64, 128, 256};
+    /* resnet.py: [32, 64, 128, 256] for the x4 nets, [16, 16, 32, 64] otherwise */
+    static const int wide[4] = {32, 64, 128, 256}, narrow[4] = {16, 16, 32, 64};
+    const int *filters = x4 ? wide : narrow;
     int n = (depth - 2) / 6;
     int x = kdc_mb_conv(m, "conv1", KDC_MB_INPUT, 3, filters[0], 3, 1, 1, 1);
     x = kdc_mb_relu(m, kdc_mb_bn(m, "bn1", x));
@@ -92,6 +99,10 @@ kdc_status kdc_build_wrn(kdc_model *m, const char *arch, int num_classes, kdc_er
         depth = 16, widen = 2;
     else if (strcmp(arch, "wrn_40_2") == 0)
         depth = 40, widen = 2;
+    else if (strcmp(arch, "wrn_40_1") == 0)
+        depth = 40, widen = 1;
+    else if (strcmp(arch, "wrn_16_1") == 0)
+        depth = 16, widen = 1;
     else
         return kdc_fail(err, KDC_EINVAL, "not a wide resnet: '%s'", arch);
     int n = (depth - 4) / 6;

@@ -27,6 +27,21 @@ static const struct zoo_entry {
     {"mobilenet_v1", build_mobilenet_v1}, {"resnet8x4", kdc_build_cifar_resnet},
     {"resnet32x4", kdc_build_cifar_resnet}, {"wrn_16_2", kdc_build_wrn},
     {"wrn_40_2", kdc_build_wrn},
+    /* torchvision, ImageNet size */
+    {"mobilenet_v2", kdc_build_mobilenet_v2},
+    {"shufflenet_v2_x0_5", kdc_build_shufflenet}, {"shufflenet_v2_x1_0", kdc_build_shufflenet},
+    {"shufflenet_v2_x1_5", kdc_build_shufflenet}, {"shufflenet_v2_x2_0", kdc_build_shufflenet},
+    {"regnet_y_400mf", kdc_build_regnet}, {"regnet_y_800mf", kdc_build_regnet},
+    {"regnet_y_1_6gf", kdc_build_regnet}, {"regnet_y_3_2gf", kdc_build_regnet},
+    {"regnet_y_8gf", kdc_build_regnet}, {"regnet_y_16gf", kdc_build_regnet},
+    {"regnet_y_32gf", kdc_build_regnet},
+    /* mdistiller, CIFAR size (its model-dict names) */
+    {"resnet20", kdc_build_cifar_resnet}, {"resnet32", kdc_build_cifar_resnet},
+    {"resnet56", kdc_build_cifar_resnet}, {"resnet110", kdc_build_cifar_resnet},
+    {"wrn_16_1", kdc_build_wrn}, {"wrn_40_1", kdc_build_wrn},
+    {"vgg8", kdc_build_cifar_vgg}, {"vgg13", kdc_build_cifar_vgg},
+    {"MobileNetV2", kdc_build_mobilenet_v2}, {"ShuffleV1", kdc_build_shufflenet},
+    {"ShuffleV2", kdc_build_shufflenet},
 };
 #define ZOO_SIZE (sizeof ZOO / sizeof ZOO[0])
 

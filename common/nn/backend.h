@@ -137,6 +137,40 @@ struct kdc_backend {
     kdc_status (*linear_backward_dual)(kdc_backend *be, int n, int in, int out, const float *x,
                                        const float *w, const float *dy2, float *dx2, float *dw0,
                                        float *db0, float *dw1, float *db1, kdc_error *err);
+    /* ---- ops of MobileNetV2, ShuffleNet V1/V2 and RegNetY ---- */
+    /* y = min(max(x, 0), 6); backward from the output: dx = dy where 0 < y < 6
+     * (PyTorch's hardtanh_backward, which zeroes at the bounds). y may alias x. */
+    kdc_status (*relu6_forward)(kdc_backend *be, size_t n, const float *x, float *y,
+                                kdc_error *err);
+    kdc_status (*relu6_backward)(kdc_backend *be, size_t n, const float *y, const float *dy,
+                                 float *dx, kdc_error *err);
+    /* y = 1 / (1 + exp(-x)); backward dx = dy * y * (1 - y). */
+    kdc_status (*sigmoid_forward)(kdc_backend *be, size_t n, const float *x, float *y,
+                                  kdc_error *err);
+    kdc_status (*sigmoid_backward)(kdc_backend *be, size_t n, const float *y, const float *dy,
+                                   float *dx, kdc_error *err);
+    /* Squeeze-excitation scale: y[n, c, :] = x[n, c, :] * s[n, c]. Backward:
+     * dx = dy * s, ds[n, c] = sum over hw of dy * x; dx or ds may be NULL. */
+    kdc_status (*channel_scale_forward)(kdc_backend *be, int n, int c, int hw, const float *x,
+                                        const float *s, float *y, kdc_error *err);
+    kdc_status (*channel_scale_backward)(kdc_backend *be, int n, int c, int hw, const float *x,
+                                         const float *s, const float *dy, float *dx, float *ds,
+                                         kdc_error *err);
+    /* Channel range copy (op_desc.h); the other channels of y are left as they
+     * are, the one exception to "outputs are overwritten". */
+    kdc_status (*channel_copy)(kdc_backend *be, const kdc_chan_copy_desc *d, const float *x,
+                               float *y, kdc_error *err);
+    /* Channel shuffle of c channels in `groups` groups:
+     * y[:, j * groups + i] = x[:, i * (c / groups) + j]; its backward is the
+     * shuffle with c / groups groups. y must not alias x. */
+    kdc_status (*channel_shuffle)(kdc_backend *be, int n, int c, int groups, int hw,
+                                  const float *x, float *y, kdc_error *err);
+    /* Average pool with a window, zero padding counted in the divisor (k * k),
+     * as PyTorch's default count_include_pad=True. */
+    kdc_status (*avgpool2d_forward)(kdc_backend *be, const kdc_pool2d_desc *d, const float *x,
+                                    float *y, kdc_error *err);
+    kdc_status (*avgpool2d_backward)(kdc_backend *be, const kdc_pool2d_desc *d,
+                                     const float *dy, float *dx, kdc_error *err);
 };
 
 void kdc_backend_destroy(kdc_backend *be);

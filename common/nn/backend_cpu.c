@@ -18,6 +18,9 @@
 #include <string.h>
 
 #include "common/nn/activation.h"
+#include "common/nn/avgpool.h"
+#include "common/nn/channel.h"
+#include "common/nn/relu6_sigmoid.h"
 #include "common/nn/backend_cpu.h"
 #include "common/nn/batchnorm.h"
 #include "common/nn/conv2d.h"
@@ -340,6 +343,78 @@ static kdc_status cpu_linear_backward_dual(kdc_backend *be, int n, int in, int o
     return kdc_linear_backward_dual(n, in, out, x, w, dy2, dx2, dw0, db0, dw1, db1, err);
 }
 
+/* ------------------------------------------- MobileNetV2 / ShuffleNet / RegNetY */
+
+static kdc_status cpu_relu6_forward(kdc_backend *be, size_t n, const float *x, float *y,
+                                    kdc_error *err)
+{
+    (void)err;
+    kdc_relu6_forward(n, x, y, impl_of(be)->pool);
+    return KDC_OK;
+}
+
+static kdc_status cpu_relu6_backward(kdc_backend *be, size_t n, const float *y, const float *dy,
+                                     float *dx, kdc_error *err)
+{
+    (void)err;
+    kdc_relu6_backward(n, y, dy, dx, impl_of(be)->pool);
+    return KDC_OK;
+}
+
+static kdc_status cpu_sigmoid_forward(kdc_backend *be, size_t n, const float *x, float *y,
+                                      kdc_error *err)
+{
+    (void)err;
+    kdc_sigmoid_forward(n, x, y, impl_of(be)->pool);
+    return KDC_OK;
+}
+
+static kdc_status cpu_sigmoid_backward(kdc_backend *be, size_t n, const float *y,
+                                       const float *dy, float *dx, kdc_error *err)
+{
+    (void)err;
+    kdc_sigmoid_backward(n, y, dy, dx, impl_of(be)->pool);
+    return KDC_OK;
+}
+
+static kdc_status cpu_channel_scale_forward(kdc_backend *be, int n, int c, int hw,
+                                            const float *x, const float *s, float *y,
+                                            kdc_error *err)
+{
+    return kdc_channel_scale_forward(n, c, hw, x, s, y, impl_of(be)->pool, err);
+}
+
+static kdc_status cpu_channel_scale_backward(kdc_backend *be, int n, int c, int hw,
+                                             const float *x, const float *s, const float *dy,
+                                             float *dx, float *ds, kdc_error *err)
+{
+    return kdc_channel_scale_backward(n, c, hw, x, s, dy, dx, ds, impl_of(be)->pool, err);
+}
+
+static kdc_status cpu_channel_copy(kdc_backend *be, const kdc_chan_copy_desc *d, const float *x,
+                                   float *y, kdc_error *err)
+{
+    return kdc_channel_copy(d, x, y, impl_of(be)->pool, err);
+}
+
+static kdc_status cpu_channel_shuffle(kdc_backend *be, int n, int c, int groups, int hw,
+                                      const float *x, float *y, kdc_error *err)
+{
+    return kdc_channel_shuffle(n, c, groups, hw, x, y, impl_of(be)->pool, err);
+}
+
+static kdc_status cpu_avgpool2d_forward(kdc_backend *be, const kdc_pool2d_desc *d,
+                                        const float *x, float *y, kdc_error *err)
+{
+    return kdc_avgpool2d_forward(d, x, y, impl_of(be)->pool, err);
+}
+
+static kdc_status cpu_avgpool2d_backward(kdc_backend *be, const kdc_pool2d_desc *d,
+                                         const float *dy, float *dx, kdc_error *err)
+{
+    return kdc_avgpool2d_backward(d, dy, dx, impl_of(be)->pool, err);
+}
+
 /* ------------------------------------------------------------- create */
 
 kdc_status kdc_backend_cpu_create(int threads, kdc_backend **out, kdc_error *err)
@@ -410,6 +485,16 @@ kdc_status kdc_backend_cpu_create(int threads, kdc_backend **out, kdc_error *err
     be->relu_backward_dual = cpu_relu_backward_dual;
     be->maxpool2d_backward_dual = cpu_maxpool_backward_dual;
     be->linear_backward_dual = cpu_linear_backward_dual;
+    be->relu6_forward = cpu_relu6_forward;
+    be->relu6_backward = cpu_relu6_backward;
+    be->sigmoid_forward = cpu_sigmoid_forward;
+    be->sigmoid_backward = cpu_sigmoid_backward;
+    be->channel_scale_forward = cpu_channel_scale_forward;
+    be->channel_scale_backward = cpu_channel_scale_backward;
+    be->channel_copy = cpu_channel_copy;
+    be->channel_shuffle = cpu_channel_shuffle;
+    be->avgpool2d_forward = cpu_avgpool2d_forward;
+    be->avgpool2d_backward = cpu_avgpool2d_backward;
     *out = be;
     return KDC_OK;
 }

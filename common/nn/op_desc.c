@@ -32,3 +32,15 @@ kdc_status kdc_pool2d_desc_init(kdc_pool2d_desc *d, kdc_error *err)
     d->w_out = wp / d->stride + 1;
     return KDC_OK;
 }
+
+kdc_status kdc_chan_copy_desc_check(const kdc_chan_copy_desc *d, kdc_error *err)
+{
+    if (d->n <= 0 || d->hw <= 0 || d->c <= 0 || d->x_c <= 0 || d->y_c <= 0 || d->x_off < 0 ||
+        d->y_off < 0)
+        return kdc_fail(err, KDC_EINVAL, "channel copy: bad descriptor");
+    if (d->x_off > d->x_c - d->c || d->y_off > d->y_c - d->c)
+        return kdc_fail(err, KDC_EINVAL,
+                        "channel copy: %d channels at %d of %d -> at %d of %d do not fit", d->c,
+                        d->x_off, d->x_c, d->y_off, d->y_c);
+    return KDC_OK;
+}

@@ -38,4 +38,17 @@ typedef struct kdc_pool2d_desc {
 
 kdc_status kdc_pool2d_desc_init(kdc_pool2d_desc *d, kdc_error *err);
 
+/* Channel copy between two NCHW tensors of the same n and hw: channels
+ * [x_off, x_off + c) of x (x_c channels) go to channels [y_off, y_off + c) of
+ * y (y_c channels). Concatenation is two copies into one y, a split (a slice
+ * of channels) one copy out of x. */
+typedef struct kdc_chan_copy_desc {
+    int n, hw, c;
+    int x_c, x_off;
+    int y_c, y_off;
+} kdc_chan_copy_desc;
+
+/* Validates: positive sizes, both channel ranges inside their tensors. */
+kdc_status kdc_chan_copy_desc_check(const kdc_chan_copy_desc *d, kdc_error *err);
+
 #endif

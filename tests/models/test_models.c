@@ -339,7 +339,8 @@ START_TEST(test_params_and_init)
     int n_names = 0;
     while (kdc_model_arch_names()[n_names])
         n_names++;
-    ck_assert_int_eq(n_names, (int)(sizeof counts / sizeof counts[0]));
+    /* the zoo's 23 are pinned against PyTorch's own counts in test_zoo.c (KEYS) */
+    ck_assert_int_eq(n_names, (int)(sizeof counts / sizeof counts[0]) + 23);
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
         ck_assert_msg(kdc_model_create(counts[i].arch, counts[i].classes, be, 1, &m, &e) ==
                           KDC_OK,
@@ -433,7 +434,7 @@ END_TEST
  * prefix looks like a known family ("resnet99", "wrn_28_10"). */
 START_TEST(test_unknown_arch)
 {
-    static const char *bad[] = {"resnet99", "resnet", "wrn_28_10", "mobilenet_v2", ""};
+    static const char *bad[] = {"resnet99", "resnet", "wrn_28_10", "mobilenet_v3", "regnet_y_2gf", ""};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         kdc_error e;
         kdc_model *m = NULL;
@@ -460,6 +461,12 @@ static const dual_case DUAL[] = {
     {"resnet50", 16, 64, 2, "dnnl"},     {"mobilenet_v1", 16, 64, 3, "dnnl"},
     {"resnet8x4", 10, 32, 5, "dnnl"},    {"resnet18", 16, 32, 4, "ref"},
     {"mobilenet_v1", 16, 64, 2, "ref"},  {"resnet8x4", 10, 32, 3, "ref"},
+    /* the zoo's ops run a single-stream op per stream inside the fused pass:
+     * ReLU6 and depthwise (MobileNetV2), split, concatenation and shuffle
+     * (ShuffleNets), squeeze-excitation (RegNetY), biased convolutions (VGG) */
+    {"MobileNetV2", 10, 32, 3, "dnnl"},  {"ShuffleV1", 10, 32, 3, "dnnl"},
+    {"ShuffleV2", 10, 32, 3, "dnnl"},    {"regnet_y_400mf", 16, 64, 2, "dnnl"},
+    {"vgg8", 10, 32, 3, "dnnl"},         {"shufflenet_v2_x0_5", 16, 64, 2, "ref"},
 };
 
 static void fill_uniform(float *p, size_t n, uint64_t seed, float lo, float hi)
@@ -518,6 +525,19 @@ START_TEST(test_dual_backward_equals_two_passes)
         ck_assert_msg(memcmp(gp[s]->flat, gs[s]->flat, gs[s]->flat_numel * sizeof(float)) == 0,
                       "%s %s stream %d: fallback differs from single passes", c->arch, c->conv,
                       s);
+        /* Summation order differs between the fused and the single passes, so
+         * each difference is judged against its tensor's largest gradient and,
+         * for gradients that are zero but for rounding (a bias in front of a BN:
+         * VGG's convolutions, ShuffleNet's branch BNs), against the stream's
+         * largest gradient. Measured: at most 2e-6 of the stream's largest. */
+        double gmax = 0;
+        for (int i = 0; i < pt->count; i++) {
+            if (pt->items[i].kind != KDC_PARAM_WEIGHT)
+                continue;
+            const float *ref = gs[s]->grad[i].data;
+            for (size_t k = 0; k < kdc_tensor_numel(&pt->items[i].value); k++)
+                gmax = fmax(gmax, fabs(ref[k]));
+        }
         for (int i = 0; i < pt->count; i++) {
             if (pt->items[i].kind != KDC_PARAM_WEIGHT)
                 continue;
@@ -530,8 +550,10 @@ START_TEST(test_dual_backward_equals_two_passes)
             }
             ck_assert_msg(mx > 0, "%s stream %d %s: zero gradient", c->arch, s,
                           pt->items[i].name);
-            ck_assert_msg(d <= 2e-5 * mx, "%s %s stream %d %s: fused differs by %.3g (max %.3g)",
-                          c->arch, c->conv, s, pt->items[i].name, d / mx, mx);
+            ck_assert_msg(d <= 2e-5 * mx + 1e-5 * gmax,
+                          "%s %s stream %d %s: fused differs by %.3g (tensor max %.3g, "
+                          "stream max %.3g)",
+                          c->arch, c->conv, s, pt->items[i].name, d, mx, gmax);
         }
     }
     /* the streams differ, so a mix-up of the two would show */
