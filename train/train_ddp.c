@@ -27,8 +27,7 @@ kdc_status kd_ddp_mean_grads(kdc_dist *d, float *grad, size_t n, kdc_error *err)
     return KDC_OK;
 }
 
-kdc_status kd_ddp_bcast_device(kdc_dist *d, float *buf, size_t n, kdc_backend *be,
-                               kdc_error *err)
+kdc_status kd_ddp_bcast_device(kdc_dist *d, float *buf, size_t n, kdc_backend *be, kdc_error *err)
 {
     if (kdc_dist_size(d) == 1 || n == 0)
         return KDC_OK;
@@ -46,8 +45,8 @@ kdc_status kd_ddp_bcast_device(kdc_dist *d, float *buf, size_t n, kdc_backend *b
     return st;
 }
 
-kdc_status kd_ddp_bcast_table(kdc_dist *d, kdc_param_table *t, kdc_backend *be,
-                              int buffers_only, kdc_error *err)
+kdc_status kd_ddp_bcast_table(kdc_dist *d, kdc_param_table *t, kdc_backend *be, int buffers_only,
+                              kdc_error *err)
 {
     if (kdc_dist_size(d) == 1)
         return KDC_OK;
@@ -89,24 +88,4 @@ kdc_status kd_ddp_bcast_table(kdc_dist *d, kdc_param_table *t, kdc_backend *be,
     }
     free(h);
     return st;
-}
-
-kdc_status kd_ddp_agree(kdc_dist *d, kdc_status st, const char *what, kdc_error *err)
-{
-    if (kdc_dist_size(d) == 1)
-        return st;
-    /* the lowest failed rank + 1, as max of (R - rank) */
-    int64_t v = st ? kdc_dist_size(d) - kdc_dist_rank(d) : 0;
-    kdc_error e2 = {0};
-    kdc_status rs = kdc_dist_max_i64(d, &v, 1, &e2);
-    if (st)
-        return st; /* this rank's own error says more */
-    if (rs) {
-        *err = e2;
-        return rs;
-    }
-    if (v)
-        return kdc_fail(err, KDC_EIO, "%s failed on rank %d", what,
-                        (int)(kdc_dist_size(d) - v));
-    return KDC_OK;
 }

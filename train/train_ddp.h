@@ -33,13 +33,8 @@ kdc_status kd_ddp_mean_grads(kdc_dist *d, float *grad, size_t n, kdc_error *err)
 /* Rank 0's tensors of a table (buffers_only: the running statistics) to every
  * rank. The tensors may live on a device (be's memory); they go through a host
  * copy. */
-kdc_status kd_ddp_bcast_table(kdc_dist *d, kdc_param_table *t, kdc_backend *be,
-                              int buffers_only, kdc_error *err);
+kdc_status kd_ddp_bcast_table(kdc_dist *d, kdc_param_table *t, kdc_backend *be, int buffers_only,
+                              kdc_error *err);
 /* Rank 0's n floats of device memory (be's) to every rank. */
-kdc_status kd_ddp_bcast_device(kdc_dist *d, float *buf, size_t n, kdc_backend *be,
-                               kdc_error *err);
-/* Every rank says whether it failed (st != KDC_OK); when one did, every rank
- * returns an error naming it (so that no rank goes on alone). */
-kdc_status kd_ddp_agree(kdc_dist *d, kdc_status st, const char *what, kdc_error *err);
-
+kdc_status kd_ddp_bcast_device(kdc_dist *d, float *buf, size_t n, kdc_backend *be, kdc_error *err);
 #endif

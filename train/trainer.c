@@ -395,7 +395,7 @@ static kdc_status trainer_setup(trainer *t, kdc_error *err)
                           (st = kdc_check_dir_writable(o->out, err)))
              ? kdc_error_prefix(err, "--out: ")
              : KDC_OK;
-    if ((st = kd_ddp_agree(t->dist, st, "--out", err)))
+    if ((st = kdc_dist_agree(t->dist, st, "--out", err)))
         return st;
     snprintf(t->run_dir, sizeof t->run_dir, "%s", o->out);
     make_signature(t);
@@ -909,7 +909,7 @@ kdc_status kd_train_run_dist(const kd_train_options *o, kdc_dist *dist, FILE *lo
     if ((st = trainer_setup(&t, err)))
         goto out;
     st = t.rank == 0 ? try_resume(&t, &start, err) : KDC_OK;
-    if ((st = kd_ddp_agree(t.dist, st, "resuming", err)) ||
+    if ((st = kdc_dist_agree(t.dist, st, "resuming", err)) ||
         (st = sync_from_rank0(&t, &start, err)))
         goto out;
     for (int64_t e = start; e < o->epochs; e++) {
@@ -934,7 +934,7 @@ kdc_status kd_train_run_dist(const kd_train_options *o, kdc_dist *dist, FILE *lo
         if ((st = kd_metrics_append(&t.metrics_csv, &m, err)))
             goto out;
         st = t.rank == 0 ? save_epoch(&t, e + 1, err) : KDC_OK;
-        if ((st = kd_ddp_agree(t.dist, st, "saving the epoch", err)))
+        if ((st = kdc_dist_agree(t.dist, st, "saving the epoch", err)))
             goto out;
         report_skipped(&t, &m);
         if (log && !o->quiet) {

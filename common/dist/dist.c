@@ -149,3 +149,22 @@ kdc_status kdc_dist_barrier(kdc_dist *d, kdc_error *err)
         return KDC_OK;
     return d->ops->barrier(d, err);
 }
+
+kdc_status kdc_dist_agree(kdc_dist *d, kdc_status st, const char *what, kdc_error *err)
+{
+    if (kdc_dist_size(d) == 1)
+        return st;
+    /* the lowest failed rank, as the maximum of size - rank */
+    int64_t v = st ? kdc_dist_size(d) - kdc_dist_rank(d) : 0;
+    kdc_error e2 = {0};
+    kdc_status rs = kdc_dist_max_i64(d, &v, 1, &e2);
+    if (st)
+        return st; /* this rank's own error says more */
+    if (rs) {
+        *err = e2;
+        return rs;
+    }
+    if (v)
+        return kdc_fail(err, KDC_EIO, "%s failed on rank %d", what, (int)(kdc_dist_size(d) - v));
+    return KDC_OK;
+}

@@ -58,5 +58,9 @@ kdc_status kdc_dist_max_i64(kdc_dist *d, int64_t *buf, size_t n, kdc_error *err)
 /* Rank `root`'s bytes to every rank. */
 kdc_status kdc_dist_bcast(kdc_dist *d, void *buf, size_t bytes, int root, kdc_error *err);
 kdc_status kdc_dist_barrier(kdc_dist *d, kdc_error *err);
+/* Every rank says whether it failed (st != KDC_OK); when one did, every rank
+ * returns an error (its own, or "<what> failed on rank R"), so that no rank
+ * goes on alone. Returns st on a rank that failed. */
+kdc_status kdc_dist_agree(kdc_dist *d, kdc_status st, const char *what, kdc_error *err);
 
 #endif

@@ -72,15 +72,23 @@ static kdc_status mpi_load(kdc_error *err)
         const char *name;
         void **slot;
     } syms[] = {
-        {"MPI_Init_thread", (void **)&a.Init_thread}, {"MPI_Initialized", (void **)&a.Initialized},
-        {"MPI_Finalized", (void **)&a.Finalized},     {"MPI_Finalize", (void **)&a.Finalize},
-        {"MPI_Abort", (void **)&a.Abort},             {"MPI_Comm_rank", (void **)&a.Comm_rank},
-        {"MPI_Comm_size", (void **)&a.Comm_size},     {"MPI_Allreduce", (void **)&a.Allreduce},
-        {"MPI_Bcast", (void **)&a.Bcast},             {"MPI_Barrier", (void **)&a.Barrier},
+        {"MPI_Init_thread", (void **)&a.Init_thread},
+        {"MPI_Initialized", (void **)&a.Initialized},
+        {"MPI_Finalized", (void **)&a.Finalized},
+        {"MPI_Finalize", (void **)&a.Finalize},
+        {"MPI_Abort", (void **)&a.Abort},
+        {"MPI_Comm_rank", (void **)&a.Comm_rank},
+        {"MPI_Comm_size", (void **)&a.Comm_size},
+        {"MPI_Allreduce", (void **)&a.Allreduce},
+        {"MPI_Bcast", (void **)&a.Bcast},
+        {"MPI_Barrier", (void **)&a.Barrier},
         {"MPI_Error_string", (void **)&a.Error_string},
-        {"ompi_mpi_comm_world", &a.comm_world},       {"ompi_mpi_float", &a.t_float},
-        {"ompi_mpi_double", &a.t_double},             {"ompi_mpi_int64_t", &a.t_int64},
-        {"ompi_mpi_byte", &a.t_byte},                 {"ompi_mpi_op_sum", &a.op_sum},
+        {"ompi_mpi_comm_world", &a.comm_world},
+        {"ompi_mpi_float", &a.t_float},
+        {"ompi_mpi_double", &a.t_double},
+        {"ompi_mpi_int64_t", &a.t_int64},
+        {"ompi_mpi_byte", &a.t_byte},
+        {"ompi_mpi_op_sum", &a.op_sum},
         {"ompi_mpi_op_max", &a.op_max},
     };
     for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
@@ -105,8 +113,8 @@ static mpi_handle mpi_type(kdc_dist_type t, size_t *elem)
     }
 }
 
-static kdc_status mpi_allreduce(kdc_dist *d, void *buf, size_t n, kdc_dist_type t,
-                                kdc_dist_op op, kdc_error *err)
+static kdc_status mpi_allreduce(kdc_dist *d, void *buf, size_t n, kdc_dist_type t, kdc_dist_op op,
+                                kdc_error *err)
 {
     (void)d;
     size_t elem;
@@ -156,8 +164,7 @@ static void mpi_finish(kdc_dist *d)
         g_mpi.Finalize();
 }
 
-static const kdc_dist_ops mpi_ops = {mpi_allreduce, mpi_bcast, mpi_barrier, mpi_abort,
-                                     mpi_finish};
+static const kdc_dist_ops mpi_ops = {mpi_allreduce, mpi_bcast, mpi_barrier, mpi_abort, mpi_finish};
 
 kdc_status kdc_dist_mpi_open(kdc_dist *d, kdc_error *err)
 {

@@ -27,8 +27,8 @@
 #include "common/dist/dist_internal.h"
 
 typedef struct tcp_star {
-    int *fd;     /* rank 0: one socket per rank (fd[0] unused); others: fd[0] to rank 0 */
-    void *tmp;   /* rank 0's receive buffer */
+    int *fd;   /* rank 0: one socket per rank (fd[0] unused); others: fd[0] to rank 0 */
+    void *tmp; /* rank 0's receive buffer */
     size_t tmp_bytes;
 } tcp_star;
 
@@ -80,8 +80,8 @@ static void combine(void *acc, const void *in, size_t n, kdc_dist_type t, kdc_di
     }
 }
 
-static kdc_status tcp_allreduce(kdc_dist *d, void *buf, size_t n, kdc_dist_type t,
-                                kdc_dist_op op, kdc_error *err)
+static kdc_status tcp_allreduce(kdc_dist *d, void *buf, size_t n, kdc_dist_type t, kdc_dist_op op,
+                                kdc_error *err)
 {
     tcp_star *s = d->impl;
     size_t bytes = n * (t == KDC_DIST_F32 ? 4 : 8);
@@ -153,8 +153,7 @@ static void tcp_abort(kdc_dist *d, int code)
     _exit(code ? code : 1);
 }
 
-static const kdc_dist_ops tcp_ops = {tcp_allreduce, tcp_bcast, tcp_barrier, tcp_abort,
-                                     tcp_finish};
+static const kdc_dist_ops tcp_ops = {tcp_allreduce, tcp_bcast, tcp_barrier, tcp_abort, tcp_finish};
 
 static kdc_status env_int(const char *name, int lo, int hi, int *out, kdc_error *err)
 {
@@ -164,8 +163,8 @@ static kdc_status env_int(const char *name, int lo, int hi, int *out, kdc_error 
     char *end;
     long x = strtol(v, &end, 10);
     if (*end || x < lo || x > hi)
-        return kdc_fail(err, KDC_EINVAL, "%s=%s: expected a whole number in [%d, %d]", name, v,
-                        lo, hi);
+        return kdc_fail(err, KDC_EINVAL, "%s=%s: expected a whole number in [%d, %d]", name, v, lo,
+                        hi);
     *out = (int)x;
     return KDC_OK;
 }
@@ -178,8 +177,8 @@ static void no_delay(int fd)
 
 static kdc_status listen_and_accept(kdc_dist *d, tcp_star *s, const char *port, kdc_error *err)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *ai = NULL;
     int rc = getaddrinfo(NULL, port, &hints, &ai);
     if (rc)
@@ -281,8 +280,7 @@ kdc_status kdc_dist_tcp_open(kdc_dist *d, kdc_error *err)
     for (int r = 0; r < d->size; r++)
         s->fd[r] = -1;
     d->impl = s;
-    st = d->rank == 0 ? listen_and_accept(d, s, port, err)
-                      : connect_to_root(d, s, host, port, err);
+    st = d->rank == 0 ? listen_and_accept(d, s, port, err) : connect_to_root(d, s, host, port, err);
     if (st) {
         tcp_finish(d);
         return st;

@@ -28,8 +28,9 @@
 #define UPDATE_TOL 1e-3
 #define TORCH32_FACTOR 2.0
 /* mpirun as root in a container, 2 ranks on 2 (shared) cores */
-#define MPIRUN                                                                               \
-    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none " \
+#define MPIRUN                                                                                     \
+    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "                                   \
+    "OMPI_MCA_btl_vader_single_copy_mechanism=none "                                               \
     "mpirun --oversubscribe -np "
 
 static char *g_tmp;
@@ -50,9 +51,14 @@ static const char *cache_path(void)
     size_t n = NCLS * 7; /* ref_dist.py's 7 images per class */
     float *logits = kdc_test_load_f32(SUITE, "teacher_logits", n * NCLS, NULL);
     float *feats = kdc_test_load_f32(SUITE, "teacher_features", n * DT, NULL);
-    kdc_test_cache_spec spec = {.mode = "float32", .num_classes = NCLS, .feature_dim = DT,
-                                .image_size = 32, .chunk_images = 8, .logits = logits,
-                                .features = feats, .created_by = "test_dist"};
+    kdc_test_cache_spec spec = {.mode = "float32",
+                                .num_classes = NCLS,
+                                .feature_dim = DT,
+                                .image_size = 32,
+                                .chunk_images = 8,
+                                .logits = logits,
+                                .features = feats,
+                                .created_by = "test_dist"};
     kdc_test_make_cache(p, data, &spec);
     free(logits);
     free(feats);
@@ -228,8 +234,8 @@ END_TEST
 START_TEST(test_dot_projector_two_ranks)
 {
     char *r = run_dir("dotproj2");
-    ck_assert_int_eq(
-        run_train(MPIRUN "2", r, "--optimizer dot --dot-delta 0.075 --proj-weight 2"), 0);
+    ck_assert_int_eq(run_train(MPIRUN "2", r, "--optimizer dot --dot-delta 0.075 --proj-weight 2"),
+                     0);
     compare_run(r, "dotproj2", 1);
     free(r);
 }
@@ -307,10 +313,11 @@ START_TEST(test_failing_rank_ends_job)
     char log[1100];
     snprintf(log, sizeof log, "%s/badrun.log", g_tmp);
     double t0 = kdc_now_seconds();
-    int rc = kdc_test_system(MPIRUN "2 %s/kd-train --data %s --cache %s --student resnet8x4 "
-                             "--out %s --epochs 1 --batch 8 --no-shuffle --threads 1 --quiet "
-                             "> %s 2>&1",
-                             kdc_test_bin_dir(), data, cache_path(), r, log);
+    int rc =
+        kdc_test_system(MPIRUN "2 %s/kd-train --data %s --cache %s --student resnet8x4 "
+                               "--out %s --epochs 1 --batch 8 --no-shuffle --threads 1 --quiet "
+                               "> %s 2>&1",
+                        kdc_test_bin_dir(), data, cache_path(), r, log);
     double secs = kdc_now_seconds() - t0;
     ck_assert_int_ne(rc, 0);
     ck_assert_msg(secs < 60, "the job took %.0f s to end", secs);
@@ -350,7 +357,8 @@ START_TEST(test_killed_rank_and_resume)
     ck_assert_int_eq(run_train(MPIRUN "2", full, extra), 0);
     char launch[4096], pidf[1100];
     snprintf(pidf, sizeof pidf, "%s/mpirun.pid", g_tmp);
-    snprintf(launch, sizeof launch, "(" MPIRUN "2 %s/kd-train --data %s/" SUITE "/data "
+    snprintf(launch, sizeof launch,
+             "(" MPIRUN "2 %s/kd-train --data %s/" SUITE "/data "
              "--cache %s --student resnet8x4 --out %s --batch 16 --lr 0.01 --wd 5e-4 "
              "--momentum 0.9 --ce-weight 0.1 --kd-weight 0.9 --temperature 4 "
              "--proj-alpha 4 --init %s/" SUITE "/init.safetensors --no-shuffle --threads 1 "
@@ -376,8 +384,9 @@ START_TEST(test_killed_rank_and_resume)
     int done = metrics_rows(part);
     ck_assert_msg(done >= 1 && done < 12, "%d epochs done before the kill", done);
     /* resume on 2 ranks: the uninterrupted run's weights */
-    ck_assert_int_eq(run_train(MPIRUN "2", part, "--epochs 12 --optimizer dot --proj-weight 2 "
-                                                 "--schedule cosine --resume"),
+    ck_assert_int_eq(run_train(MPIRUN "2", part,
+                               "--epochs 12 --optimizer dot --proj-weight 2 "
+                               "--schedule cosine --resume"),
                      0);
     ck_assert_int_eq(metrics_rows(part), 12);
     assert_same_file(full, part, "student.safetensors");
