@@ -293,6 +293,11 @@ static kdc_status trainer_setup(trainer *t, kdc_error *err)
     if ((st = kdc_backend_create(device, o->threads, &t->be, err)))
         return st;
     t->on_cpu = t->be->device.type == KDC_DEVICE_CPU;
+    if (!t->on_cpu && t->world > 1) /* the GPU step does not all-reduce yet (DISTRIBUTED.md) */
+        return kdc_fail(err, KDC_EUNSUPPORTED,
+                        "%d ranks on --device %s: data-parallel training runs on CPU ranks "
+                        "only for now (NCCL is not wired in)",
+                        t->world, device);
 
     kd_data_config dc = {.data = o->data, .cache = o->cache, .batch_size = o->batch,
                          .threads = threads, .shuffle = !o->no_shuffle,
