@@ -7,8 +7,10 @@
 #include "common/base/cli.h"
 #include "common/base/progress.h"
 #include "common/base/version.h"
+#include "common/dist/dist.h"
 #include "precompute/precompute_options.h"
 #include "precompute/plan_only.h"
+#include "precompute/precompute_ranks.h"
 #include "precompute/precompute_run.h"
 
 /* Skipped images named one per line; past this many they are only counted
@@ -86,21 +88,45 @@ int main(int argc, char **argv)
         fputs(v, stdout);
         return KDC_EXIT_OK;
     }
+    /* Under mpirun, srun or torchrun-style variables: rank r of R computes
+     * shard r/R and rank 0 merges them into --out (precompute_ranks.h). */
+    kdc_dist *dist = NULL;
+    if (kdc_dist_init(&dist, &err)) {
+        fprintf(stderr, "kd-precompute: %s\n", err.msg);
+        return KDC_EXIT_FAILURE;
+    }
+    int rank = kdc_dist_rank(dist), ranks = kdc_dist_size(dist);
     kdc_progress progress;
-    kdc_progress_init(&progress, stderr, "kd-precompute", 0, "img", o.quiet);
+    kdc_progress_init(&progress, stderr, "kd-precompute", 0, "img", o.quiet || rank > 0);
     kdc_progress_set_log_every(&progress, o.log_every);
     ui u = {.quiet = o.quiet, .progress = &progress};
     kd_precompute_hooks hooks = {
         .ctx = &u, .on_skip = on_skip, .on_note = on_note, .progress = &progress};
     kd_precompute_stats stats;
+    int merged = 0;
+    if (o.plan_only && ranks > 1) { /* a plan is seconds of work: one writer, no shards */
+        if (rank == 0)
+            fprintf(stderr, "kd-precompute: --plan-only runs as one process, not %d ranks\n",
+                    ranks);
+        kdc_dist_finish(dist);
+        return KDC_EXIT_USAGE;
+    }
     kdc_status st = o.plan_only ? kd_precompute_plan(&o, &hooks, &stats, &err)
-                                : kd_precompute_run(&o, &hooks, &stats, &err);
+                                : kd_precompute_run_ranks(&o, dist, &hooks, &stats, &merged, &err);
     if (st != KDC_OK) {
         if (progress.done && progress.is_tty && !o.quiet)
             fputc('\n', stderr);
+        if (ranks > 1) {
+            fprintf(stderr, "kd-precompute: rank %d of %d: %s\n", rank, ranks, err.msg);
+            kdc_dist_abort(dist, KDC_EXIT_FAILURE);
+        }
         fprintf(stderr, "kd-precompute: %s\n", err.msg);
+        kdc_dist_finish(dist);
         return KDC_EXIT_FAILURE;
     }
+    kdc_dist_finish(dist);
+    if (rank > 0)
+        return KDC_EXIT_OK; /* rank 0 reports for the job */
     if (!stats.already_complete)
         kdc_progress_finish(&progress);
     if (stats.images_skipped > 0)
@@ -115,5 +141,7 @@ int main(int argc, char **argv)
                 stats.run_s);
     else if (!o.quiet)
         report(&o, &stats);
+    if (merged && !o.quiet)
+        fprintf(stderr, "kd-precompute: %d ranks: merged their shards into %s\n", ranks, o.out);
     return KDC_EXIT_OK;
 }

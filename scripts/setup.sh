@@ -10,6 +10,7 @@ PKGS=(
   libopenblas-dev libdnnl-dev
   libjansson-dev nettle-dev zlib1g-dev
   check
+  libopenmpi-dev openmpi-bin
   python3-torch python3-torchvision python3-h5py python3-hdf5plugin python3-numpy python3-pil
   python3-pytest python3-setuptools python3-pip
   dataset-fashion-mnist

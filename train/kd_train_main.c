@@ -5,6 +5,7 @@
 
 #include "common/base/cli.h"
 #include "common/base/version.h"
+#include "common/dist/dist.h"
 #include "train/train_options.h"
 #include "train/trainer.h"
 
@@ -27,10 +28,31 @@ int main(int argc, char **argv)
         fputs(v, stdout);
         return KDC_EXIT_OK;
     }
-    kdc_status st = o.eval_only ? kd_eval_only(&o, stdout, stderr, &err) : kd_train_run(&o, stderr, &err);
-    if (st) {
+    if (o.eval_only) {
+        if (kd_eval_only(&o, stdout, stderr, &err)) {
+            fprintf(stderr, "kd-train: %s\n", err.msg);
+            return KDC_EXIT_FAILURE;
+        }
+        return KDC_EXIT_OK;
+    }
+    /* Under mpirun, srun or torchrun-style variables: one rank of a
+     * data-parallel job (docs/DISTRIBUTED.md); else one process. */
+    kdc_dist *dist = NULL;
+    if (kdc_dist_init(&dist, &err)) {
         fprintf(stderr, "kd-train: %s\n", err.msg);
         return KDC_EXIT_FAILURE;
     }
+    kdc_status st = kd_train_run_dist(&o, dist, stderr, &err);
+    if (st) {
+        if (kdc_dist_size(dist) > 1) {
+            fprintf(stderr, "kd-train: rank %d of %d: %s\n", kdc_dist_rank(dist),
+                    kdc_dist_size(dist), err.msg);
+            kdc_dist_abort(dist, KDC_EXIT_FAILURE); /* the other ranks stop too */
+        }
+        fprintf(stderr, "kd-train: %s\n", err.msg);
+        kdc_dist_finish(dist);
+        return KDC_EXIT_FAILURE;
+    }
+    kdc_dist_finish(dist);
     return KDC_EXIT_OK;
 }

@@ -23,6 +23,7 @@
 typedef struct segment {
     int nbatches;
     int count[SEGMENT_BATCHES];
+    int lo[SEGMENT_BATCHES];           /* this rank's first sample of each global batch */
     cache_batch rows[SEGMENT_BATCHES]; /* cache mode */
     img_request *reqs;                 /* SEGMENT_BATCHES * B */
     size_t nreqs;
@@ -49,6 +50,8 @@ struct kd_data {
     int64_t *perm;
     int64_t next_pos;
     int64_t epoch;
+    int64_t left_out; /* ranks > 1: a last batch too small to split */
+    int rank, ranks;
 
     /* output */
     float *pixels;
@@ -88,6 +91,10 @@ const img_skip_log *kd_data_epoch_skipped(const kd_data *d)
 const img_skip_log *kd_data_cache_skipped(const kd_data *d)
 {
     return &d->cache_skipped;
+}
+int64_t kd_data_epoch_left_out(const kd_data *d)
+{
+    return d->left_out;
 }
 
 int64_t kd_data_epoch_samples(const kd_data *d)
@@ -134,6 +141,13 @@ kdc_status kd_data_open(const kd_data_config *cfg, kd_data **out, kdc_error *err
     d->cfg = *cfg;
     d->dump_dir = kd_batch_dump_dir();
     size_t B = (size_t)cfg->batch_size;
+    d->ranks = cfg->ranks > 0 ? cfg->ranks : 1;
+    d->rank = cfg->rank;
+    if (d->rank < 0 || d->rank >= d->ranks || cfg->batch_size % d->ranks) {
+        kdc_fail(err, KDC_EINVAL, "rank %d of %d, batch %d", d->rank, d->ranks, cfg->batch_size);
+        free(d);
+        return KDC_EINVAL;
+    }
     if ((st = img_dataset_open_folder(&d->ds, cfg->data, err)))
         goto fail;
     if (d->ds->count == 0) {
@@ -208,7 +222,7 @@ kdc_status kd_data_open(const kd_data_config *cfg, kd_data **out, kdc_error *err
     img_loader_config lc;
     img_loader_config_default(&lc);
     lc.threads = cfg->threads < 1 ? 1 : cfg->threads;
-    lc.batch_size = cfg->batch_size;
+    lc.batch_size = cfg->batch_size / d->ranks; /* this rank's slice of each batch */
     lc.prefetch = SEGMENT_BATCHES;
     lc.view = d->view;
     lc.norm = d->norm;
@@ -222,6 +236,14 @@ fail:
     return st;
 }
 
+/* This rank's contiguous slice [lo, hi) of a global batch of n samples: the
+ * B/R-th slices of a full batch, an even split of a short one. */
+static void slice_of(const kd_data *d, int n, int *lo, int *hi)
+{
+    *lo = (int)((int64_t)d->rank * n / d->ranks);
+    *hi = (int)((int64_t)(d->rank + 1) * n / d->ranks);
+}
+
 /* Fills segment s with up to SEGMENT_BATCHES batches of requests from the
  * epoch's source and starts the loader on them. */
 static kdc_status fill_segment(kd_data *d, int s, kdc_error *err)
@@ -232,18 +254,19 @@ static kdc_status fill_segment(kd_data *d, int s, kdc_error *err)
     g->nbatches = 0;
     g->nreqs = 0;
     for (int b = 0; b < SEGMENT_BATCHES; b++) {
-        int n = 0;
+        int n = 0, lo = 0, hi = 0; /* the global batch and this rank's slice */
         if (d->stream) {
             cache_batch *rb = &g->rows[b];
             if ((st = cache_stream_next(d->stream, rb, err)))
                 return st;
             n = rb->count;
-            for (int i = 0; i < n; i++)
+            slice_of(d, n, &lo, &hi);
+            for (int i = lo; i < hi; i++)
                 if ((st = cache_match_view(&d->view, d->table, rb->image[i], rb->view[i],
                                            rb->box + 4 * i, rb->flip[i], d->cfg.cache, err)))
                     return st;
-            for (int i = 0; i < n; i++) {
-                img_request *q = &g->reqs[g->nreqs + (size_t)i];
+            for (int i = lo; i < hi; i++) {
+                img_request *q = &g->reqs[g->nreqs + (size_t)(i - lo)];
                 q->index = d->ds_of_row[rb->image[i]]; /* rb->image: cache rows */
                 q->view_index = (uint32_t)rb->view[i];
                 q->has_view = 1;
@@ -256,8 +279,9 @@ static kdc_status fill_segment(kd_data *d, int s, kdc_error *err)
         } else {
             int64_t left = (int64_t)d->ds->count - d->next_pos;
             n = left < (int64_t)B ? (int)left : (int)B;
-            for (int i = 0; i < n; i++) {
-                img_request *q = &g->reqs[g->nreqs + (size_t)i];
+            slice_of(d, n, &lo, &hi);
+            for (int i = lo; i < hi; i++) {
+                img_request *q = &g->reqs[g->nreqs + (size_t)(i - lo)];
                 memset(q, 0, sizeof *q);
                 q->index = d->perm[d->next_pos + i];
                 q->view_index = (uint32_t)d->epoch;
@@ -267,8 +291,13 @@ static kdc_status fill_segment(kd_data *d, int s, kdc_error *err)
         }
         if (n == 0)
             break;
-        g->count[b] = n;
-        g->nreqs += (size_t)n;
+        if (d->ranks > 1 && n < 2 * d->ranks) {
+            d->left_out += n; /* some rank would train on fewer than 2 images */
+            break;
+        }
+        g->count[b] = hi - lo;
+        g->lo[b] = lo;
+        g->nreqs += (size_t)(hi - lo);
         g->nbatches++;
         if ((size_t)n < B)
             break; /* only the epoch's last batch is short */
@@ -283,6 +312,7 @@ kdc_status kd_data_start_epoch(kd_data *d, int64_t epoch, kdc_error *err)
     kdc_status st;
     d->epoch = epoch;
     d->batches_served = 0;
+    d->left_out = 0;
     img_skip_log_clear(&d->skipped);
     if (d->stream) {
         if ((st = cache_stream_start_epoch(d->stream, epoch, err)))
@@ -346,7 +376,7 @@ kdc_status kd_data_next_into(kd_data *d, kd_batch *out, float *pixels, kdc_error
              * bytes first, so a changed file is named as changed even when it
              * no longer decodes. Samples arrive in request order: sample i is
              * row rb->image[i]. */
-            int64_t row = g->rows[bi].image[i];
+            int64_t row = g->rows[bi].image[g->lo[bi] + i];
             int read = s->status == KDC_OK || s->status == KDC_EIMAGE;
             int ok = s->status == KDC_OK;
             if (read && (st = cache_match_file(d->table, row, d->ds->root, s->file_size,
@@ -378,17 +408,21 @@ kdc_status kd_data_next_into(kd_data *d, kd_batch *out, float *pixels, kdc_error
     out->label = d->label;
     out->image = d->image;
     if (d->stream) {
+        /* this rank's rows of the global batch (all of it with one rank) */
         const cache_batch *rb = &g->rows[bi];
-        out->logits = rb->logits;
-        out->features = d->h->feature_dim > 0 ? rb->features : NULL;
+        size_t lo = (size_t)g->lo[bi], K = (size_t)d->h->topk;
+        out->logits = rb->logits ? rb->logits + lo * (size_t)d->h->num_classes : NULL;
+        out->features = d->h->feature_dim > 0 ? rb->features + lo * (size_t)d->h->feature_dim
+                                              : NULL;
         if (rb->topk_index) {
-            size_t nk = (size_t)n * (size_t)d->h->topk;
-            kdc_f32_to_f16_array(rb->topk_value, d->topk_value, nk); /* exact: stored as f16 */
-            out->topk_index = rb->topk_index;
+            size_t nk = (size_t)n * K;
+            kdc_f32_to_f16_array(rb->topk_value + lo * K, d->topk_value, nk); /* exact: f16 */
+            out->topk_index = rb->topk_index + lo * K;
             out->topk_value = d->topk_value;
         }
         if (d->dump_dir && d->batches_served == 0)
-            kd_batch_dump(d->dump_dir, d->epoch, n, rb->image, rb->view, d->label, pixels, per);
+            kd_batch_dump(d->dump_dir, d->epoch, n, rb->image + lo, rb->view + lo, d->label, pixels,
+                          per);
     }
     d->batches_served++;
 

@@ -50,6 +50,13 @@ typedef struct kd_data_config {
     int threads;       /* decoding threads */
     int shuffle;
     uint64_t seed;
+    /* Data parallel (train_ddp.h): this process serves rank `rank` of `ranks`
+     * (0 means 1): the rank-th contiguous slice of every global batch of
+     * batch_size, in the single-process order; a short last batch of n is split
+     * as evenly as contiguous slices allow (floor(r n / R) .. floor((r+1) n / R)),
+     * and with ranks > 1 a last batch that would leave a rank fewer than 2
+     * images is left out on every rank (kd_data_epoch_left_out). */
+    int rank, ranks;
     /* online views only (a cache fixes its own) */
     img_view_params view;
     img_norm norm;
@@ -91,6 +98,10 @@ const img_skip_log *kd_data_epoch_skipped(const kd_data *d);
 /* Images the cache marks skipped (kd-precompute could not use them): they are
  * never served. Count 0 without a cache. */
 const img_skip_log *kd_data_cache_skipped(const kd_data *d);
+
+/* Images of the current epoch's last global batch left out because it could
+ * not give every rank 2 (ranks > 1 only; the same on every rank). */
+int64_t kd_data_epoch_left_out(const kd_data *d);
 
 kdc_status kd_data_start_epoch(kd_data *d, int64_t epoch, kdc_error *err);
 /* The next batch of the epoch; b->count == 0 after the last one. */

@@ -33,6 +33,7 @@
 #include "train/train_checkpoint.h"
 #include "train/train_data.h"
 #include "train/trainer_gpu.h"
+#include "train/train_ddp.h"
 
 #define PATH_MAX_LEN 4096
 
@@ -71,6 +72,12 @@ typedef struct trainer {
     char signature[1024];
     kd_student_meta_text meta; /* student.safetensors' metadata (student_meta.h) */
     char *metrics_csv;
+
+    /* data parallel (train_ddp.h): rank of world; one rank without a job */
+    kdc_dist *dist;
+    int rank, world;
+    img_dataset val_shard; /* this rank's contiguous share of --val (a view of val_ds) */
+    char device[64];       /* --device cuda with several ranks: cuda:<local rank> */
 } trainer;
 
 static void trainer_free(trainer *t)
@@ -285,13 +292,27 @@ static kdc_status trainer_setup(trainer *t, kdc_error *err)
     const kd_train_options *o = t->o;
     kdc_status st;
     int threads = default_threads(o->threads);
-    if ((st = kdc_backend_create(o->device, o->threads, &t->be, err)))
+    if (o->batch % t->world)
+        return kdc_fail(err, KDC_EINVAL,
+                        "--batch %d is the global batch and must be a multiple of the %d ranks",
+                        o->batch, t->world);
+    const char *device = o->device;
+    if (t->world > 1 && device && !strcmp(device, "cuda")) { /* one GPU per rank */
+        snprintf(t->device, sizeof t->device, "cuda:%d", kdc_dist_local_rank(t->dist));
+        device = t->device;
+    }
+    if ((st = kdc_backend_create(device, o->threads, &t->be, err)))
         return st;
     t->on_cpu = t->be->device.type == KDC_DEVICE_CPU;
+    if (!t->on_cpu && t->world > 1) /* the GPU step does not all-reduce yet (DISTRIBUTED.md) */
+        return kdc_fail(err, KDC_EUNSUPPORTED,
+                        "%d ranks on --device %s: data-parallel training runs on CPU ranks "
+                        "only for now (NCCL is not wired in)",
+                        t->world, device);
 
     kd_data_config dc = {.data = o->data, .cache = o->cache, .batch_size = o->batch,
                          .threads = threads, .shuffle = !o->no_shuffle,
-                         .seed = (uint64_t)o->seed};
+                         .seed = (uint64_t)o->seed, .rank = t->rank, .ranks = t->world};
     if (!o->cache) {
         img_view_params_default(&dc.view);
         if ((st = img_view_policy_parse(o->view_policy, &dc.view.policy, err)))
@@ -374,14 +395,25 @@ static kdc_status trainer_setup(trainer *t, kdc_error *err)
         /* During training an unreadable validation image is left out and
          * reported every epoch (a failure here would lose the epoch just
          * trained); --eval-only refuses it unless --skip-bad-images. */
-        if ((st = kd_evaluator_create(&t->eval, t->val_ds, vp->image_size, R,
+        /* Several ranks: rank r evaluates the r-th contiguous share of the images
+         * (kd_train_run_dist sums the results). */
+        t->val_shard = *t->val_ds;
+        size_t lo = t->val_ds->count * (size_t)t->rank / (size_t)t->world;
+        size_t hi = t->val_ds->count * (size_t)(t->rank + 1) / (size_t)t->world;
+        t->val_shard.items += lo;
+        t->val_shard.count = hi - lo;
+        if ((st = kd_evaluator_create(&t->eval, &t->val_shard, vp->image_size, R,
                                       kd_data_norm(t->data), t->B, threads, 1, err)))
             return st;
     }
     /* Before the first step: a run folder that cannot take files would
-     * otherwise fail only when the first epoch is saved. */
-    if ((st = kdc_mkdirs(o->out, err)) || (st = kdc_check_dir_writable(o->out, err)))
-        return kdc_error_prefix(err, "--out: ");
+     * otherwise fail only when the first epoch is saved. Rank 0 writes it. */
+    st = t->rank == 0 && ((st = kdc_mkdirs(o->out, err)) ||
+                          (st = kdc_check_dir_writable(o->out, err)))
+             ? kdc_error_prefix(err, "--out: ")
+             : KDC_OK;
+    if ((st = kdc_dist_agree(t->dist, st, "--out", err)))
+        return st;
     snprintf(t->run_dir, sizeof t->run_dir, "%s", o->out);
     make_signature(t);
     if (t->log && !o->quiet) {
@@ -481,6 +513,20 @@ static kdc_status try_resume(trainer *t, int64_t *start_epoch, kdc_error *err)
     return KDC_OK;
 }
 
+/* The mean of every rank's gradients (train_ddp.h): SGD's one sum, DOT's task
+ * and distillation gradients, and the projector's, each reduced apart. */
+static kdc_status reduce_grads(trainer *t, kdc_error *err)
+{
+    kdc_status st;
+    kdc_grad_set *gs[] = {t->g_sum, t->g_task, t->g_kd};
+    for (int i = 0; i < 3; i++)
+        if (gs[i] && (st = kd_ddp_mean_grads(t->dist, gs[i]->flat, gs[i]->flat_numel, err)))
+            return st;
+    if (t->has_proj && (st = kd_ddp_mean_grads(t->dist, t->proj.grad, t->proj.numel, err)))
+        return st;
+    return KDC_OK;
+}
+
 typedef struct step_losses {
     double ce, kd, proj, total;
 } step_losses;
@@ -573,6 +619,28 @@ static kdc_status train_step(trainer *t, const kd_batch *b, double lr, step_loss
             return st; /* no distillation term: its gradient is zero */
         }
     }
+    if ((st = reduce_grads(t, err)))
+        return st;
+    return t->is_dot ? kd_dot_step(&t->dot, lr, err) : kd_sgd_step(&t->sgd, lr, err);
+}
+
+/* A rank whose share of a global batch kept fewer than 2 images (online
+ * images that could not be read): it contributes a zero gradient and still
+ * takes the step, so that every rank stays in step and keeps the same
+ * weights. */
+static kdc_status idle_step(trainer *t, double lr, kdc_error *err)
+{
+    kdc_status st;
+    kdc_grad_set *gs[] = {t->g_sum, t->g_task, t->g_kd};
+    for (int i = 0; i < 3; i++)
+        if (gs[i] && (st = t->be->fill_zero(t->be, gs[i]->flat,
+                                            gs[i]->flat_numel * sizeof(float), err)))
+            return st;
+    if (t->has_proj &&
+        (st = t->be->fill_zero(t->be, t->proj.grad, t->proj.numel * sizeof(float), err)))
+        return st;
+    if ((st = reduce_grads(t, err)))
+        return st;
     return t->is_dot ? kd_dot_step(&t->dot, lr, err) : kd_sgd_step(&t->sgd, lr, err);
 }
 
@@ -674,6 +742,7 @@ static kdc_status run_epoch(trainer *t, int64_t epoch, kd_epoch_metrics *m, kdc_
     m->lr = kd_schedule_lr(&t->sched, (long)epoch, 0);
     int64_t seen = 0, trained = 0, c1 = 0, c5 = 0, steps = 0, dropped = 0;
     const img_skip_log *skipped = kd_data_epoch_skipped(t->data);
+    int64_t nskip = 0; /* unreadable images of the epoch, over every rank */
     double sum_total = 0, sum_ce = 0, sum_kd = 0, sum_proj = 0;
     /* GPU: the batch of the coming step, already on its way to the device */
     kd_gpu_batch gb = {0};
@@ -699,6 +768,10 @@ static kdc_status run_epoch(trainer *t, int64_t epoch, kd_epoch_metrics *m, kdc_
             if ((st = gpu_step(t, &gb, epoch, step, &steps, &trained, &c1, &c5, &sum_total,
                                &sum_ce, &sum_kd, &sum_proj, err)))
                 return st;
+        } else if (b.count < 2 && t->world > 1) {
+            if ((st = idle_step(t, kd_schedule_lr(&t->sched, (long)epoch, step), err)))
+                return kdc_error_prefix(err, "epoch %lld step %ld: ", (long long)epoch + 1,
+                                        step + 1);
         } else if (b.count >= 2) {
             double lr = kd_schedule_lr(&t->sched, (long)epoch, step);
             step_losses L;
@@ -718,8 +791,24 @@ static kdc_status run_epoch(trainer *t, int64_t epoch, kd_epoch_metrics *m, kdc_
                                    sum_kd / (double)steps, sum_proj / (double)steps,
                                    100.0 * (double)c1 / (double)trained);
         kdc_progress_set_step(&pr, (uint64_t)step + 1, epoch_steps);
-        /* Unreadable images count as done, so the line reaches its total. */
-        kdc_progress_update(&pr, (uint64_t)(seen + skipped->count));
+        /* Unreadable images count as done, so the line reaches its total (rank
+         * 0 shows its own share times the ranks until the epoch's sums). */
+        kdc_progress_update(&pr, (uint64_t)((seen + skipped->count) * t->world));
+    }
+    if (t->world > 1) { /* the epoch's numbers over every rank */
+        int64_t left = kd_data_epoch_left_out(t->data); /* the same on every rank */
+        double v[11] = {sum_total, sum_ce, sum_kd, sum_proj, (double)steps, (double)trained,
+                        (double)c1, (double)c5, (double)(dropped + (t->rank ? 0 : left)),
+                        (double)seen, (double)skipped->count};
+        if ((st = kdc_dist_sum_f64(t->dist, v, 11, err)))
+            return kdc_error_prefix(err, "epoch %lld: ", (long long)epoch + 1);
+        sum_total = v[0], sum_ce = v[1], sum_kd = v[2], sum_proj = v[3];
+        steps = (int64_t)v[4], trained = (int64_t)v[5], c1 = (int64_t)v[6];
+        c5 = (int64_t)v[7], dropped = (int64_t)v[8], seen = (int64_t)v[9];
+        nskip = (int64_t)v[10];
+        kdc_progress_update(&pr, (uint64_t)(seen + nskip));
+    } else {
+        nskip = skipped->count;
     }
     kdc_progress_finish(&pr);
     double secs = kdc_now_seconds() - t0;
@@ -735,7 +824,7 @@ static kdc_status run_epoch(trainer *t, int64_t epoch, kd_epoch_metrics *m, kdc_
     m->images_per_s = secs > 0 ? (double)trained / secs : 0;
     m->images = trained;
     m->dropped = dropped;
-    m->skipped = skipped->count + kd_data_cache_skipped(t->data)->count;
+    m->skipped = nskip + kd_data_cache_skipped(t->data)->count;
     return KDC_OK;
 }
 
@@ -761,25 +850,97 @@ static void report_skipped(const trainer *t, const kd_epoch_metrics *m)
     }
 }
 
+/* Every rank starts from rank 0's state (train_ddp.h): the weights and
+ * buffers, the projector, the optimiser's buffers and step count, the epoch to
+ * start from (rank 0 alone reads a checkpoint: the saved state depends on no
+ * rank, so a run resumes with any number of ranks). */
+static kdc_status sync_from_rank0(trainer *t, int64_t *start, kdc_error *err)
+{
+    if (t->world == 1)
+        return KDC_OK;
+    kdc_status st;
+    if ((st = kdc_dist_bcast(t->dist, start, sizeof *start, 0, err)) ||
+        (st = kd_ddp_bcast_table(t->dist, kdc_model_params(t->model), t->be, 0, err)) ||
+        (t->has_proj && (st = kd_ddp_bcast_table(t->dist, &t->proj.table, t->be, 0, err))))
+        return st;
+    kd_resume_state s = {0};
+    opt_buffers(t, &s);
+    if (t->gpu && (st = kd_gpu_opt_get(t->gpu, s.buffer[0], s.n_buffer[0], s.buffer[1],
+                                       s.n_buffer[1], err)))
+        return st;
+    uint64_t steps = s.optimizer_steps;
+    if ((st = kdc_dist_bcast(t->dist, &steps, sizeof steps, 0, err)))
+        return st;
+    for (int i = 0; i < 2; i++)
+        if (s.buffer[i] &&
+            (st = kdc_dist_bcast(t->dist, s.buffer[i], s.n_buffer[i] * sizeof(float), 0, err)))
+            return st;
+    if (t->gpu)
+        return kd_gpu_opt_set(t->gpu, s.buffer[0], s.n_buffer[0], s.buffer[1], s.n_buffer[1],
+                              steps, err);
+    if (t->is_dot)
+        t->dot.steps = steps;
+    else
+        t->sgd.steps = steps;
+    return KDC_OK;
+}
+
+/* Each rank evaluated its share of --val: the sums of every rank. */
+static kdc_status reduce_eval(trainer *t, kd_eval_result *r, kdc_error *err)
+{
+    if (t->world == 1)
+        return KDC_OK;
+    double n = (double)r->images;
+    double v[5] = {r->loss * n, r->top1 * n / 100.0, r->top5 * n / 100.0, n, (double)r->skipped};
+    kdc_status st = kdc_dist_sum_f64(t->dist, v, 5, err);
+    if (st)
+        return st;
+    r->images = (int64_t)v[3];
+    r->skipped = (int64_t)v[4];
+    double N = v[3] > 0 ? v[3] : 1;
+    r->loss = v[0] / N;
+    r->top1 = 100.0 * (double)(int64_t)(v[1] + 0.5) / N; /* counts are whole */
+    r->top5 = 100.0 * (double)(int64_t)(v[2] + 0.5) / N;
+    return KDC_OK;
+}
+
 kdc_status kd_train_run(const kd_train_options *o, FILE *log, kdc_error *err)
+{
+    return kd_train_run_dist(o, NULL, log, err);
+}
+
+kdc_status kd_train_run_dist(const kd_train_options *o, kdc_dist *dist, FILE *log,
+                             kdc_error *err)
 {
     trainer t;
     memset(&t, 0, sizeof t);
     t.opts = *o;
     t.o = &t.opts;
     o = t.o;
-    t.log = log;
+    t.dist = dist;
+    t.rank = kdc_dist_rank(dist);
+    t.world = kdc_dist_size(dist);
+    t.log = t.rank == 0 ? log : NULL; /* rank 0 speaks for the job */
+    log = t.log;
     kdc_status st;
     int64_t start = 0;
-    if ((st = trainer_setup(&t, err)) || (st = try_resume(&t, &start, err)))
+    if ((st = trainer_setup(&t, err)))
+        goto out;
+    st = t.rank == 0 ? try_resume(&t, &start, err) : KDC_OK;
+    if ((st = kdc_dist_agree(t.dist, st, "resuming", err)) ||
+        (st = sync_from_rank0(&t, &start, err)))
         goto out;
     for (int64_t e = start; e < o->epochs; e++) {
         kd_epoch_metrics m;
         if ((st = run_epoch(&t, e, &m, err)))
             goto out;
+        /* rank 0's running statistics on every rank (broadcast_buffers) */
+        if ((st = kd_ddp_bcast_table(t.dist, kdc_model_params(t.model), t.be, 1, err)))
+            goto out;
         if (t.eval) {
             kd_eval_result r;
-            if ((st = kd_evaluate(t.eval, t.model, &r, err)))
+            if ((st = kd_evaluate(t.eval, t.model, &r, err)) ||
+                (st = reduce_eval(&t, &r, err)))
                 goto out;
             m.have_val = 1;
             m.val_loss = r.loss;
@@ -788,7 +949,10 @@ kdc_status kd_train_run(const kd_train_options *o, FILE *log, kdc_error *err)
             m.val_images = r.images;
             m.val_skipped = r.skipped;
         }
-        if ((st = kd_metrics_append(&t.metrics_csv, &m, err)) || (st = save_epoch(&t, e + 1, err)))
+        if ((st = kd_metrics_append(&t.metrics_csv, &m, err)))
+            goto out;
+        st = t.rank == 0 ? save_epoch(&t, e + 1, err) : KDC_OK;
+        if ((st = kdc_dist_agree(t.dist, st, "saving the epoch", err)))
             goto out;
         report_skipped(&t, &m);
         if (log && !o->quiet) {

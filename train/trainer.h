@@ -24,9 +24,14 @@
 #include <stdio.h>
 
 #include "common/base/error.h"
+#include "common/dist/dist.h"
 #include "train/train_options.h"
 
 kdc_status kd_train_run(const kd_train_options *o, FILE *log, kdc_error *err);
+/* The same run as one rank of a data-parallel job (train_ddp.h; NULL: alone).
+ * Only rank 0 logs and writes RUN_DIR; every rank must get the same options. */
+kdc_status kd_train_run_dist(const kd_train_options *o, kdc_dist *dist, FILE *log,
+                             kdc_error *err);
 
 /* --eval-only: evaluates --weights on --val and prints one line to out:
  * "images N top1 P top5 P loss L skipped K" (K: unreadable images left out,

@@ -9,6 +9,8 @@
 #   common/cuda      base, nn
 #   common/device    base, nn, cuda (the one place that knows every backend)
 #   common/models    base, nn (models reach a device only through the op table)
+#   common/dist      base only (ranks and collectives know no tensors' ops);
+#                    no other common/ layer includes it (train/, precompute/ do)
 #   common/*         never formats/, train/, precompute/, tests/
 #   formats/         base, image, and nn/backend.h alone (params live on a device);
 #                    never models, layers, cuda, train/, precompute/
@@ -21,12 +23,13 @@ cd "$root"
 
 # folder-prefix : space-separated forbidden include prefixes
 rules=(
-  "common/base/:common/image/ common/nn/ common/cuda/ common/device/ common/models/"
-  "common/image/:common/nn/ common/cuda/ common/device/ common/models/"
-  "common/nn/:common/image/ common/cuda/ common/device/ common/models/"
-  "common/cuda/:common/image/ common/device/ common/models/"
-  "common/device/:common/image/ common/models/"
-  "common/models/:common/image/ common/cuda/ common/device/"
+  "common/base/:common/image/ common/nn/ common/cuda/ common/device/ common/models/ common/dist/"
+  "common/image/:common/nn/ common/cuda/ common/device/ common/models/ common/dist/"
+  "common/nn/:common/image/ common/cuda/ common/device/ common/models/ common/dist/"
+  "common/cuda/:common/image/ common/device/ common/models/ common/dist/"
+  "common/device/:common/image/ common/models/ common/dist/"
+  "common/models/:common/image/ common/cuda/ common/device/ common/dist/"
+  "common/dist/:common/image/ common/nn/ common/cuda/ common/device/ common/models/"
   "common/:formats/ train/ precompute/ tests/"
   "formats/:common/models/ common/cuda/ common/device/ train/ precompute/ tests/"
   "train/:precompute/ tests/"

@@ -25,6 +25,8 @@ cases=(
   "train/x.c precompute/teacher.h"
   "precompute/x.c train/losses.h"
   "common/base/x.c error.h"
+  "common/dist/x.c common/nn/backend.h"
+  "common/nn/x.c common/dist/dist.h"
 )
 for c in "${cases[@]}"; do
   set -- $c
