@@ -44,6 +44,15 @@ conv_cases = [
     (4, 4, 6, 6, 8, 3, 1, 1, 4, 0),  # groups == c_in but c_out = 2 c_in: GEMM path
     (6, 24, 1, 1, 20, 3, 1, 1, 1, 1),  # 1x1 map (resnet18 layer4 at 32 px): centre tap only
     (3, 16, 1, 1, 8, 3, 2, 1, 1, 0),   # 1x1 map, stride 2
+    # resnet8x4's own shapes (its stem of 3 channels, the stage convolutions and
+    # downsamples at batch 8 and 4), where oneDNN takes its AVX-512 kernels
+    (8, 3, 32, 32, 32, 3, 1, 1, 1, 0),
+    (4, 3, 32, 32, 64, 3, 1, 1, 1, 0),
+    (4, 3, 32, 32, 32, 3, 1, 1, 1, 0),
+    (8, 32, 32, 32, 64, 3, 1, 1, 1, 0),
+    (8, 64, 32, 32, 128, 3, 2, 1, 1, 0),
+    (8, 64, 32, 32, 128, 1, 2, 0, 1, 0),
+    (8, 256, 8, 8, 256, 3, 1, 1, 1, 0),
 ]
 refutil.save(d, "conv_cases", np.array(conv_cases, dtype=np.int64))
 for i, (n, ci, h, w, co, k, s, p, g, hb) in enumerate(conv_cases):

@@ -195,16 +195,18 @@ def run_case(name, init_sd, init_proj, x, y, tl, tf, dt):
     return out, first
 
 
-def save_case(d, name, init, ref, ref32):
+def save_case(d, name, init, ref, refs32):
     """The float64 result, and PyTorch's own float32 error per tensor relative to
     the update (max|f32 - f64| / max|f64 - init|): the accuracy a float32
-    implementation of the same steps reaches (FINDINGS.md, Numerics)."""
+    implementation of the same steps reaches (FINDINGS.md, Numerics). It is the
+    worst of several float32 runs (refs32), so that it measures how much these
+    steps amplify rounding, not the luck of one summation order."""
     lines = []
     for k, v in ref.items():
         refutil.save(d, f"{name}_{k}", v.double() if v.is_floating_point() else v)
         if v.is_floating_point():
             upd = (v - init[k].double()).abs().max().item()
-            err = (ref32[k].double() - v).abs().max().item()
+            err = max((r[k].double() - v).abs().max().item() for r in refs32)
             lines.append(f"{k} {err / upd if upd > 0 else 0:.6g}")
     with open(os.path.join(d, f"{name}_torch32_err.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -246,8 +248,17 @@ def main():
     pw = (tensors["projector.weight"], tensors["projector.bias"])
     for case in ("sgd", "dot"):
         ref, first = run_case(case, init_sd, pw, x, y, tl, tf, torch.float64)
-        ref32, _ = run_case(case, init_sd, pw, x, y, tl, tf, torch.float32)
-        save_case(d, case, tensors, ref, ref32)
+        # PyTorch float32 as it runs, and on inputs moved by a float32 kernel's
+        # rounding (relative 2^-20, the 1e-6 that tests/nn/test_layers measures for
+        # one convolution; four draws). These steps turn that into 1e-3..1e-2 of the
+        # update (ReLU units near zero flip), so one run's error says little: our
+        # own AVX2 and AVX-512 oneDNN runs differ by 1e-2 of conv1's update.
+        refs32 = [run_case(case, init_sd, pw, x, y, tl, tf, torch.float32)[0]]
+        for s in range(4):
+            gp = torch.Generator().manual_seed(100 + s)
+            xp = x * (1 + 2.0**-20 * (2 * torch.rand(x.shape, generator=gp) - 1))
+            refs32.append(run_case(case, init_sd, pw, xp, y, tl, tf, torch.float32)[0])
+        save_case(d, case, tensors, ref, refs32)
         refutil.save(d, f"{case}_loss", first.double())
 
 
