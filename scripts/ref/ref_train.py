@@ -201,6 +201,8 @@ def save_case(d, name, init, ref, refs32):
     implementation of the same steps reaches (FINDINGS.md, Numerics). It is the
     worst of several float32 runs (refs32), so that it measures how much these
     steps amplify rounding, not the luck of one summation order."""
+    if isinstance(refs32, dict):
+        refs32 = [refs32]
     lines = []
     for k, v in ref.items():
         refutil.save(d, f"{name}_{k}", v.double() if v.is_floating_point() else v)
