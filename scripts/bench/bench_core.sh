@@ -9,7 +9,7 @@
 # Rounds alternate ours / PyTorch so both see the same machine load; the table
 # in docs/PERFORMANCE.md ("Core") keeps the best of the rounds for each row.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root (scripts/bench/ moved in #12)
 THREADS=${1:-2}
 REPS=${2:-3}
 ROUNDS=${3:-2}

@@ -11,7 +11,7 @@
 # images/s by wall clock and by CPU time of the process (steadier when other jobs
 # share the core), and the median of the per-round ratios kdcache / PIL.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root (scripts/bench/ moved in #12)
 N=${1:-200}
 R=${2:-3}
 K=${3:-5}

@@ -11,7 +11,7 @@
 # Both tools run alternately REPEATS times per architecture; the median wall time of
 # the whole command (weights loading, checksums, decode, forward, writing) is reported.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root (scripts/bench/ moved in #12)
 IMAGES=${1:-64}
 REPEATS=${2:-3}
 THREADS=${3:-2}

@@ -12,7 +12,7 @@
 # epoch's images/s from metrics.csv (one epoch of IMAGES/BATCH steps, all of it
 # timed); PyTorch's is timed over the same number of steps after 3 warm-up steps.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root (scripts/bench/ moved in #12)
 IMAGES=${1:-1280}
 THREADS=${2:-2}
 BATCH=${3:-64}
