@@ -70,6 +70,8 @@ kdc_status kdc_build_mobilenet_v2(kdc_model *m, const char *arch, int num_classe
 kdc_status kdc_build_shufflenet(kdc_model *m, const char *arch, int num_classes,
                                 kdc_error *err);
 kdc_status kdc_build_regnet(kdc_model *m, const char *arch, int num_classes, kdc_error *err);
+kdc_status kdc_build_resnetv2(kdc_model *m, const char *arch, int num_classes,
+                              kdc_error *err);
 
 /* model.c: an empty graph for `arch` on `be`, which the zoo fills with a
  * builder; then kdc_model_finish lays out, initialises (seeded) and plans the

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Reference fixtures for tests/models/test_zoo.c: the architectures of
 common/models/model_mobilenet_v2.c, model_shufflenet.c, model_regnet.c,
-model_vgg.c and the new CIFAR rows of model_cifar.c, built in PyTorch
+model_vgg.c, model_resnetv2.c and the new CIFAR rows of model_cifar.c, built in PyTorch
 (torchvision 0.14 for mobilenet_v2 / shufflenet_v2_* / regnet_y_*;
 zoo_defs.py's rewrites with mdistiller's names for the CIFAR students).
 
@@ -40,11 +40,12 @@ EVAL = {"mobilenet_v2": (64, 2), "shufflenet_v2_x0_5": (64, 2), "shufflenet_v2_x
         "regnet_y_400mf": (64, 2), "regnet_y_800mf": (64, 2),
         "resnet20": (32, 2), "resnet32": (32, 2), "resnet56": (32, 2), "resnet110": (32, 2),
         "wrn_16_1": (32, 2), "wrn_40_1": (32, 2), "vgg8": (32, 2), "vgg13": (32, 2),
-        "MobileNetV2": (32, 2), "ShuffleV1": (32, 2), "ShuffleV2": (32, 2)}
+        "MobileNetV2": (32, 2), "ShuffleV1": (32, 2), "ShuffleV2": (32, 2),
+        "ResNet18": (32, 2), "ResNet50": (32, 2)}
 # name -> (batch, image size); must match TRAIN in tests/models/test_zoo.c
 TRAIN = {"mobilenet_v2": (4, 64), "shufflenet_v2_x0_5": (4, 64), "regnet_y_400mf": (4, 64),
          "resnet20": (4, 32), "vgg8": (4, 32), "MobileNetV2": (4, 32), "ShuffleV1": (8, 32),
-         "ShuffleV2": (4, 32)}
+         "ShuffleV2": (4, 32), "ResNet18": (4, 32)}
 # Train steps from the freshly initialised model (BN weight 1, bias 0) instead of the
 # randomised one: with random BN affines and statistics these two are so ill-conditioned
 # in train mode that float32 implementations differ from float64 (and from each other)
