@@ -80,7 +80,7 @@ static const arch_case TRAIN[] = {
     {"regnet_y_400mf", 64, 4}, {"resnet20", 32, 4},
     {"vgg8", 32, 4},           {"MobileNetV2", 32, 4},
     {"ShuffleV1", 32, 8},      {"ShuffleV2", 32, 4},
-    {"ResNet18", 32, 4},
+    {"ResNet18", 32, 4},       {"wrn_40_1", 32, 4},
 };
 #define N_TRAIN ((int)(sizeof TRAIN / sizeof TRAIN[0]))
 
