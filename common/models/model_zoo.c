@@ -44,6 +44,8 @@ static const struct zoo_entry {
     {"ShuffleV2", kdc_build_shufflenet},
     /* mdistiller resnetv2.py: CRD's CIFAR ResNet50, DOT's Tiny-ImageNet ResNet18 */
     {"ResNet18", kdc_build_resnetv2}, {"ResNet50", kdc_build_resnetv2},
+    /* mdistiller mv2_tinyimagenet.py: DOT's Tiny-ImageNet MobileNetV2 student */
+    {"mobilenetv2_tinyimagenet", kdc_build_mobilenet_v2},
 };
 #define ZOO_SIZE (sizeof ZOO / sizeof ZOO[0])
 

@@ -5,7 +5,8 @@ C models to) against mdistiller's own files, from a local checkout of
 https://github.com/megvii-research/mdistiller (not shipped here; nothing is
 downloaded). For each architecture of mdistiller's cifar_model_dict that we have:
 state_dict names, order and shapes equal, and, with mdistiller's random weights
-loaded into ours, eval logits in float64 at 32 px equal (max abs difference over
+loaded into ours, eval logits in float64 at 32 px (the Tiny-ImageNet MobileNetV2 at
+64 px) equal (max abs difference over
 max abs logit; mdistiller's fixed AvgPool2d(4 / 8) is a global pool at 32 px).
 
   check_mdistiller_defs.py MDISTILLER_DIR      (prints one line per arch; exit 1 on a miss)
@@ -33,6 +34,7 @@ PAIRS = {
     "MobileNetV2": ("mobilenetv2", "mobile_half"), "ShuffleV1": ("ShuffleNetv1", "ShuffleV1"),
     "ShuffleV2": ("ShuffleNetv2", "ShuffleV2"), "ResNet18": ("resnetv2", "ResNet18"),
     "ResNet50": ("resnetv2", "ResNet50"),
+    "mobilenetv2_tinyimagenet": ("mv2_tinyimagenet", "mobilenetv2_tinyimagenet"),
 }
 
 
@@ -73,7 +75,8 @@ def main():
             continue
         mine.load_state_dict(theirs.state_dict())
         theirs, mine = theirs.double().eval(), mine.double().eval()
-        x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+        px = 64 if name == "mobilenetv2_tinyimagenet" else 32  # Tiny-ImageNet's size
+        x = torch.randn(2, 3, px, px, dtype=torch.float64)
         with torch.no_grad():
             a, b = theirs(x)[0], mine(x)
         rel = float((a - b).abs().max() / a.abs().max())

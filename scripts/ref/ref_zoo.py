@@ -41,11 +41,12 @@ EVAL = {"mobilenet_v2": (64, 2), "shufflenet_v2_x0_5": (64, 2), "shufflenet_v2_x
         "resnet20": (32, 2), "resnet32": (32, 2), "resnet56": (32, 2), "resnet110": (32, 2),
         "wrn_16_1": (32, 2), "wrn_40_1": (32, 2), "vgg8": (32, 2), "vgg13": (32, 2),
         "MobileNetV2": (32, 2), "ShuffleV1": (32, 2), "ShuffleV2": (32, 2),
-        "ResNet18": (32, 2), "ResNet50": (32, 2)}
+        "ResNet18": (32, 2), "ResNet50": (32, 2), "mobilenetv2_tinyimagenet": (64, 2)}
 # name -> (batch, image size); must match TRAIN in tests/models/test_zoo.c
 TRAIN = {"mobilenet_v2": (4, 64), "shufflenet_v2_x0_5": (4, 64), "regnet_y_400mf": (4, 64),
          "resnet20": (4, 32), "vgg8": (4, 32), "MobileNetV2": (4, 32), "ShuffleV1": (8, 32),
-         "ShuffleV2": (4, 32), "ResNet18": (4, 32), "wrn_40_1": (4, 32)}
+         "ShuffleV2": (4, 32), "ResNet18": (4, 32), "wrn_40_1": (4, 32),
+         "mobilenetv2_tinyimagenet": (4, 64)}
 # Train steps from the freshly initialised model (BN weight 1, bias 0) instead of the
 # randomised one: with random BN affines and statistics these two are so ill-conditioned
 # in train mode that float32 implementations differ from float64 (and from each other)

@@ -1,6 +1,7 @@
 """PyTorch definitions of mdistiller's CIFAR students that torchvision lacks,
 rewritten with mdistiller's module and parameter names (models/cifar/
-vgg.py, mobilenetv2.py, ShuffleNetv1.py, ShuffleNetv2.py, resnetv2.py), so that their
+vgg.py, mobilenetv2.py, ShuffleNetv1.py, ShuffleNetv2.py, resnetv2.py,
+mv2_tinyimagenet.py), so that their
 state_dicts and ours have the same keys. Each forward returns the logits only
 and ends in a global average pool (at 32 px the same as mdistiller's fixed
 pools). Used by ref_zoo.py (fixtures), scripts/ref/score_student.py and the
@@ -223,6 +224,61 @@ class V2Block(nn.Module):
         return F.relu(o + self.shortcut(x))
 
 
+class Conv1x1Head(nn.Conv2d):
+    """A Conv2d(D, classes, 1) classifier on the pooled features (mdistiller's
+    Tiny-ImageNet MobileNetV2 `conv2`): takes and returns 2-D tensors, so that it
+    stands where the Linear of the other nets stands (fc_of, feature hooks)."""
+
+    def __init__(self, d, classes):
+        super().__init__(d, classes, 1)
+        self.in_features = d
+
+    def forward(self, x):
+        return super().forward(x[:, :, None, None]).flatten(1)
+
+
+class TiBottleneck(nn.Module):
+    """mv2_tinyimagenet.py LinearBottleNeck: biased convs, ReLU6."""
+
+    def __init__(self, cin, cout, stride, t):
+        super().__init__()
+        h = cin * t
+        self.use_res = stride == 1 and cin == cout
+        self.residual = nn.Sequential(
+            nn.Conv2d(cin, h, 1), nn.BatchNorm2d(h), nn.ReLU6(),
+            nn.Conv2d(h, h, 3, stride, 1, groups=h), nn.BatchNorm2d(h), nn.ReLU6(),
+            nn.Conv2d(h, cout, 1), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        return self.residual(x) + x if self.use_res else self.residual(x)
+
+
+class TiMobileNetV2(nn.Module):
+    """mdistiller mv2_tinyimagenet.py MobileNetV2 (DOT's Tiny-ImageNet student)."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.pre = nn.Sequential(nn.Conv2d(3, 32, 1, padding=1), nn.BatchNorm2d(32), nn.ReLU6())
+        self.stage1 = TiBottleneck(32, 16, 1, 1)
+        cin = 16
+        for s, (n, c, stride) in enumerate([(2, 24, 2), (3, 32, 2), (4, 64, 2), (3, 96, 1),
+                                             (3, 160, 1)]):
+            blocks = []
+            for i in range(n):
+                blocks.append(TiBottleneck(cin, c, stride if i == 0 else 1, 6))
+                cin = c
+            setattr(self, f"stage{s + 2}", nn.Sequential(*blocks))
+        self.stage7 = TiBottleneck(160, 320, 1, 6)
+        self.conv1 = nn.Sequential(nn.Conv2d(320, 1280, 1), nn.BatchNorm2d(1280), nn.ReLU6())
+        self.conv2 = Conv1x1Head(1280, num_classes)
+
+    def forward(self, x):
+        x = self.pre(x)
+        for s in range(1, 8):
+            x = getattr(self, f"stage{s}")(x)
+        return self.conv2(F.adaptive_avg_pool2d(self.conv1(x), 1).flatten(1))
+
+
 class MdResNetV2(nn.Module):
     """mdistiller resnetv2.py ResNet18 / ResNet50: 3x3 stride-1 stem, no max pool."""
 
@@ -262,6 +318,7 @@ CIFAR = {
     "ShuffleV2": lambda c: ShuffleV2(c),
     "ResNet18": lambda c: MdResNetV2([2, 2, 2, 2], False, c),
     "ResNet50": lambda c: MdResNetV2([3, 4, 6, 3], True, c),
+    "mobilenetv2_tinyimagenet": lambda c: TiMobileNetV2(c),
 }
 
 TORCHVISION = ["mobilenet_v2", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5",
@@ -279,4 +336,4 @@ def zoo_model(name, num_classes):
 
 def fc_of(model):
     """The classifier Linear (its input is the pooled features D)."""
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, Conv1x1Head))][-1]

@@ -60,6 +60,7 @@ static const char *const KEYS[] = {
     "ShuffleV2",
     "ResNet18",
     "ResNet50",
+    "mobilenetv2_tinyimagenet",
 };
 #define N_KEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
 
@@ -71,6 +72,7 @@ static const arch_case EVAL[] = {
     {"wrn_16_1", 32, 2},       {"wrn_40_1", 32, 2},           {"vgg8", 32, 2},
     {"vgg13", 32, 2},          {"MobileNetV2", 32, 2},        {"ShuffleV1", 32, 2},
     {"ShuffleV2", 32, 2},      {"ResNet18", 32, 2},           {"ResNet50", 32, 2},
+    {"mobilenetv2_tinyimagenet", 64, 2},
 };
 #define N_EVAL ((int)(sizeof EVAL / sizeof EVAL[0]))
 
@@ -81,6 +83,7 @@ static const arch_case TRAIN[] = {
     {"vgg8", 32, 4},           {"MobileNetV2", 32, 4},
     {"ShuffleV1", 32, 8},      {"ShuffleV2", 32, 4},
     {"ResNet18", 32, 4},       {"wrn_40_1", 32, 4},
+    {"mobilenetv2_tinyimagenet", 64, 4},
 };
 #define N_TRAIN ((int)(sizeof TRAIN / sizeof TRAIN[0]))
 
