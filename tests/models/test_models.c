@@ -467,6 +467,8 @@ static const dual_case DUAL[] = {
     {"MobileNetV2", 10, 32, 3, "dnnl"},  {"ShuffleV1", 10, 32, 3, "dnnl"},
     {"ShuffleV2", 10, 32, 3, "dnnl"},    {"regnet_y_400mf", 16, 64, 2, "dnnl"},
     {"vgg8", 10, 32, 3, "dnnl"},         {"shufflenet_v2_x0_5", 16, 64, 2, "ref"},
+    /* a 1x1 conv with padding 1, biased convs before BN, the 1x1-conv classifier */
+    {"mobilenetv2_tinyimagenet", 10, 32, 2, "dnnl"},
 };
 
 static void fill_uniform(float *p, size_t n, uint64_t seed, float lo, float hi)
