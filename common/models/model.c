@@ -351,21 +351,6 @@ int kdc_mb_gap(kdc_model *m, int in)
     return add_node(m, OP_GAP, in, -3, NULL);
 }
 
-static int linear_node(kdc_model *m, const char *prefix, int in, int out_features,
-                       kdc_init_kind init, int as_conv);
-
-int kdc_mb_linear(kdc_model *m, const char *prefix, int in, int out_features,
-                  kdc_init_kind init)
-{
-    return linear_node(m, prefix, in, out_features, init, 0);
-}
-
-int kdc_mb_linear_1x1(kdc_model *m, const char *prefix, int in, int out_features,
-                      kdc_init_kind init)
-{
-    return linear_node(m, prefix, in, out_features, init, 1);
-}
-
 /* as_conv: the weight is registered as [out, in, 1, 1] (a 1x1 conv on the
  * pooled map); the values and their layout are those of [out, in]. */
 static int linear_node(kdc_model *m, const char *prefix, int in, int out_features,
@@ -386,6 +371,18 @@ static int linear_node(kdc_model *m, const char *prefix, int in, int out_feature
                         0);
     nd->p_b = add_param(m, prefix, "bias", KDC_PARAM_WEIGHT, KDC_F32, 1, bshape, 0);
     return m->build_status ? -1 : id;
+}
+
+int kdc_mb_linear(kdc_model *m, const char *prefix, int in, int out_features,
+                  kdc_init_kind init)
+{
+    return linear_node(m, prefix, in, out_features, init, 0);
+}
+
+int kdc_mb_linear_1x1(kdc_model *m, const char *prefix, int in, int out_features,
+                      kdc_init_kind init)
+{
+    return linear_node(m, prefix, in, out_features, init, 1);
 }
 
 int kdc_mb_add(kdc_model *m, int a, int b)

@@ -14,8 +14,8 @@
 
 #include "common/models/model_build.h"
 
-static int conv_bn(kdc_model *m, const char *prefix, int idx, int in, int c_out, int k,
-                   int stride, int relu)
+static int conv_bn(kdc_model *m, const char *prefix, int idx, int in, int c_out, int k, int stride,
+                   int relu)
 {
     char a[96], b[96];
     snprintf(a, sizeof a, "%s.conv%d", prefix, idx);
@@ -26,8 +26,7 @@ static int conv_bn(kdc_model *m, const char *prefix, int idx, int in, int c_out,
 }
 
 /* resnetv2.py BasicBlock / Bottleneck: branch + shortcut, then ReLU */
-static int block(kdc_model *m, const char *prefix, int in, int planes, int stride,
-                 int bottleneck)
+static int block(kdc_model *m, const char *prefix, int in, int planes, int stride, int bottleneck)
 {
     int c_in = kdc_mb_channels(m, in);
     int c_out = bottleneck ? 4 * planes : planes;
