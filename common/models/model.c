@@ -351,8 +351,10 @@ int kdc_mb_gap(kdc_model *m, int in)
     return add_node(m, OP_GAP, in, -3, NULL);
 }
 
-int kdc_mb_linear(kdc_model *m, const char *prefix, int in, int out_features,
-                  kdc_init_kind init)
+/* as_conv: the weight is registered as [out, in, 1, 1] (a 1x1 conv on the
+ * pooled map); the values and their layout are those of [out, in]. */
+static int linear_node(kdc_model *m, const char *prefix, int in, int out_features,
+                       kdc_init_kind init, int as_conv)
 {
     int id = add_node(m, OP_LINEAR, in, -3, prefix);
     if (id < 0)
@@ -364,10 +366,23 @@ int kdc_mb_linear(kdc_model *m, const char *prefix, int in, int out_features,
         return build_fail(m, KDC_EINVAL, "linear needs a positive number of outputs");
     nd->c = out_features;
     nd->init = init;
-    int64_t wshape[2] = {out_features, nd->c_in}, bshape[1] = {out_features};
-    nd->p_w = add_param(m, prefix, "weight", KDC_PARAM_WEIGHT, KDC_F32, 2, wshape, 0);
+    int64_t wshape[4] = {out_features, nd->c_in, 1, 1}, bshape[1] = {out_features};
+    nd->p_w = add_param(m, prefix, "weight", KDC_PARAM_WEIGHT, KDC_F32, as_conv ? 4 : 2, wshape,
+                        0);
     nd->p_b = add_param(m, prefix, "bias", KDC_PARAM_WEIGHT, KDC_F32, 1, bshape, 0);
     return m->build_status ? -1 : id;
+}
+
+int kdc_mb_linear(kdc_model *m, const char *prefix, int in, int out_features,
+                  kdc_init_kind init)
+{
+    return linear_node(m, prefix, in, out_features, init, 0);
+}
+
+int kdc_mb_linear_1x1(kdc_model *m, const char *prefix, int in, int out_features,
+                      kdc_init_kind init)
+{
+    return linear_node(m, prefix, in, out_features, init, 1);
 }
 
 int kdc_mb_add(kdc_model *m, int a, int b)

@@ -38,6 +38,11 @@ int kdc_mb_maxpool(kdc_model *m, int in, int k, int stride, int pad);
 int kdc_mb_gap(kdc_model *m, int in);
 int kdc_mb_linear(kdc_model *m, const char *prefix, int in, int out_features,
                   kdc_init_kind init);
+/* The same Linear with its weight named and shaped as a 1x1 convolution,
+ * [out, in, 1, 1] (mdistiller's Tiny-ImageNet MobileNetV2 classifies with a
+ * Conv2d(1280, classes, 1) on the pooled map). */
+int kdc_mb_linear_1x1(kdc_model *m, const char *prefix, int in, int out_features,
+                      kdc_init_kind init);
 /* a + b, same shape (the residual add). */
 int kdc_mb_add(kdc_model *m, int a, int b);
 /* ReLU6 (MobileNetV2) and sigmoid (squeeze-excitation gate). */
@@ -70,6 +75,8 @@ kdc_status kdc_build_mobilenet_v2(kdc_model *m, const char *arch, int num_classe
 kdc_status kdc_build_shufflenet(kdc_model *m, const char *arch, int num_classes,
                                 kdc_error *err);
 kdc_status kdc_build_regnet(kdc_model *m, const char *arch, int num_classes, kdc_error *err);
+kdc_status kdc_build_resnetv2(kdc_model *m, const char *arch, int num_classes,
+                              kdc_error *err);
 
 /* model.c: an empty graph for `arch` on `be`, which the zoo fills with a
  * builder; then kdc_model_finish lays out, initialises (seeded) and plans the

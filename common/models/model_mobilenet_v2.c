@@ -1,4 +1,4 @@
-/* model_mobilenet_v2.c - MobileNetV2 in its two forms of the KD literature,
+/* model_mobilenet_v2.c - MobileNetV2 in its three forms of the KD literature,
  * with the parameter names of their PyTorch definitions:
  *
  *   mobilenet_v2: torchvision's (ImageNet; 0.14 models/mobilenetv2.py).
@@ -14,7 +14,9 @@
  *     (conv.0 / conv.1, conv.3 / conv.4, conv.6 / conv.7), conv2 = conv1x1 ->
  *     1280, its AvgPool2d(2) over the 2x2 map of a 32 px input (our global
  *     pool), classifier.0.
- * Both: residual add when stride 1 and width unchanged; conv init
+ *   mobilenetv2_tinyimagenet: mdistiller's Tiny-ImageNet student
+ *     (models/cifar/mv2_tinyimagenet.py), see build_tinyimagenet.
+ * The first two: residual add when stride 1 and width unchanged; conv init
  * kaiming_normal(fan_out), Linear N(0, 0.01) and bias 0, as both define. */
 #include <stdio.h>
 #include <string.h>
@@ -111,8 +113,59 @@ static kdc_status build_mdistiller_half(kdc_model *m, int num_classes, kdc_error
     return kdc_mb_status(m, err);
 }
 
+/* mdistiller mv2_tinyimagenet.py LinearBottleNeck: biased convs, ReLU6, the
+ * expansion conv even at t = 1; residual.0/1 expand, 3/4 depthwise, 6/7
+ * project. */
+static int ti_block(kdc_model *m, const char *p, int x, int oup, int stride, int t)
+{
+    char a[96], b[96];
+    int inp = kdc_mb_channels(m, x), hidden = inp * t, in = x;
+    snprintf(a, sizeof a, "%s.residual.0", p);
+    snprintf(b, sizeof b, "%s.residual.1", p);
+    x = kdc_mb_relu6(m, kdc_mb_bn(m, b, kdc_mb_conv_bias(m, a, x, inp, hidden, 1, 1, 0, 1, 1)));
+    snprintf(a, sizeof a, "%s.residual.3", p);
+    snprintf(b, sizeof b, "%s.residual.4", p);
+    x = kdc_mb_relu6(
+        m, kdc_mb_bn(m, b, kdc_mb_conv_bias(m, a, x, hidden, hidden, 3, stride, 1, hidden, 1)));
+    snprintf(a, sizeof a, "%s.residual.6", p);
+    snprintf(b, sizeof b, "%s.residual.7", p);
+    x = kdc_mb_bn(m, b, kdc_mb_conv_bias(m, a, x, hidden, oup, 1, 1, 0, 1, 1));
+    return stride == 1 && inp == oup ? kdc_mb_add(m, in, x) : x;
+}
+
+/* mdistiller mv2_tinyimagenet.py MobileNetV2 (DOT's Tiny-ImageNet student):
+ * width 1; pre = Conv2d(3, 32, 1, padding=1) (a 1x1 conv with padding 1:
+ * the map grows by 2, its border is the bias) + BN + ReLU6; stage1 (32 -> 16,
+ * t 1), stage2..6 of 2, 3, 4, 3, 3 blocks to 24, 32, 64, 96, 160 with strides
+ * 2, 2, 2, 1, 1, stage7 (160 -> 320, one block, not a Sequential); conv1 =
+ * Conv2d(320, 1280, 1) + BN + ReLU6; AdaptiveAvgPool2d(1); conv2 =
+ * Conv2d(1280, classes, 1), the classifier. Every conv has a bias. The file
+ * keeps PyTorch's default init: biases and the classifier as nn.Conv2d's
+ * U(+-1/sqrt(fan_in)), conv weights kaiming_normal(fan_out) here as elsewhere. */
+static kdc_status build_tinyimagenet(kdc_model *m, int num_classes, kdc_error *err)
+{
+    int x = kdc_mb_conv_bias(m, "pre.0", KDC_MB_INPUT, 3, 32, 1, 1, 1, 1, 1);
+    x = kdc_mb_relu6(m, kdc_mb_bn(m, "pre.1", x));
+    x = ti_block(m, "stage1", x, 16, 1, 1);
+    static const int stages[5][3] = {{2, 24, 2}, {3, 32, 2}, {4, 64, 2}, {3, 96, 1}, {3, 160, 1}};
+    for (int s = 0; s < 5; s++)
+        for (int i = 0; i < stages[s][0]; i++) {
+            char p[32];
+            snprintf(p, sizeof p, "stage%d.%d", s + 2, i);
+            x = ti_block(m, p, x, stages[s][1], i == 0 ? stages[s][2] : 1, 6);
+        }
+    x = ti_block(m, "stage7", x, 320, 1, 6);
+    x = kdc_mb_conv_bias(m, "conv1.0", x, 320, 1280, 1, 1, 0, 1, 1);
+    x = kdc_mb_relu6(m, kdc_mb_bn(m, "conv1.1", x));
+    x = kdc_mb_gap(m, x);
+    kdc_mb_linear_1x1(m, "conv2", x, num_classes, KDC_INIT_LINEAR_DEFAULT);
+    return kdc_mb_status(m, err);
+}
+
 kdc_status kdc_build_mobilenet_v2(kdc_model *m, const char *arch, int num_classes, kdc_error *err)
 {
+    if (strcmp(arch, "mobilenetv2_tinyimagenet") == 0)
+        return build_tinyimagenet(m, num_classes, err);
     if (strcmp(arch, "mobilenet_v2") == 0)
         return build_torchvision(m, num_classes, err);
     if (strcmp(arch, "MobileNetV2") == 0)

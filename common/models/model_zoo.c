@@ -42,6 +42,10 @@ static const struct zoo_entry {
     {"vgg8", kdc_build_cifar_vgg}, {"vgg13", kdc_build_cifar_vgg},
     {"MobileNetV2", kdc_build_mobilenet_v2}, {"ShuffleV1", kdc_build_shufflenet},
     {"ShuffleV2", kdc_build_shufflenet},
+    /* mdistiller resnetv2.py: CRD's CIFAR ResNet50, DOT's Tiny-ImageNet ResNet18 */
+    {"ResNet18", kdc_build_resnetv2}, {"ResNet50", kdc_build_resnetv2},
+    /* mdistiller mv2_tinyimagenet.py: DOT's Tiny-ImageNet MobileNetV2 student */
+    {"mobilenetv2_tinyimagenet", kdc_build_mobilenet_v2},
 };
 #define ZOO_SIZE (sizeof ZOO / sizeof ZOO[0])
 

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Reference fixtures for tests/models/test_zoo_teachers.c: kd-precompute with the
 torchvision teachers of the zoo (mobilenet_v2, shufflenet_v2_x0_5, regnet_y_400mf)
-against torchvision itself, on a few small photographs.
+and two of mdistiller's CIFAR teachers (ResNet50, resnet110; zoo_defs.py) against
+PyTorch, on a few small photographs.
 
 OUTDIR/photos/<a|b>/*.jpg   4 JPEG crops of 64x64 (ref_precompute.crops), so that
                             --resize-size 64 --image-size 64 --view-policy center
@@ -18,7 +19,6 @@ import sys
 
 import numpy as np
 import torch
-import torchvision
 from PIL import Image
 from torchvision import datasets, transforms
 
@@ -27,10 +27,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import refutil  # noqa: E402
 from export_weights import save_file  # noqa: E402
 from ref_precompute import MEAN, STD, crops, randomise, write_folder  # noqa: E402
-from zoo_defs import fc_of  # noqa: E402
+from zoo_defs import fc_of, zoo_model  # noqa: E402
 
 torch.set_num_threads(2)
-TEACHERS = ["mobilenet_v2", "shufflenet_v2_x0_5", "regnet_y_400mf"]
+# torchvision's, then two mdistiller CIFAR teachers (names "linear" / "fc") at 64 px
+TEACHERS = ["mobilenet_v2", "shufflenet_v2_x0_5", "regnet_y_400mf", "ResNet50", "resnet110"]
 
 
 def main():
@@ -48,7 +49,7 @@ def main():
                              transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
     x = torch.stack([tf(Image.open(p).convert("RGB")) for p, _ in ds.samples]).double()
     for arch in TEACHERS:
-        m = randomise(getattr(torchvision.models, arch)(num_classes=1000), gen)
+        m = randomise(zoo_model(arch, 1000), gen)
         save_file(m.state_dict(), os.path.join(d, f"{arch}.safetensors"))
         md = m.double().eval()
         box = {}

@@ -20,7 +20,7 @@ from torchvision import datasets, transforms
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 from export_weights import load_file  # noqa: E402
-from zoo_defs import zoo_model  # noqa: E402
+from zoo_defs import fc_of, zoo_model  # noqa: E402
 from ref_models import ARCHS  # noqa: E402
 
 
@@ -35,11 +35,18 @@ def main():
     ap.add_argument("--std", default="0.229,0.224,0.225")
     a = ap.parse_args()
     sd = load_file(a.weights)
-    classes = sd[[k for k in sd if k.endswith("weight") and sd[k].dim() == 2][-1]].shape[0]
-    try:
-        model = zoo_model(a.arch, classes)
-    except KeyError:
-        model = ARCHS[a.arch][0](classes)
+
+    def build(classes):
+        try:
+            return zoo_model(a.arch, classes)
+        except KeyError:
+            return ARCHS[a.arch][0](classes)
+
+    # the number of classes: the rows of the classifier's weight, found by name in a
+    # one-class instance (a Linear, or mobilenetv2_tinyimagenet's 1x1-conv conv2)
+    probe = build(1)
+    head = next(n for n, mod in probe.named_modules() if mod is fc_of(probe))
+    model = build(sd[head + ".weight"].shape[0])
     model.load_state_dict(sd, strict=True)
     model = model.double().eval()
     tf = transforms.Compose([

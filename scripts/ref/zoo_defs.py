@@ -1,14 +1,15 @@
 """PyTorch definitions of mdistiller's CIFAR students that torchvision lacks,
 rewritten with mdistiller's module and parameter names (models/cifar/
-vgg.py, mobilenetv2.py, ShuffleNetv1.py, ShuffleNetv2.py), so that their
+vgg.py, mobilenetv2.py, ShuffleNetv1.py, ShuffleNetv2.py, resnetv2.py,
+mv2_tinyimagenet.py), so that their
 state_dicts and ours have the same keys. Each forward returns the logits only
 and ends in a global average pool (at 32 px the same as mdistiller's fixed
 pools). Used by ref_zoo.py (fixtures), scripts/ref/score_student.py and the
 benchmarks; the CIFAR ResNets and WRNs are in ref_models.py.
 
 zoo_model(name, num_classes) builds any architecture of common/models/
-model_mobilenet_v2.c, model_shufflenet.c, model_regnet.c, model_vgg.c and the
-new rows of model_cifar.c, torchvision ones from torchvision."""
+model_mobilenet_v2.c, model_shufflenet.c, model_regnet.c, model_vgg.c,
+model_resnetv2.c and the new rows of model_cifar.c, torchvision ones from torchvision."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -195,6 +196,114 @@ class ShuffleV2(nn.Module):
         return self.linear(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+class V2Block(nn.Module):
+    """resnetv2.py BasicBlock (bottleneck=False) or Bottleneck: branch + shortcut, ReLU."""
+
+    def __init__(self, cin, planes, stride, bottleneck):
+        super().__init__()
+        cout = planes * (4 if bottleneck else 1)
+        if bottleneck:
+            specs = [(cin, planes, 1, 1), (planes, planes, 3, stride), (planes, cout, 1, 1)]
+        else:
+            specs = [(cin, planes, 3, stride), (planes, planes, 3, 1)]
+        self.n = len(specs)
+        for i, (a, b, k, s) in enumerate(specs, 1):
+            setattr(self, f"conv{i}", nn.Conv2d(a, b, k, s, k // 2, bias=False))
+            setattr(self, f"bn{i}", nn.BatchNorm2d(b))
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        o = x
+        for i in range(1, self.n + 1):
+            o = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(o))
+            if i < self.n:
+                o = F.relu(o)
+        return F.relu(o + self.shortcut(x))
+
+
+class Conv1x1Head(nn.Conv2d):
+    """A Conv2d(D, classes, 1) classifier on the pooled features (mdistiller's
+    Tiny-ImageNet MobileNetV2 `conv2`): takes and returns 2-D tensors, so that it
+    stands where the Linear of the other nets stands (fc_of, feature hooks)."""
+
+    def __init__(self, d, classes):
+        super().__init__(d, classes, 1)
+        self.in_features = d
+
+    def forward(self, x):
+        return super().forward(x[:, :, None, None]).flatten(1)
+
+
+class TiBottleneck(nn.Module):
+    """mv2_tinyimagenet.py LinearBottleNeck: biased convs, ReLU6."""
+
+    def __init__(self, cin, cout, stride, t):
+        super().__init__()
+        h = cin * t
+        self.use_res = stride == 1 and cin == cout
+        self.residual = nn.Sequential(
+            nn.Conv2d(cin, h, 1), nn.BatchNorm2d(h), nn.ReLU6(),
+            nn.Conv2d(h, h, 3, stride, 1, groups=h), nn.BatchNorm2d(h), nn.ReLU6(),
+            nn.Conv2d(h, cout, 1), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        return self.residual(x) + x if self.use_res else self.residual(x)
+
+
+class TiMobileNetV2(nn.Module):
+    """mdistiller mv2_tinyimagenet.py MobileNetV2 (DOT's Tiny-ImageNet student)."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.pre = nn.Sequential(nn.Conv2d(3, 32, 1, padding=1), nn.BatchNorm2d(32), nn.ReLU6())
+        self.stage1 = TiBottleneck(32, 16, 1, 1)
+        cin = 16
+        for s, (n, c, stride) in enumerate([(2, 24, 2), (3, 32, 2), (4, 64, 2), (3, 96, 1),
+                                             (3, 160, 1)]):
+            blocks = []
+            for i in range(n):
+                blocks.append(TiBottleneck(cin, c, stride if i == 0 else 1, 6))
+                cin = c
+            setattr(self, f"stage{s + 2}", nn.Sequential(*blocks))
+        self.stage7 = TiBottleneck(160, 320, 1, 6)
+        self.conv1 = nn.Sequential(nn.Conv2d(320, 1280, 1), nn.BatchNorm2d(1280), nn.ReLU6())
+        self.conv2 = Conv1x1Head(1280, num_classes)
+
+    def forward(self, x):
+        x = self.pre(x)
+        for s in range(1, 8):
+            x = getattr(self, f"stage{s}")(x)
+        return self.conv2(F.adaptive_avg_pool2d(self.conv1(x), 1).flatten(1))
+
+
+class MdResNetV2(nn.Module):
+    """mdistiller resnetv2.py ResNet18 / ResNet50: 3x3 stride-1 stem, no max pool."""
+
+    def __init__(self, blocks, bottleneck, num_classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        cin = 64
+        for li, (planes, n) in enumerate(zip([64, 128, 256, 512], blocks)):
+            layers = []
+            for i in range(n):
+                layers.append(V2Block(cin, planes, 2 if i == 0 and li > 0 else 1, bottleneck))
+                cin = planes * (4 if bottleneck else 1)
+            setattr(self, f"layer{li + 1}", nn.Sequential(*layers))
+        self.linear = nn.Linear(cin, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.linear(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
 CIFAR = {
     "resnet20": lambda c: CifarResNet(20, [16, 16, 32, 64], c),
     "resnet32": lambda c: CifarResNet(32, [16, 16, 32, 64], c),
@@ -207,6 +316,9 @@ CIFAR = {
     "MobileNetV2": lambda c: MdMobileNetV2(c),
     "ShuffleV1": lambda c: ShuffleV1(c),
     "ShuffleV2": lambda c: ShuffleV2(c),
+    "ResNet18": lambda c: MdResNetV2([2, 2, 2, 2], False, c),
+    "ResNet50": lambda c: MdResNetV2([3, 4, 6, 3], True, c),
+    "mobilenetv2_tinyimagenet": lambda c: TiMobileNetV2(c),
 }
 
 TORCHVISION = ["mobilenet_v2", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5",
@@ -224,4 +336,4 @@ def zoo_model(name, num_classes):
 
 def fc_of(model):
     """The classifier Linear (its input is the pooled features D)."""
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, Conv1x1Head))][-1]

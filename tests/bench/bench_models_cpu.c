@@ -4,6 +4,12 @@
  * scripts/bench/bench_models_torch.py times the same with PyTorch.
  *
  *   build/bench/bench_models_cpu [--threads 2] [--reps 5] [--only NAME] [--classes C]
+ *                                [--set core|zoo]
+ *
+ * --set zoo runs the students of issue 17 instead (a train step of mdistiller's
+ * CIFAR MobileNetV2, ShuffleV1, ShuffleV2, resnet20, resnet56, vgg8, wrn_16_2 and
+ * wrn_40_1 at 32 px, torchvision's mobilenet_v2 and shufflenet_v2_x1_0 at 96 px);
+ * scripts/bench/bench_zoo_torch.py times the same with PyTorch.
  *
  * --classes overrides every row's number of classes (scripts/bench/bench_step.sh
  * matches kd-train's 10-class bench data).
@@ -55,22 +61,34 @@ typedef struct row {
     int mode; /* 0 eval forward, 1 infer (folded), 2 train step, 3 DOT step with two
                * backward passes, 4 DOT step with the fused backward (backward_dual) */
     int classes;
+    int zoo; /* 1: a row of --set zoo */
 } row;
 
 static const row rows[] = {
-    {"resnet18-fwd", "resnet18", 16, 224, 0, 1000},
-    {"resnet18-infer", "resnet18", 16, 224, 1, 1000},
-    {"resnet50-fwd", "resnet50", 8, 224, 0, 1000},
-    {"resnet50-infer", "resnet50", 8, 224, 1, 1000},
-    {"resnet18-train32", "resnet18", 64, 32, 2, 1000},
-    {"resnet18-dot2-32", "resnet18", 64, 32, 3, 1000},
-    {"resnet18-dot32", "resnet18", 64, 32, 4, 1000},
-    {"mobilenet_v1-train32", "mobilenet_v1", 64, 32, 2, 100},
-    {"mobilenet_v1-dot2-32", "mobilenet_v1", 64, 32, 3, 100},
-    {"mobilenet_v1-dot32", "mobilenet_v1", 64, 32, 4, 100},
-    {"resnet8x4-train32", "resnet8x4", 64, 32, 2, 100},
-    {"resnet8x4-dot2-32", "resnet8x4", 64, 32, 3, 100},
-    {"resnet8x4-dot32", "resnet8x4", 64, 32, 4, 100},
+    {"resnet18-fwd", "resnet18", 16, 224, 0, 1000, 0},
+    {"resnet18-infer", "resnet18", 16, 224, 1, 1000, 0},
+    {"resnet50-fwd", "resnet50", 8, 224, 0, 1000, 0},
+    {"resnet50-infer", "resnet50", 8, 224, 1, 1000, 0},
+    {"resnet18-train32", "resnet18", 64, 32, 2, 1000, 0},
+    {"resnet18-dot2-32", "resnet18", 64, 32, 3, 1000, 0},
+    {"resnet18-dot32", "resnet18", 64, 32, 4, 1000, 0},
+    {"mobilenet_v1-train32", "mobilenet_v1", 64, 32, 2, 100, 0},
+    {"mobilenet_v1-dot2-32", "mobilenet_v1", 64, 32, 3, 100, 0},
+    {"mobilenet_v1-dot32", "mobilenet_v1", 64, 32, 4, 100, 0},
+    {"resnet8x4-train32", "resnet8x4", 64, 32, 2, 100, 0},
+    {"resnet8x4-dot2-32", "resnet8x4", 64, 32, 3, 100, 0},
+    {"resnet8x4-dot32", "resnet8x4", 64, 32, 4, 100, 0},
+    /* --set zoo: SGD train steps of the issue-17 students */
+    {"MobileNetV2-train32", "MobileNetV2", 64, 32, 2, 100, 1},
+    {"ShuffleV1-train32", "ShuffleV1", 64, 32, 2, 100, 1},
+    {"ShuffleV2-train32", "ShuffleV2", 64, 32, 2, 100, 1},
+    {"resnet20-train32", "resnet20", 64, 32, 2, 100, 1},
+    {"resnet56-train32", "resnet56", 64, 32, 2, 100, 1},
+    {"vgg8-train32", "vgg8", 64, 32, 2, 100, 1},
+    {"wrn_16_2-train32", "wrn_16_2", 64, 32, 2, 100, 1},
+    {"wrn_40_1-train32", "wrn_40_1", 64, 32, 2, 100, 1},
+    {"mobilenet_v2-train96", "mobilenet_v2", 32, 96, 2, 1000, 1},
+    {"shufflenet_v2_x1_0-train96", "shufflenet_v2_x1_0", 32, 96, 2, 1000, 1},
 };
 
 static int run_row(const row *r, kdc_backend *be, kdc_pool *pool, int reps, int classes,
@@ -151,7 +169,7 @@ static int run_row(const row *r, kdc_backend *be, kdc_pool *pool, int reps, int 
     }
     qsort(t, (size_t)reps, sizeof(double), cmp_d);
     qsort(tc, (size_t)reps, sizeof(double), cmp_d);
-    printf("%-22s batch %3d %3dpx  best %8.1f ms  median %8.1f ms  %8.1f images/s  "
+    printf("%-26s batch %3d %3dpx  best %8.1f ms  median %8.1f ms  %8.1f images/s  "
            "cpu %8.1f ms\n",
            r->name, r->batch, r->px, t[0] * 1e3, t[reps / 2] * 1e3, r->batch / t[0],
            tc[reps / 2] * 1e3);
@@ -171,7 +189,7 @@ done:
 
 int main(int argc, char **argv)
 {
-    int threads = 2, reps = 5, classes = 0;
+    int threads = 2, reps = 5, classes = 0, zoo = 0;
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
@@ -182,8 +200,14 @@ int main(int argc, char **argv)
             only = argv[++i];
         else if (!strcmp(argv[i], "--classes") && i + 1 < argc)
             classes = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--set") && i + 1 < argc && !strcmp(argv[i + 1], "core"))
+            zoo = 0, i++;
+        else if (!strcmp(argv[i], "--set") && i + 1 < argc && !strcmp(argv[i + 1], "zoo"))
+            zoo = 1, i++;
         else {
-            fprintf(stderr, "usage: %s [--threads T] [--reps R] [--only NAME] [--classes C]\n",
+            fprintf(stderr,
+                    "usage: %s [--threads T] [--reps R] [--only NAME] [--classes C] "
+                    "[--set core|zoo]\n",
                     argv[0]);
             return 2;
         }
@@ -206,7 +230,7 @@ int main(int argc, char **argv)
     const char *conv = getenv("KDC_CONV");
     printf("# kdcache, %d threads, conv %s\n", threads, conv && *conv ? conv : "dnnl");
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        if (only && strcmp(only, rows[i].name))
+        if (only ? strcmp(only, rows[i].name) != 0 : rows[i].zoo != zoo)
             continue;
         if (run_row(&rows[i], be, pool, reps, classes, &err)) {
             fprintf(stderr, "bench_models_cpu: %s: %s\n", rows[i].name, err.msg);

@@ -266,6 +266,8 @@ static const struct {
 } MODELS[] = {
     {"mobilenet_v2", 64}, {"shufflenet_v2_x0_5", 64}, {"regnet_y_400mf", 64}, {"resnet20", 32},
     {"vgg8", 32},         {"MobileNetV2", 32},        {"ShuffleV1", 32},      {"ShuffleV2", 32},
+    /* a 1x1 conv with padding 1 and a 1x1-conv-named classifier */
+    {"mobilenetv2_tinyimagenet", 64},
 };
 
 START_TEST(test_models)

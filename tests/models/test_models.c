@@ -339,8 +339,8 @@ START_TEST(test_params_and_init)
     int n_names = 0;
     while (kdc_model_arch_names()[n_names])
         n_names++;
-    /* the zoo's 23 are pinned against PyTorch's own counts in test_zoo.c (KEYS) */
-    ck_assert_int_eq(n_names, (int)(sizeof counts / sizeof counts[0]) + 23);
+    /* the zoo's 26 are pinned against PyTorch's own counts in test_zoo.c (KEYS) */
+    ck_assert_int_eq(n_names, (int)(sizeof counts / sizeof counts[0]) + 26);
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
         ck_assert_msg(kdc_model_create(counts[i].arch, counts[i].classes, be, 1, &m, &e) ==
                           KDC_OK,
@@ -467,6 +467,8 @@ static const dual_case DUAL[] = {
     {"MobileNetV2", 10, 32, 3, "dnnl"},  {"ShuffleV1", 10, 32, 3, "dnnl"},
     {"ShuffleV2", 10, 32, 3, "dnnl"},    {"regnet_y_400mf", 16, 64, 2, "dnnl"},
     {"vgg8", 10, 32, 3, "dnnl"},         {"shufflenet_v2_x0_5", 16, 64, 2, "ref"},
+    /* a 1x1 conv with padding 1, biased convs before BN, the 1x1-conv classifier */
+    {"mobilenetv2_tinyimagenet", 10, 32, 2, "dnnl"},
 };
 
 static void fill_uniform(float *p, size_t n, uint64_t seed, float lo, float hi)

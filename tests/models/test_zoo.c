@@ -1,5 +1,5 @@
 /* test_zoo.c - the architectures of MobileNetV2, ShuffleNet V1/V2, RegNetY,
- * VGG and the added CIFAR ResNets / WRNs against PyTorch
+ * VGG, mdistiller's resnetv2 ResNet18 / ResNet50 and the added CIFAR ResNets / WRNs against PyTorch
  * (scripts/ref/ref_zoo.py; torchvision 0.14 and mdistiller's names):
  *   - every architecture: state_dict names, order and shapes, trainable
  *     scalars, entries and feature width D equal to PyTorch's;
@@ -58,6 +58,9 @@ static const char *const KEYS[] = {
     "MobileNetV2",
     "ShuffleV1",
     "ShuffleV2",
+    "ResNet18",
+    "ResNet50",
+    "mobilenetv2_tinyimagenet",
 };
 #define N_KEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
 
@@ -68,7 +71,8 @@ static const arch_case EVAL[] = {
     {"resnet32", 32, 2},       {"resnet56", 32, 2},           {"resnet110", 32, 2},
     {"wrn_16_1", 32, 2},       {"wrn_40_1", 32, 2},           {"vgg8", 32, 2},
     {"vgg13", 32, 2},          {"MobileNetV2", 32, 2},        {"ShuffleV1", 32, 2},
-    {"ShuffleV2", 32, 2},
+    {"ShuffleV2", 32, 2},      {"ResNet18", 32, 2},           {"ResNet50", 32, 2},
+    {"mobilenetv2_tinyimagenet", 64, 2},
 };
 #define N_EVAL ((int)(sizeof EVAL / sizeof EVAL[0]))
 
@@ -78,6 +82,8 @@ static const arch_case TRAIN[] = {
     {"regnet_y_400mf", 64, 4}, {"resnet20", 32, 4},
     {"vgg8", 32, 4},           {"MobileNetV2", 32, 4},
     {"ShuffleV1", 32, 8},      {"ShuffleV2", 32, 4},
+    {"ResNet18", 32, 4},       {"wrn_40_1", 32, 4},
+    {"mobilenetv2_tinyimagenet", 64, 4},
 };
 #define N_TRAIN ((int)(sizeof TRAIN / sizeof TRAIN[0]))
 

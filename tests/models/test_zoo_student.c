@@ -16,7 +16,8 @@
 
 #define SUITE "zoo_student"
 
-static const char *const STUDENTS[] = {"ShuffleV2", "MobileNetV2", "ShuffleV1", "vgg8", "resnet20"};
+static const char *const STUDENTS[] = {"ShuffleV2", "MobileNetV2", "ShuffleV1", "vgg8", "resnet20",
+                                       "wrn_40_1", "mobilenetv2_tinyimagenet"};
 
 static char *slurp(const char *path)
 {

@@ -1,6 +1,7 @@
 /* test_zoo_teachers.c - kd-precompute with the torchvision teachers of the zoo
- * (mobilenet_v2, shufflenet_v2_x0_5, regnet_y_400mf: random weights and BN
- * statistics, 1000 classes) against torchvision's float64 outputs on four
+ * (mobilenet_v2, shufflenet_v2_x0_5, regnet_y_400mf) and mdistiller's CIFAR
+ * ResNet50 and resnet110 (random weights and BN statistics, 1000 classes)
+ * against PyTorch's float64 outputs on four
  * 64 px photographs (scripts/ref/ref_zoo_teachers.py): float32 logits within
  * 1e-4, float16 features within 1e-3 (half an ulp of float16 is 2^-11), the
  * ImageFolder order, the teacher's name and feature width in the header. The
@@ -22,7 +23,8 @@
 static const struct {
     const char *arch;
     int dim;
-} TEACHERS[] = {{"mobilenet_v2", 1280}, {"shufflenet_v2_x0_5", 1024}, {"regnet_y_400mf", 440}};
+} TEACHERS[] = {{"mobilenet_v2", 1280}, {"shufflenet_v2_x0_5", 1024}, {"regnet_y_400mf", 440},
+                {"ResNet50", 2048},      {"resnet110", 64}};
 
 START_TEST(test_teacher_matches_torchvision)
 {
