@@ -344,6 +344,11 @@ static kdc_status trainer_setup(trainer *t, kdc_error *err)
 
     if ((st = kdc_model_create(o->student, t->C, t->be, (uint64_t)o->seed, &t->model, err)))
         return st;
+    /* --sync-bn: statistics over the global batch. One rank has them already,
+     * so it runs the plain BN (a one-rank run stays the plain run's bits). */
+    if (o->sync_bn && t->world > 1 &&
+        (st = kdc_model_set_bn_sum(t->model, kd_ddp_sum_f64, t->dist, err)))
+        return kdc_error_prefix(err, "--sync-bn: ");
     t->Ds = kdc_model_feature_dim(t->model);
     if (o->proj_weight > 0) {
         if (!t->h || t->h->feature_dim < 1)
