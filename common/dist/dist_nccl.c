@@ -101,8 +101,7 @@ int kdc_nccl_available(int *version, char *why, size_t why_len)
 
 static kdc_status nccl_fail(nccl_result r, const char *what, kdc_error *err)
 {
-    return kdc_fail(err, KDC_EDEVICE, "NCCL %s: %s (%d)", what, g_api.get_error_string(r),
-                    (int)r);
+    return kdc_fail(err, KDC_EDEVICE, "NCCL %s: %s (%d)", what, g_api.get_error_string(r), (int)r);
 }
 
 kdc_status kdc_nccl_init(kdc_dist *d, kdc_nccl **out, kdc_error *err)

@@ -44,8 +44,7 @@ static int exists(const char *path)
 }
 
 /* test_precompute's small recipe: 192 images, 2 pad-crop views, 24 chunks. */
-static void small_args(char *buf, size_t len, const char *data, const char *out,
-                       const char *extra)
+static void small_args(char *buf, size_t len, const char *data, const char *out, const char *extra)
 {
     snprintf(buf, len,
              "--data %s --teacher resnet18 --weights %s/resnet18_c10.safetensors --out %s "
@@ -149,8 +148,8 @@ START_TEST(test_failing_rank_leaves_no_cache)
     const char *text = slurp(log);
     ck_assert_msg(rc != 0, "mpirun exited 0: %s", text);
     ck_assert_msg(secs < 60, "the job took %.0f s to end", secs);
-    ck_assert_msg(strstr(text, "rank 1 of 2") && (strstr(text, "empty.jpg") ||
-                                                  strstr(text, "truncated.jpg")),
+    ck_assert_msg(strstr(text, "rank 1 of 2") &&
+                      (strstr(text, "empty.jpg") || strstr(text, "truncated.jpg")),
                   "the log names neither the rank nor the file: %s", text);
     ck_assert_msg(!exists(out), "%s exists after a failed rank", out);
     ck_assert_msg(!exists(partial), "%s exists after a failed rank", partial);
@@ -199,8 +198,7 @@ START_TEST(test_killed_rank_then_resume)
         ck_assert_msg(kill(mpid, 0) != 0, "mpirun still runs 60 s after a rank was killed");
         ck_assert(!mpirun_children(mpid));
         if (killed)
-            ck_assert_msg(!exists(out), "%s exists after a rank was killed: %s", out,
-                          slurp(log));
+            ck_assert_msg(!exists(out), "%s exists after a rank was killed: %s", out, slurp(log));
     }
     ck_assert_msg(killed, "rank 1 finished its shard before it could be killed, 3 times");
     /* the same command with --resume: shards completed, merged */

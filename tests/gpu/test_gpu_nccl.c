@@ -92,11 +92,11 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < N; i++)
         h[i] = (float)((double)(i % 1000003) * 1.25e-3 - 600.0);
     int bad = !h || !back;
-    if (!bad && (be->alloc(be, N * sizeof *h, (void **)&dev, &err) ||
-                 be->copy_h2d(be, dev, h, N * sizeof *h, &err) ||
-                 kdc_nccl_sum_f32(c, dev, N, stream, &err) ||
-                 kdc_nccl_mean_f32(c, dev, N, stream, &err) || be->synchronize(be, &err) ||
-                 be->copy_d2h(be, back, dev, N * sizeof *h, &err)))
+    if (!bad &&
+        (be->alloc(be, N * sizeof *h, (void **)&dev, &err) ||
+         be->copy_h2d(be, dev, h, N * sizeof *h, &err) ||
+         kdc_nccl_sum_f32(c, dev, N, stream, &err) || kdc_nccl_mean_f32(c, dev, N, stream, &err) ||
+         be->synchronize(be, &err) || be->copy_d2h(be, back, dev, N * sizeof *h, &err)))
         return fail("all-reduce", &err);
     size_t diff = 0;
     for (size_t i = 0; !bad && i < N; i++)
