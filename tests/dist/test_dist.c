@@ -5,7 +5,9 @@
  * to its update, against PyTorch float32's own error on the same steps.
  *
  * Also: one rank is bit for bit a plain run; the TCP star and MPI give the
- * same bits; --sync-bn on 2 ranks is single-process BN over the global batch;
+ * same bits; --sync-bn on 2 ranks is SyncBatchNorm under DDP (ref_dist.py's
+ * restatement) and, without the projector, one process's BN over the global
+ * batch within rounding;
  * a batch the ranks do not divide is refused; a rank that fails (a bad image)
  * or is killed ends the job and leaves no half-written checkpoint, and
  * --resume continues; sharded evaluation equals --eval-only on all images. */
