@@ -45,18 +45,19 @@ static double rate(double n, double s)
     return s > 0 ? n / s : 0;
 }
 
-static void report(const kd_precompute_options *o, const kd_precompute_stats *s)
+/* ranks > 1: the figures are rank 0's shard, not the merged file. */
+static void report(const kd_precompute_options *o, const kd_precompute_stats *s, int ranks)
 {
     if (s->already_complete) {
-        fprintf(stderr, "kd-precompute: %s is already complete (same arguments); nothing to do\n",
-                o->out);
+        fprintf(stderr, "kd-precompute: %s%s is already complete (same arguments); nothing to do\n",
+                ranks > 1 ? "rank 0's shard of " : "", o->out);
         return;
     }
     double imgs = (double)s->images_run;
     fprintf(stderr,
-            "kd-precompute: wrote %s: %lld of %lld images x %d view%s (%lld done before, %lld "
+            "kd-precompute: wrote %s%s: %lld of %lld images x %d view%s (%lld done before, %lld "
             "skipped) in %.1f s: %.1f img/s end to end (setup %.1f s)\n",
-            o->out, (long long)s->range_images, (long long)s->num_images, s->views,
+            ranks > 1 ? "rank 0's shard of " : "", o->out, (long long)s->range_images, (long long)s->num_images, s->views,
             s->views == 1 ? "" : "s", (long long)s->done_before, (long long)s->images_skipped,
             s->run_s, rate(imgs, s->run_s), s->setup_s);
     fprintf(stderr,
@@ -117,8 +118,12 @@ int main(int argc, char **argv)
         if (progress.done && progress.is_tty && !o.quiet)
             fputc('\n', stderr);
         if (ranks > 1) {
+            /* Every failure of kd_precompute_run_ranks is agreed (every rank
+             * returns one), so each rank can print and leave: no MPI_Abort,
+             * which may kill the rank that failed before its message is out. */
             fprintf(stderr, "kd-precompute: rank %d of %d: %s\n", rank, ranks, err.msg);
-            kdc_dist_abort(dist, KDC_EXIT_FAILURE);
+            kdc_dist_finish(dist);
+            return KDC_EXIT_FAILURE;
         }
         fprintf(stderr, "kd-precompute: %s\n", err.msg);
         kdc_dist_finish(dist);
@@ -140,7 +145,7 @@ int main(int argc, char **argv)
                 o.out, (long long)stats.num_images, stats.views, stats.views == 1 ? "" : "s",
                 stats.run_s);
     else if (!o.quiet)
-        report(&o, &stats);
+        report(&o, &stats, ranks);
     if (merged && !o.quiet)
         fprintf(stderr, "kd-precompute: %d ranks: merged their shards into %s\n", ranks, o.out);
     return KDC_EXIT_OK;

@@ -5,7 +5,9 @@
  * must be shared by the ranks); when every rank has finished, rank 0 joins
  * the shards into OUT with cache_merge (formats/cache_merge.h: chunks copied
  * in stored form, so OUT holds the bits one process writes) and removes them.
- * A rank that fails makes every rank fail (kdc_dist_agree); its shard stays
+ * A rank that fails makes every rank fail (kdc_dist_agree: every error
+ * return is agreed, so a caller may print and exit on each rank without
+ * MPI_Abort); OUT is never written then. The failed rank's shard stays
  * as OUT.shard-r-of-R.partial and the same command with --resume completes
  * it. With one rank this is kd_precompute_run. */
 #ifndef KD_PRECOMPUTE_RANKS_H

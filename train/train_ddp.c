@@ -27,6 +27,11 @@ kdc_status kd_ddp_mean_grads(kdc_dist *d, float *grad, size_t n, kdc_error *err)
     return KDC_OK;
 }
 
+kdc_status kd_ddp_sum_f64(void *dist, double *buf, size_t n, kdc_error *err)
+{
+    return kdc_dist_sum_f64(dist, buf, n, err);
+}
+
 kdc_status kd_ddp_bcast_device(kdc_dist *d, float *buf, size_t n, kdc_backend *be, kdc_error *err)
 {
     if (kdc_dist_size(d) == 1 || n == 0)

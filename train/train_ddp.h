@@ -35,6 +35,9 @@ kdc_status kd_ddp_mean_grads(kdc_dist *d, float *grad, size_t n, kdc_error *err)
  * copy. */
 kdc_status kd_ddp_bcast_table(kdc_dist *d, kdc_param_table *t, kdc_backend *be, int buffers_only,
                               kdc_error *err);
+/* kdc_model_sum_fn over the ranks (ctx: the kdc_dist): --sync-bn's batch
+ * statistics, summed in double. */
+kdc_status kd_ddp_sum_f64(void *dist, double *buf, size_t n, kdc_error *err);
 /* Rank 0's n floats of device memory (be's) to every rank. */
 kdc_status kd_ddp_bcast_device(kdc_dist *d, float *buf, size_t n, kdc_backend *be, kdc_error *err);
 #endif

@@ -60,6 +60,8 @@ static const char USAGE[] =
     "  --device cpu|cuda[:i] (cpu)  --threads T (all cores)  --seed S (0)\n"
     "  --log-every SECONDS (30)  progress line interval when stderr is not a terminal\n"
     "                        (a log file, a Slurm job); 0: every step\n"
+    "  --sync-bn             several ranks: batch statistics over the global batch\n"
+    "                        (PyTorch's SyncBatchNorm; default: each rank's own)\n"
     "  --no-shuffle  --resume  --quiet  -h, --help  --version\n";
 
 const char *kd_train_usage(void)
@@ -73,7 +75,7 @@ enum {
     O_TEMP, O_PROJ_W, O_PROJ_ALPHA, O_DEVICE, O_INIT, O_NO_SHUFFLE, O_THREADS, O_RESUME, O_SEED,
     O_QUIET, O_EVAL_ONLY, O_WEIGHTS, O_VIEW_POLICY, O_SCALE, O_RATIO, O_PAD, O_IMAGE_SIZE,
     O_RESIZE_SIZE, O_MEAN, O_STD, O_PROJ_TASK, O_HELP, O_VERSION, O_RECIPE, O_LOG_EVERY,
-    O_FORCE, O_SKIP_BAD
+    O_FORCE, O_SKIP_BAD, O_SYNC_BN
 };
 
 static const struct option LONGOPTS[] = {
@@ -121,6 +123,7 @@ static const struct option LONGOPTS[] = {
     {"recipe", required_argument, 0, O_RECIPE},
     {"log-every", required_argument, 0, O_LOG_EVERY},
     {"force", no_argument, 0, O_FORCE},
+    {"sync-bn", no_argument, 0, O_SYNC_BN},
     {"skip-bad-images", no_argument, 0, O_SKIP_BAD},
     {0, 0, 0, 0},
 };
@@ -321,6 +324,7 @@ kdc_status kd_train_parse_options(int argc, char **argv, kd_train_options *o, in
                 return st;
             break;
         case O_FORCE: o->force = 1; break;
+        case O_SYNC_BN: o->sync_bn = 1; break;
         case 'h':
         case O_HELP: *help = KDC_CLI_HELP; return KDC_OK;
         case O_VERSION: *help = KDC_CLI_VERSION; return KDC_OK;

@@ -48,6 +48,7 @@ typedef struct kd_train_options {
     const char *recipe; /* --recipe cifar|imagenet, NULL: none (recipe.h) */
     double log_every;   /* --log-every SECONDS: progress lines off a terminal */
     int force;          /* --force: --eval-only flags win over the weights' metadata */
+    int sync_bn;        /* --sync-bn: BatchNorm statistics over every rank (SyncBatchNorm) */
     unsigned given;     /* KD_GIVEN_* bits */
 } kd_train_options;
 

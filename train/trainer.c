@@ -175,6 +175,7 @@ static kdc_status setup_gpu(trainer *t, const kd_param_ref *refs, size_t nref, k
         .momentum = o->momentum,
         .dot_delta = o->dot_delta,
         .weight_decay = o->wd,
+        .dist = t->dist,
     };
     if (c.teacher != KD_GPU_TEACHER_NONE && !t->h)
         return kdc_fail(err, KDC_EINVAL, "--kd-weight needs --cache");
@@ -304,11 +305,7 @@ static kdc_status trainer_setup(trainer *t, kdc_error *err)
     if ((st = kdc_backend_create(device, o->threads, &t->be, err)))
         return st;
     t->on_cpu = t->be->device.type == KDC_DEVICE_CPU;
-    if (!t->on_cpu && t->world > 1) /* the GPU step does not all-reduce yet (DISTRIBUTED.md) */
-        return kdc_fail(err, KDC_EUNSUPPORTED,
-                        "%d ranks on --device %s: data-parallel training runs on CPU ranks "
-                        "only for now (NCCL is not wired in)",
-                        t->world, device);
+    /* GPU ranks: the GPU step averages the gradients with NCCL (trainer_gpu.h) */
 
     kd_data_config dc = {.data = o->data, .cache = o->cache, .batch_size = o->batch,
                          .threads = threads, .shuffle = !o->no_shuffle,
@@ -344,6 +341,11 @@ static kdc_status trainer_setup(trainer *t, kdc_error *err)
 
     if ((st = kdc_model_create(o->student, t->C, t->be, (uint64_t)o->seed, &t->model, err)))
         return st;
+    /* --sync-bn: statistics over the global batch. One rank has them already,
+     * so it runs the plain BN (a one-rank run stays the plain run's bits). */
+    if (o->sync_bn && t->world > 1 &&
+        (st = kdc_model_set_bn_sum(t->model, kd_ddp_sum_f64, t->dist, err)))
+        return kdc_error_prefix(err, "--sync-bn: ");
     t->Ds = kdc_model_feature_dim(t->model);
     if (o->proj_weight > 0) {
         if (!t->h || t->h->feature_dim < 1)
@@ -681,6 +683,13 @@ static kdc_status gpu_step(trainer *t, kd_gpu_batch *gb, int64_t epoch, long ste
 {
     kdc_status st = KDC_OK;
     int count = gb->count, train = count >= 2;
+    /* The CPU ranks' idle step (a zero gradient into the all-reduce) has no
+     * GPU twin yet: end the job rather than leave the others waiting in NCCL. */
+    if (!train && t->world > 1)
+        return kdc_fail(err, KDC_EUNSUPPORTED,
+                        "epoch %lld step %ld: this GPU rank kept %d image%s of its share (the "
+                        "others unreadable); GPU ranks need 2 or more",
+                        (long long)epoch + 1, step + 1, count, count == 1 ? "" : "s");
     if (train && (st = kd_gpu_step(t->gpu, gb, kd_schedule_lr(&t->sched, (long)epoch, step),
                                    err)))
         return kdc_error_prefix(err, "epoch %lld step %ld: ", (long long)epoch + 1, step + 1);

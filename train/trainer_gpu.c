@@ -8,6 +8,7 @@
 
 #include "common/cuda/cuda_backend.h"
 #include "train/losses_cuda.h"
+#include "train/train_ddp.h"
 #include "train/optim_cuda.h"
 #include "train/step_stats_cuda.h"
 
@@ -38,6 +39,8 @@ struct kd_gpu {
     kd_cuda_dot dot;
     int opt_ready;
     int pending; /* a step was enqueued and its statistics not yet read */
+    void *stream;   /* the backend's (NCCL enqueues there) */
+    kdc_nccl *nccl; /* several ranks: the communicator of them */
 };
 
 static size_t align_up(size_t x)
@@ -62,6 +65,7 @@ void kd_gpu_free(kd_gpu *g)
         return;
     kdc_backend *be = g->be;
     kdc_cuda_uploader_destroy(g->up); /* waits for the copies and the compute stream */
+    kdc_nccl_free(g->nccl);
     if (g->opt_ready) {
         if (g->c.dot)
             kd_cuda_dot_free(&g->dot);
@@ -139,6 +143,10 @@ kdc_status kd_gpu_create(kdc_backend *be, const kd_gpu_config *c, kdc_model *mod
     g->g_first = g_first;
     g->g_second = g_second;
     kdc_status st = create_buffers(g, err);
+    /* the stream call makes be's GPU current: NCCL joins on the current device */
+    if (!st && kdc_dist_size(c->dist) > 1 && !(st = kdc_cuda_stream(be, &g->stream, err)) &&
+        (st = kdc_nccl_init(c->dist, &g->nccl, err)))
+        kdc_error_prefix(err, "%d GPU ranks: ", kdc_dist_size(c->dist));
     if (!st) {
         st = c->dot ? kd_cuda_dot_init(&g->dot, be, params, n_params, c->momentum, c->dot_delta,
                                        c->weight_decay, err)
@@ -250,6 +258,34 @@ static kdc_status backward(kd_gpu *g, size_t n, int has_kd, const float *dfeat, 
     return be->fill_zero(be, g->g_second->flat, g->g_second->flat_numel * sizeof(float), err);
 }
 
+/* DDP's mean over the GPU ranks of one device gradient vector, in buckets
+ * from the end (the order backward produces them; not yet overlapped with
+ * the backward pass: docs/DISTRIBUTED.md). */
+static kdc_status mean_over_ranks(kd_gpu *g, float *grad, size_t n, kdc_error *err)
+{
+    size_t bucket = KD_DDP_BUCKET_BYTES / sizeof(float);
+    for (size_t end = n; end > 0;) {
+        size_t start = end > bucket ? end - bucket : 0;
+        kdc_status st = kdc_nccl_mean_f32(g->nccl, grad + start, end - start, g->stream, err);
+        if (st)
+            return kdc_error_prefix(err, "gradient all-reduce: ");
+        end = start;
+    }
+    return KDC_OK;
+}
+
+static kdc_status reduce_grads(kd_gpu *g, kdc_error *err)
+{
+    if (!g->nccl || kdc_nccl_size(g->nccl) == 1)
+        return KDC_OK;
+    kdc_status st = mean_over_ranks(g, g->g_first->flat, g->g_first->flat_numel, err);
+    if (!st && g->c.dot)
+        st = mean_over_ranks(g, g->g_second->flat, g->g_second->flat_numel, err);
+    if (!st && g->proj)
+        st = mean_over_ranks(g, g->proj->grad, g->proj->numel, err);
+    return st;
+}
+
 kdc_status kd_gpu_step(kd_gpu *g, const kd_gpu_batch *b, double lr, kdc_error *err)
 {
     const kd_gpu_config *c = &g->c;
@@ -307,7 +343,7 @@ kdc_status kd_gpu_step(kd_gpu *g, const kd_gpu_batch *b, double lr, kdc_error *e
     }
     if ((st = kd_cuda_step_stats_compute(be, z, labels, n, C, row_ce, has_kd ? row_kd : NULL,
                                          g->proj ? proj_loss : NULL, g->rank, g->stats, err)) ||
-        (st = backward(g, n, has_kd, dfeat, err)))
+        (st = backward(g, n, has_kd, dfeat, err)) || (st = reduce_grads(g, err)))
         return st;
     st = c->dot ? kd_cuda_dot_step(&g->dot, lr, err) : kd_cuda_sgd_step(&g->sgd, lr, err);
     g->pending = st == KDC_OK;

@@ -32,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/dist/dist_nccl.h"
 #include "common/nn/backend.h"
 #include "common/models/model.h"
 #include "train/optim.h"
@@ -54,6 +55,13 @@ typedef struct kd_gpu_config {
     int dot;              /* 0: SGD on the sum; 1: DOT, two backward passes */
     int proj_task_side;   /* DOT: projector term on the task side */
     double momentum, dot_delta, weight_decay;
+    /* Several GPU ranks (the job's; NULL: one rank): kd_gpu_create joins an
+     * NCCL communicator of them (dist_nccl.h; collective), and every step
+     * takes the gradients' mean over them. Each gradient vector (SGD's sum, DOT's task and
+     * distillation gradients, the projector's) is averaged apart, in
+     * KD_DDP_BUCKET_BYTES buckets from its end, on the backend's stream after
+     * the backward pass and before the optimiser step. */
+    kdc_dist *dist;
 } kd_gpu_config;
 
 typedef struct kd_gpu kd_gpu;

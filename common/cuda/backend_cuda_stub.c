@@ -52,6 +52,13 @@ kdc_status kdc_cuda_host_alloc(kdc_backend *be, size_t bytes, void **out, kdc_er
     return kdc_fail(err, KDC_EDEVICE, NO_CUDA);
 }
 
+kdc_status kdc_cuda_stream(kdc_backend *be, void **stream, kdc_error *err)
+{
+    (void)be;
+    *stream = NULL;
+    return kdc_fail(err, KDC_EDEVICE, "this build has no CUDA");
+}
+
 void kdc_cuda_host_free(kdc_backend *be, void *ptr)
 {
     (void)be;

@@ -67,6 +67,11 @@ kdc_status kdc_cuda_mem_stats_get(kdc_backend *be, kdc_cuda_mem_stats *out, kdc_
 /* Gives every cached (free) block back to the driver. */
 kdc_status kdc_cuda_mem_release_cached(kdc_backend *be, kdc_error *err);
 
+/* The backend's compute stream (a cudaStream_t: every op of be runs on it),
+ * with be's device made current on the calling thread, for a library that
+ * enqueues its own work in the backend's order (NCCL; common/dist/dist_nccl.h). */
+kdc_status kdc_cuda_stream(kdc_backend *be, void **stream, kdc_error *err);
+
 /* Page-locked host memory (cudaHostAlloc), the source of asynchronous copies. */
 kdc_status kdc_cuda_host_alloc(kdc_backend *be, size_t bytes, void **out, kdc_error *err);
 void kdc_cuda_host_free(kdc_backend *be, void *ptr);

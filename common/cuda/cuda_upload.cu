@@ -30,6 +30,18 @@ struct kdc_cuda_uploader {
     bool slot_out;            /* host_slot called, submit not yet */
 };
 
+kdc_status kdc_cuda_stream(kdc_backend *be, void **stream, kdc_error *err)
+{
+    *stream = NULL;
+    kdc_cuda_impl *im = kdc_cuda_impl_of(be, err);
+    if (!im)
+        return KDC_EDEVICE;
+    kdc_status st = kdc_cuda_bind(im, err);
+    if (!st)
+        *stream = (void *)im->stream;
+    return st;
+}
+
 kdc_status kdc_cuda_host_alloc(kdc_backend *be, size_t bytes, void **out, kdc_error *err)
 {
     *out = NULL;

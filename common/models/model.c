@@ -112,6 +112,12 @@ struct kdc_model {
     size_t folded_numel;
     int folded_valid;
 
+    /* Synchronised batch statistics (kdc_model_set_bn_sum): NULL for local */
+    kdc_model_sum_fn bn_sum;
+    void *bn_sum_ctx;
+    double *bn_sums;  /* host: 2 x 2 x (widest BN) + 1 */
+    double *bn_count; /* per BN: the summed count of its last train forward */
+
     kdc_status build_status;
     kdc_error build_err;
 };
@@ -873,6 +879,8 @@ void kdc_model_free(kdc_model *m)
     free(m->param_off);
     free(m->save_off);
     free(m->nbt_host);
+    free(m->bn_sums);
+    free(m->bn_count);
     free(m);
 }
 
@@ -942,6 +950,77 @@ static const float *train_act(const kdc_model *m, const float *x, int i)
     return i == KDC_MB_INPUT ? x : m->train_bufs.ptr[m->nodes[i].train_buf];
 }
 
+/* ---- synchronised batch statistics (SyncBatchNorm) ---- */
+
+kdc_status kdc_model_set_bn_sum(kdc_model *m, kdc_model_sum_fn sum, void *ctx, kdc_error *err)
+{
+    kdc_backend *be = m->be;
+    if (sum && !(be->batchnorm_stats && be->batchnorm_apply && be->batchnorm_backward_sums &&
+                 be->batchnorm_backward_apply))
+        return kdc_fail(err, KDC_EUNSUPPORTED,
+                        "%s: synchronised batch statistics are not available on the %s backend",
+                        m->arch, be->name);
+    int widest = 0;
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i].op == OP_BN && m->nodes[i].c > widest)
+            widest = m->nodes[i].c;
+    if (sum && !m->bn_sums) {
+        m->bn_sums = malloc((4 * (size_t)widest + 1) * sizeof *m->bn_sums);
+        m->bn_count = calloc((size_t)m->n_bn + 1, sizeof *m->bn_count);
+        if (!m->bn_sums || !m->bn_count)
+            return kdc_fail(err, KDC_ENOMEM, "out of memory");
+    }
+    m->bn_sum = sum;
+    m->bn_sum_ctx = ctx;
+    return KDC_OK;
+}
+
+/* Train-mode BN with the statistics summed through m->bn_sum: this
+ * process's [sum x, sum x^2, count] -> everyone's -> normalise. */
+static kdc_status bn_forward_summed(kdc_model *m, const node *nd, const kdc_bn_desc *d,
+                                    const float *in, float *y, kdc_error *err)
+{
+    kdc_backend *be = m->be;
+    size_t c = (size_t)nd->c;
+    double *sums = m->bn_sums;
+    float *sm = m->save_stats + m->save_off[nd->bn_index];
+    kdc_status st = be->batchnorm_stats(be, d, in, sums, err);
+    sums[2 * c] = (double)d->n * d->hw;
+    if (!st && (st = m->bn_sum(m->bn_sum_ctx, sums, 2 * c + 1, err)))
+        kdc_error_prefix(err, "batch statistics: ");
+    if (st)
+        return st;
+    m->bn_count[nd->bn_index] = sums[2 * c];
+    return be->batchnorm_apply(be, d, in, pw(m, nd->p_w), pw(m, nd->p_b), sums, sums[2 * c],
+                               pw(m, nd->p_rm), pw(m, nd->p_rv), sm, sm + c, y, err);
+}
+
+/* Backward of bn_forward_summed for S streams (dy and dx: S blocks of
+ * nd->numel): each stream's [sum dy, sum dy * xhat] summed through m->bn_sum
+ * in one call; the parameter gradients stay this process's (the gradient
+ * mean reduces them, as SyncBatchNorm under DDP). */
+static kdc_status bn_backward_summed(kdc_model *m, const node *nd, const kdc_bn_desc *d, int S,
+                                     const float *in, const float *dy, float *dx, float *const *gw,
+                                     float *const *gb, kdc_error *err)
+{
+    kdc_backend *be = m->be;
+    size_t c = (size_t)nd->c;
+    double *sums = m->bn_sums;
+    const float *sm = m->save_stats + m->save_off[nd->bn_index];
+    kdc_status st = KDC_OK;
+    for (int s = 0; s < S && !st; s++)
+        st = be->batchnorm_backward_sums(be, d, in, dy + (size_t)s * nd->numel, sm, sm + c,
+                                         sums + 2 * c * (size_t)s, gw[s], gb[s], err);
+    if (!st && (st = m->bn_sum(m->bn_sum_ctx, sums, 2 * c * (size_t)S, err)))
+        kdc_error_prefix(err, "batch-norm gradient sums: ");
+    for (int s = 0; s < S && !st; s++)
+        st = be->batchnorm_backward_apply(be, d, in, dy + (size_t)s * nd->numel, pw(m, nd->p_w),
+                                          sm, sm + c, sums + 2 * c * (size_t)s,
+                                          m->bn_count[nd->bn_index], dx + (size_t)s * nd->numel,
+                                          err);
+    return st;
+}
+
 kdc_status kdc_model_forward(kdc_model *m, const float *x, int n, int h, int w, int train,
                              const float **logits, const float **features, kdc_error *err)
 {
@@ -972,7 +1051,9 @@ kdc_status kdc_model_forward(kdc_model *m, const float *x, int n, int h, int w, 
         case OP_BN: {
             kdc_bn_desc d = {.n = n, .c = nd->c, .hw = nd->h * nd->w, .eps = BN_EPS,
                              .momentum = BN_MOMENTUM};
-            if (train) {
+            if (train && m->bn_sum) {
+                st = bn_forward_summed(m, nd, &d, in, y, err);
+            } else if (train) {
                 float *sm = m->save_stats + m->save_off[nd->bn_index];
                 st = be->batchnorm_forward_train(be, &d, in, pw(m, nd->p_w), pw(m, nd->p_b),
                                                  pw(m, nd->p_rm), pw(m, nd->p_rv), sm, sm + nd->c,
@@ -1274,6 +1355,11 @@ static kdc_status backward_streams(kdc_model *m, int S, const float *dlogits,
             kdc_bn_desc d = {.n = n, .c = nd->c, .hw = nd->h * nd->w, .eps = BN_EPS,
                              .momentum = BN_MOMENTUM};
             const float *sm = m->save_stats + m->save_off[nd->bn_index];
+            float *gws[2] = {gw0, gw1}, *gbs[2] = {gb0, gb1};
+            if (m->bn_sum) {
+                st = bn_backward_summed(m, nd, &d, S, in, dy, dx_or_scratch, gws, gbs, err);
+                break;
+            }
             st = S == 1 ? be->batchnorm_backward(be, &d, in, dy, pw(m, nd->p_w), sm, sm + nd->c,
                                                  dx_or_scratch, gw0, gb0, err)
                         : be->batchnorm_backward_dual(be, &d, in, dy, pw(m, nd->p_w), sm,

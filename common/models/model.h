@@ -82,6 +82,20 @@ float *kdc_model_flat_weights(kdc_model *m, size_t *numel);
 kdc_status kdc_model_forward(kdc_model *m, const float *x, int n, int h, int w, int train,
                              const float **logits, const float **features, kdc_error *err);
 
+/* Synchronised batch statistics, as PyTorch's SyncBatchNorm: with `sum` set,
+ * every train-mode batch norm sums its per-channel [sum x, sum x^2, count]
+ * through sum(ctx, buf, n) before normalising (so the mean, the biased
+ * variance that normalises and the unbiased one that updates the running
+ * statistics are those of every process's batch together), and backward
+ * sums its per-channel [sum dy, sum dy * xhat] before the input gradient;
+ * the gamma/beta gradients stay this process's. `sum` must replace buf
+ * (host doubles) by its sum over the processes, every process calling it in
+ * the same order; the model knows nothing of who they are. NULL (the
+ * default): each process's own statistics. KDC_EUNSUPPORTED on a backend
+ * without the phased batch-norm ops (backend.h). */
+typedef kdc_status (*kdc_model_sum_fn)(void *ctx, double *buf, size_t n, kdc_error *err);
+kdc_status kdc_model_set_bn_sum(kdc_model *m, kdc_model_sum_fn sum, void *ctx, kdc_error *err);
+
 kdc_status kdc_model_grads_alloc(kdc_model *m, kdc_grad_set **out, kdc_error *err);
 void kdc_model_grads_free(kdc_model *m, kdc_grad_set *g);
 

@@ -74,6 +74,27 @@ struct kdc_backend {
                                      const float *save_mean, const float *save_invstd,
                                      float *dx, float *dgamma, float *dbeta, kdc_error *err);
 
+    /* Batch norm in phases for statistics over several processes (batchnorm.h,
+     * SyncBatchNorm): `sums` are 2 x c doubles in host memory, which the
+     * caller sums over the processes between the phases. NULL on a backend
+     * without them (the executor then refuses synchronised statistics). */
+    kdc_status (*batchnorm_stats)(kdc_backend *be, const kdc_bn_desc *d, const float *x,
+                                  double *sums, kdc_error *err);
+    kdc_status (*batchnorm_apply)(kdc_backend *be, const kdc_bn_desc *d, const float *x,
+                                  const float *gamma, const float *beta, const double *sums,
+                                  double count, float *running_mean, float *running_var,
+                                  float *save_mean, float *save_invstd, float *y,
+                                  kdc_error *err);
+    kdc_status (*batchnorm_backward_sums)(kdc_backend *be, const kdc_bn_desc *d, const float *x,
+                                          const float *dy, const float *save_mean,
+                                          const float *save_invstd, double *sums, float *dgamma,
+                                          float *dbeta, kdc_error *err);
+    kdc_status (*batchnorm_backward_apply)(kdc_backend *be, const kdc_bn_desc *d, const float *x,
+                                           const float *dy, const float *gamma,
+                                           const float *save_mean, const float *save_invstd,
+                                           const double *sums, double count, float *dx,
+                                           kdc_error *err);
+
     /* ---- elementwise ---- */
     kdc_status (*relu_forward)(kdc_backend *be, size_t n, const float *x, float *y,
                                kdc_error *err);

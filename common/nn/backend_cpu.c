@@ -197,6 +197,40 @@ static kdc_status cpu_bn_backward(kdc_backend *be, const kdc_bn_desc *d, const f
                                   impl_of(be)->pool, err);
 }
 
+static kdc_status cpu_bn_stats(kdc_backend *be, const kdc_bn_desc *d, const float *x,
+                               double *sums, kdc_error *err)
+{
+    return kdc_batchnorm_stats(d, x, sums, impl_of(be)->pool, err);
+}
+
+static kdc_status cpu_bn_apply(kdc_backend *be, const kdc_bn_desc *d, const float *x,
+                               const float *gamma, const float *beta, const double *sums,
+                               double count, float *running_mean, float *running_var,
+                               float *save_mean, float *save_invstd, float *y, kdc_error *err)
+{
+    return kdc_batchnorm_apply(d, x, gamma, beta, sums, count, running_mean, running_var,
+                               save_mean, save_invstd, y, impl_of(be)->pool, err);
+}
+
+static kdc_status cpu_bn_backward_sums(kdc_backend *be, const kdc_bn_desc *d, const float *x,
+                                       const float *dy, const float *save_mean,
+                                       const float *save_invstd, double *sums, float *dgamma,
+                                       float *dbeta, kdc_error *err)
+{
+    return kdc_batchnorm_backward_sums(d, x, dy, save_mean, save_invstd, sums, dgamma, dbeta,
+                                       impl_of(be)->pool, err);
+}
+
+static kdc_status cpu_bn_backward_apply(kdc_backend *be, const kdc_bn_desc *d, const float *x,
+                                        const float *dy, const float *gamma,
+                                        const float *save_mean, const float *save_invstd,
+                                        const double *sums, double count, float *dx,
+                                        kdc_error *err)
+{
+    return kdc_batchnorm_backward_apply(d, x, dy, gamma, save_mean, save_invstd, sums, count, dx,
+                                        impl_of(be)->pool, err);
+}
+
 /* -------------------------------------------------------- elementwise */
 
 static kdc_status cpu_relu_forward(kdc_backend *be, size_t n, const float *x, float *y,
@@ -468,6 +502,10 @@ kdc_status kdc_backend_cpu_create(int threads, kdc_backend **out, kdc_error *err
     be->conv2d_backward = cpu_conv2d_backward;
     be->batchnorm_forward_train = cpu_bn_forward_train;
     be->batchnorm_forward_eval = cpu_bn_forward_eval;
+    be->batchnorm_stats = cpu_bn_stats;
+    be->batchnorm_apply = cpu_bn_apply;
+    be->batchnorm_backward_sums = cpu_bn_backward_sums;
+    be->batchnorm_backward_apply = cpu_bn_backward_apply;
     be->batchnorm_backward = cpu_bn_backward;
     be->relu_forward = cpu_relu_forward;
     be->relu_backward = cpu_relu_backward;

@@ -267,3 +267,180 @@ kdc_status kdc_batchnorm_backward_dual(const kdc_bn_desc *d, const float *x, con
     kdc_pool_parallel_for(pool, (size_t)d->c, 1, backward_task, &c);
     return KDC_OK;
 }
+
+/* ---- batch norm in phases (SyncBatchNorm): sums, then apply with global sums ---- */
+
+typedef struct bn_sync_ctx {
+    const kdc_bn_desc *d;
+    const float *x, *dy, *gamma, *beta, *mean_in, *invstd_in;
+    const double *sums_in; /* global: sum then second sum, 2c */
+    double *sums_out;      /* local: 2c */
+    double count;
+    float *running_mean, *running_var, *save_mean, *save_invstd, *y, *dx, *dgamma, *dbeta;
+} bn_sync_ctx;
+
+static double sum_sq(const float *x, size_t n)
+{
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) { /* a float's square is exact in double */
+        a0 += (double)x[i] * x[i];
+        a1 += (double)x[i + 1] * x[i + 1];
+        a2 += (double)x[i + 2] * x[i + 2];
+        a3 += (double)x[i + 3] * x[i + 3];
+    }
+    for (; i < n; i++)
+        a0 += (double)x[i] * x[i];
+    return (a0 + a1) + (a2 + a3);
+}
+
+static void stats_task(void *vctx, size_t begin, size_t end)
+{
+    const bn_sync_ctx *c = vctx;
+    const kdc_bn_desc *d = c->d;
+    const size_t hw = (size_t)d->hw, cs = (size_t)d->c * hw;
+    for (size_t ch = begin; ch < end; ch++) {
+        double s = 0, q = 0;
+        for (int n = 0; n < d->n; n++) {
+            s += sum_f(c->x + n * cs + ch * hw, hw);
+            q += sum_sq(c->x + n * cs + ch * hw, hw);
+        }
+        c->sums_out[ch] = s;
+        c->sums_out[d->c + ch] = q;
+    }
+}
+
+kdc_status kdc_batchnorm_stats(const kdc_bn_desc *d, const float *x, double *sums, kdc_pool *pool,
+                               kdc_error *err)
+{
+    kdc_status st = check_desc(d, err);
+    if (st)
+        return st;
+    bn_sync_ctx c = {.d = d, .x = x, .sums_out = sums};
+    kdc_pool_parallel_for(pool, (size_t)d->c, 1, stats_task, &c);
+    return KDC_OK;
+}
+
+BN_VECTORISE static void apply_task(void *vctx, size_t begin, size_t end)
+{
+    const bn_sync_ctx *c = vctx;
+    const kdc_bn_desc *d = c->d;
+    const size_t hw = (size_t)d->hw, cs = (size_t)d->c * hw;
+    const double m = c->count;
+    for (size_t ch = begin; ch < end; ch++) {
+        double mean = c->sums_in[ch] / m;
+        double var = c->sums_in[d->c + ch] / m - mean * mean;
+        var = var > 0 ? var : 0; /* rounding can leave -0.0.. for a constant channel */
+        double invstd = 1.0 / sqrt(var + (double)d->eps);
+        float g = c->gamma ? c->gamma[ch] : 1.0f, b = c->beta ? c->beta[ch] : 0.0f;
+        float scale = (float)(invstd * g), shift = (float)(b - mean * invstd * g);
+        for (int n = 0; n < d->n; n++) {
+            const float *xp = c->x + n * cs + ch * hw;
+            float *yp = c->y + n * cs + ch * hw;
+            for (size_t i = 0; i < hw; i++)
+                yp[i] = xp[i] * scale + shift;
+        }
+        if (c->save_mean)
+            c->save_mean[ch] = (float)mean;
+        if (c->save_invstd)
+            c->save_invstd[ch] = (float)invstd;
+        double mom = d->momentum;
+        if (c->running_mean)
+            c->running_mean[ch] = (float)((1.0 - mom) * c->running_mean[ch] + mom * mean);
+        if (c->running_var)
+            c->running_var[ch] =
+                (float)((1.0 - mom) * c->running_var[ch] + mom * var * m / (m - 1.0));
+    }
+}
+
+kdc_status kdc_batchnorm_apply(const kdc_bn_desc *d, const float *x, const float *gamma,
+                               const float *beta, const double *sums, double count,
+                               float *running_mean, float *running_var, float *save_mean,
+                               float *save_invstd, float *y, kdc_pool *pool, kdc_error *err)
+{
+    kdc_status st = check_desc(d, err);
+    if (st)
+        return st;
+    if (!(count >= 2))
+        return kdc_fail(err, KDC_EINVAL,
+                        "batchnorm: train mode needs more than 1 value per channel (%g)", count);
+    bn_sync_ctx c = {.d = d, .x = x, .gamma = gamma, .beta = beta, .sums_in = sums,
+                     .count = count, .running_mean = running_mean, .running_var = running_var,
+                     .save_mean = save_mean, .save_invstd = save_invstd, .y = y};
+    kdc_pool_parallel_for(pool, (size_t)d->c, 1, apply_task, &c);
+    return KDC_OK;
+}
+
+static void backward_sums_task(void *vctx, size_t begin, size_t end)
+{
+    const bn_sync_ctx *c = vctx;
+    const kdc_bn_desc *d = c->d;
+    const size_t hw = (size_t)d->hw, cs = (size_t)d->c * hw;
+    for (size_t ch = begin; ch < end; ch++) {
+        double sdy = 0, sdyx = 0;
+        for (int n = 0; n < d->n; n++)
+            sum_g_gx(c->dy + n * cs + ch * hw, c->x + n * cs + ch * hw, hw, c->mean_in[ch],
+                     &sdy, &sdyx);
+        sdyx *= c->invstd_in[ch]; /* sum(dy * xhat) */
+        c->sums_out[ch] = sdy;
+        c->sums_out[d->c + ch] = sdyx;
+        if (c->dgamma)
+            c->dgamma[ch] = (float)sdyx;
+        if (c->dbeta)
+            c->dbeta[ch] = (float)sdy;
+    }
+}
+
+kdc_status kdc_batchnorm_backward_sums(const kdc_bn_desc *d, const float *x, const float *dy,
+                                       const float *save_mean, const float *save_invstd,
+                                       double *sums, float *dgamma, float *dbeta, kdc_pool *pool,
+                                       kdc_error *err)
+{
+    kdc_status st = check_desc(d, err);
+    if (st)
+        return st;
+    if (!save_mean || !save_invstd)
+        return kdc_fail(err, KDC_EINVAL, "batchnorm backward: save_mean/save_invstd missing");
+    bn_sync_ctx c = {.d = d, .x = x, .dy = dy, .mean_in = save_mean, .invstd_in = save_invstd,
+                     .sums_out = sums, .dgamma = dgamma, .dbeta = dbeta};
+    kdc_pool_parallel_for(pool, (size_t)d->c, 1, backward_sums_task, &c);
+    return KDC_OK;
+}
+
+BN_VECTORISE static void backward_apply_task(void *vctx, size_t begin, size_t end)
+{
+    const bn_sync_ctx *c = vctx;
+    const kdc_bn_desc *d = c->d;
+    const size_t hw = (size_t)d->hw, cs = (size_t)d->c * hw;
+    for (size_t ch = begin; ch < end; ch++) {
+        float mean = c->mean_in[ch], invstd = c->invstd_in[ch];
+        float g = c->gamma ? c->gamma[ch] : 1.0f;
+        float k = (float)(g * invstd);
+        float mdy = (float)(c->sums_in[ch] / c->count);
+        float mdyx = (float)(c->sums_in[d->c + ch] / c->count) * invstd;
+        for (int n = 0; n < d->n; n++) {
+            const float *xp = c->x + n * cs + ch * hw, *gp = c->dy + n * cs + ch * hw;
+            float *dxp = c->dx + n * cs + ch * hw;
+            for (size_t i = 0; i < hw; i++)
+                dxp[i] = k * (gp[i] - mdy - (xp[i] - mean) * mdyx);
+        }
+    }
+}
+
+kdc_status kdc_batchnorm_backward_apply(const kdc_bn_desc *d, const float *x, const float *dy,
+                                        const float *gamma, const float *save_mean,
+                                        const float *save_invstd, const double *sums,
+                                        double count, float *dx, kdc_pool *pool, kdc_error *err)
+{
+    kdc_status st = check_desc(d, err);
+    if (st)
+        return st;
+    if (!save_mean || !save_invstd)
+        return kdc_fail(err, KDC_EINVAL, "batchnorm backward: save_mean/save_invstd missing");
+    if (!(count >= 1))
+        return kdc_fail(err, KDC_EINVAL, "batchnorm backward: no values (%g)", count);
+    bn_sync_ctx c = {.d = d, .x = x, .dy = dy, .gamma = gamma, .mean_in = save_mean,
+                     .invstd_in = save_invstd, .sums_in = sums, .count = count, .dx = dx};
+    kdc_pool_parallel_for(pool, (size_t)d->c, 1, backward_apply_task, &c);
+    return KDC_OK;
+}

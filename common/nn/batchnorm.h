@@ -46,4 +46,35 @@ kdc_status kdc_batchnorm_backward_dual(const kdc_bn_desc *d, const float *x, con
                                        float *dbeta0, float *dgamma1, float *dbeta1,
                                        kdc_pool *pool, kdc_error *err);
 
+/* ---- the same in phases, for statistics over several processes ----
+ * (PyTorch's SyncBatchNorm; the caller sums the double arrays over the
+ * processes between the phases, so this file knows nothing of them.)
+ * A `sums` array holds 2c doubles: c per-channel sums, then c more. */
+
+/* sums = [sum(x), sum(x * x)] per channel over this call's n * hw values. */
+kdc_status kdc_batchnorm_stats(const kdc_bn_desc *d, const float *x, double *sums, kdc_pool *pool,
+                               kdc_error *err);
+/* Train-mode forward with the statistics of `sums` over `count` values (every
+ * process's): mean = s / count, biased var = q / count - mean^2 normalises;
+ * running_var is updated with var * count / (count - 1). As
+ * kdc_batchnorm_forward_train otherwise (which is this with one process,
+ * to rounding: it sums squared deviations instead). */
+kdc_status kdc_batchnorm_apply(const kdc_bn_desc *d, const float *x, const float *gamma,
+                               const float *beta, const double *sums, double count,
+                               float *running_mean, float *running_var, float *save_mean,
+                               float *save_invstd, float *y, kdc_pool *pool, kdc_error *err);
+/* sums = [sum(dy), sum(dy * xhat)] per channel over this call's values, and
+ * this process's dbeta / dgamma from them (may be NULL): SyncBatchNorm's
+ * parameter gradients are local, the data-parallel mean reduces them. */
+kdc_status kdc_batchnorm_backward_sums(const kdc_bn_desc *d, const float *x, const float *dy,
+                                       const float *save_mean, const float *save_invstd,
+                                       double *sums, float *dgamma, float *dbeta, kdc_pool *pool,
+                                       kdc_error *err);
+/* dx = gamma * invstd * (dy - s / count - xhat * q / count) with the summed
+ * [s, q] of every process (batch_norm_backward_elemt). */
+kdc_status kdc_batchnorm_backward_apply(const kdc_bn_desc *d, const float *x, const float *dy,
+                                        const float *gamma, const float *save_mean,
+                                        const float *save_invstd, const double *sums,
+                                        double count, float *dx, kdc_pool *pool, kdc_error *err);
+
 #endif

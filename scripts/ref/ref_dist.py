@@ -21,9 +21,19 @@ tensors.txt, init_*) and, per case, <case>_<tensor>.f64 and
   sgd2      2 ranks, SGD on 0.1 CE + 0.9 KD + 2 projector loss
   dot2      2 ranks, DOT: task CE, distillation KD (no projector loss)
   dotproj2  2 ranks, DOT with the projector loss on the distillation side
-  syncbn    one process over the global batch, SGD on 0.1 CE + 0.9 KD (what
-            --sync-bn on 2 ranks must equal: SyncBatchNorm's statistics are the
-            global batch's, and CE and KD are means over samples)
+  syncbn    2 ranks with SyncBatchNorm, SGD on 0.1 CE + 0.9 KD
+  syncbn_dotproj  2 ranks with SyncBatchNorm, DOT with the projector loss
+SyncBatchNorm under DDP, re-stated: SyncBatchNorm's forward uses the
+statistics of the union of the slices, and its backward sums dy and dy * xhat
+over the ranks before each rank's input gradient, so rank r's input gradient
+is that of sum_r' L_r' through rank r's samples; its gamma/beta gradients are
+each rank's own, and DDP's mean over the ranks is then the gradient of
+(1/R) sum_r L_r. So: one forward of the global batch (PyTorch's BatchNorm2d
+over all of it: SyncBatchNorm's statistics and running-statistic update), each
+rank's loss on its slice of the outputs, autograd of (1/R) sum_r L_r. The
+projector loss's batch normalisation is a function (F.batch_norm), not a
+module that convert_sync_batchnorm would convert: it stays per rank, so with
+the projector this is not one process's loss (log of a sum per slice).
 Usage: ref_dist.py OUTDIR
 """
 import os
@@ -40,7 +50,16 @@ import refutil  # noqa: E402
 from export_weights import save_file  # noqa: E402
 
 
-def run_ddp(name, init_sd, init_proj, x, y, tl, tf, dt, ranks, w_proj, dot):
+def rank_losses(logits, feat, proj, y, tl, tf, dt, w_proj):
+    """One rank's (task, distillation) losses on its slice."""
+    task = rt.W_CE * F.cross_entropy(logits, y)
+    distill = rt.W_KD * rt.kd_loss(logits, tl.to(dt), rt.T)
+    if w_proj > 0:
+        distill = distill + w_proj * rt.proj_loss(proj(feat), tf.to(dt), rt.ALPHA)
+    return task, distill
+
+
+def run_ddp(name, init_sd, init_proj, x, y, tl, tf, dt, ranks, w_proj, dot, sync=False):
     model = rt.ResNet8x4(rt.C).to(dt)
     model.load_state_dict({k: v.to(dt) if v.is_floating_point() else v
                            for k, v in init_sd.items()})
@@ -64,17 +83,30 @@ def run_ddp(name, init_sd, init_proj, x, y, tl, tf, dt, ranks, w_proj, dot):
         task_sum = [None] * len(allp)
         kd_sum = [None] * len(allp)
         rank0_buffers = None
-        for r in range(ranks):
+        if sync:  # SyncBatchNorm: one forward of the global batch, per-rank losses
+            logits, feat = model(x[b0:b0 + nb].to(dt))
+            task, distill = 0, 0
+            for r in range(ranks):
+                lo, hi = r * nb // ranks, (r + 1) * nb // ranks
+                t_r, d_r = rank_losses(logits[lo:hi], feat[lo:hi], proj, y[b0 + lo:b0 + hi],
+                                       tl[b0 + lo:b0 + hi], tf[b0 + lo:b0 + hi], dt, w_proj)
+                task, distill = task + t_r / ranks, distill + d_r / ranks
+            params = allp if w_proj > 0 else student
+            if dot:
+                task_sum[:ns] = torch.autograd.grad(task, student, retain_graph=True)
+                for i, g in enumerate(torch.autograd.grad(distill, params)):
+                    kd_sum[i] = g
+            else:
+                for i, g in enumerate(torch.autograd.grad(task + distill, params)):
+                    task_sum[i] = g
+            rank0_buffers = [b.detach().clone() for b in buffers]
+        for r in range(ranks if not sync else 0):
             lo, hi = b0 + r * nb // ranks, b0 + (r + 1) * nb // ranks
             logits, feat = model(x[lo:hi].to(dt))
             if r == 0:
                 rank0_buffers = [b.detach().clone() for b in buffers]
-            ce = F.cross_entropy(logits, y[lo:hi])
-            kd = rt.kd_loss(logits, tl[lo:hi].to(dt), rt.T)
-            task = rt.W_CE * ce
-            distill = rt.W_KD * kd
-            if w_proj > 0:
-                distill = distill + w_proj * rt.proj_loss(proj(feat), tf[lo:hi].to(dt), rt.ALPHA)
+            task, distill = rank_losses(logits, feat, proj, y[lo:hi], tl[lo:hi], tf[lo:hi], dt,
+                                        w_proj)
             if dot:
                 gt = torch.autograd.grad(task, student, retain_graph=True)
                 gk = torch.autograd.grad(distill, allp if w_proj > 0 else student,
@@ -111,11 +143,12 @@ def run_ddp(name, init_sd, init_proj, x, y, tl, tf, dt, ranks, w_proj, dot):
 rt.PER_CLASS = 7
 rt.BATCH = 16
 
-CASES = {  # name: (ranks, projector weight, dot)
-    "sgd2": (2, rt.W_PROJ, False),
-    "dot2": (2, 0.0, True),
-    "dotproj2": (2, rt.W_PROJ, True),
-    "syncbn": (1, 0.0, False),
+CASES = {  # name: (ranks, projector weight, dot, SyncBatchNorm)
+    "sgd2": (2, rt.W_PROJ, False, False),
+    "dot2": (2, 0.0, True, False),
+    "dotproj2": (2, rt.W_PROJ, True, False),
+    "syncbn": (2, 0.0, False, True),
+    "syncbn_dotproj": (2, rt.W_PROJ, True, True),
 }
 
 
@@ -151,9 +184,9 @@ def main():
     with open(os.path.join(d, "tensors.txt"), "w") as f:
         f.write("\n".join(tensors) + "\n")
     pw = (tensors["projector.weight"], tensors["projector.bias"])
-    for case, (ranks, wp, dot) in CASES.items():
-        ref = run_ddp(case, init_sd, pw, x, y, tl, tf, torch.float64, ranks, wp, dot)
-        ref32 = run_ddp(case, init_sd, pw, x, y, tl, tf, torch.float32, ranks, wp, dot)
+    for case, (ranks, wp, dot, sync) in CASES.items():
+        ref = run_ddp(case, init_sd, pw, x, y, tl, tf, torch.float64, ranks, wp, dot, sync)
+        ref32 = run_ddp(case, init_sd, pw, x, y, tl, tf, torch.float32, ranks, wp, dot, sync)
         rt.save_case(d, case, tensors, ref, ref32)
 
 
