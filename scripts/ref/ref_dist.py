@@ -186,8 +186,10 @@ def main():
     pw = (tensors["projector.weight"], tensors["projector.bias"])
     for case, (ranks, wp, dot, sync) in CASES.items():
         ref = run_ddp(case, init_sd, pw, x, y, tl, tf, torch.float64, ranks, wp, dot, sync)
-        ref32 = run_ddp(case, init_sd, pw, x, y, tl, tf, torch.float32, ranks, wp, dot, sync)
-        rt.save_case(d, case, tensors, ref, ref32)
+        refs32 = rt.float32_runs(
+            lambda xi: run_ddp(case, init_sd, pw, xi, y, tl, tf, torch.float32, ranks, wp, dot,
+                               sync), x)
+        rt.save_case(d, case, tensors, ref, refs32)
 
 
 if __name__ == "__main__":

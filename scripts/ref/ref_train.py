@@ -195,6 +195,20 @@ def run_case(name, init_sd, init_proj, x, y, tl, tf, dt):
     return out, first
 
 
+def float32_runs(run, x):
+    """PyTorch float32 as it runs, and on pixels moved by a float32 kernel's
+    rounding (relative 2^-20, the 1e-6 that tests/nn/test_layers measures for one
+    convolution; four draws): run(x) for each. These few steps turn that into
+    1e-3..1e-2 of the update (ReLU units near zero flip, BN over 2-4 images), so
+    one run's error says little: kd-train's own AVX2 and AVX-512 oneDNN runs
+    differ by 1e-2 of conv1's update."""
+    runs = [run(x)]
+    for s in range(4):
+        gp = torch.Generator().manual_seed(100 + s)
+        runs.append(run(x * (1 + 2.0**-20 * (2 * torch.rand(x.shape, generator=gp) - 1))))
+    return runs
+
+
 def save_case(d, name, init, ref, refs32):
     """The float64 result, and PyTorch's own float32 error per tensor relative to
     the update (max|f32 - f64| / max|f64 - init|): the accuracy a float32
@@ -250,16 +264,8 @@ def main():
     pw = (tensors["projector.weight"], tensors["projector.bias"])
     for case in ("sgd", "dot"):
         ref, first = run_case(case, init_sd, pw, x, y, tl, tf, torch.float64)
-        # PyTorch float32 as it runs, and on inputs moved by a float32 kernel's
-        # rounding (relative 2^-20, the 1e-6 that tests/nn/test_layers measures for
-        # one convolution; four draws). These steps turn that into 1e-3..1e-2 of the
-        # update (ReLU units near zero flip), so one run's error says little: our
-        # own AVX2 and AVX-512 oneDNN runs differ by 1e-2 of conv1's update.
-        refs32 = [run_case(case, init_sd, pw, x, y, tl, tf, torch.float32)[0]]
-        for s in range(4):
-            gp = torch.Generator().manual_seed(100 + s)
-            xp = x * (1 + 2.0**-20 * (2 * torch.rand(x.shape, generator=gp) - 1))
-            refs32.append(run_case(case, init_sd, pw, xp, y, tl, tf, torch.float32)[0])
+        refs32 = float32_runs(
+            lambda xi: run_case(case, init_sd, pw, xi, y, tl, tf, torch.float32)[0], x)
         save_case(d, case, tensors, ref, refs32)
         refutil.save(d, f"{case}_loss", first.double())
 

@@ -547,6 +547,7 @@ int main(void)
         return 1;
     }
     g_tmp = strdup(tmpl);
+    kdc_test_mpi_ranks_env();
     SRunner *sr = srunner_create(suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -250,6 +250,7 @@ int main(void)
         return 1;
     }
     snprintf(fx, sizeof fx, "%s/precompute", kdc_test_fixture_root());
+    kdc_test_mpi_ranks_env();
     SRunner *sr = srunner_create(suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
