@@ -53,6 +53,9 @@ conv_cases = [
     (8, 64, 32, 32, 128, 3, 2, 1, 1, 0),
     (8, 64, 32, 32, 128, 1, 2, 0, 1, 0),
     (8, 256, 8, 8, 256, 3, 1, 1, 1, 0),
+    (2, 256, 8, 8, 256, 3, 1, 1, 1, 0),
+    (4, 256, 8, 8, 256, 3, 1, 1, 1, 0),
+    (2, 128, 16, 16, 256, 3, 2, 1, 1, 0),
 ]
 refutil.save(d, "conv_cases", np.array(conv_cases, dtype=np.int64))
 for i, (n, ci, h, w, co, k, s, p, g, hb) in enumerate(conv_cases):

@@ -55,12 +55,15 @@ def main():
         transforms.Normalize([float(v) for v in a.mean.split(",")],
                              [float(v) for v in a.std.split(",")])])
     ds = datasets.ImageFolder(a.val)
-    correct = 0
+    correct, loss = 0, 0.0
     with torch.no_grad():
         for path, label in ds.samples:
             x = tf(Image.open(path).convert("RGB")).unsqueeze(0).double()
-            correct += int(model(x).argmax(1).item() == label)
-    print(f"images {len(ds.samples)} top1 {100.0 * correct / len(ds.samples):.4f}")
+            z = model(x)
+            correct += int(z.argmax(1).item() == label)
+            loss += torch.nn.functional.cross_entropy(z, torch.tensor([label])).item()
+    n = len(ds.samples)
+    print(f"images {n} top1 {100.0 * correct / n:.4f} loss {loss / n:.9f}")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,11 @@
  * epoch (CE, pad-crop) on a 32-image, 4-class folder (scripts/ref/
  * ref_zoo_student.py), --val on the same folder; the val_top1 of metrics.csv,
  * kd-train --eval-only's top1 and PyTorch's float64 top1 must be equal (32
- * images: one image is 3.125 points, so any disagreement shows). */
+ * images: one image is 3.125 points, so any disagreement shows). A student
+ * near chance predicts one class for most images, so the top-1 alone would let a
+ * wrong network pass: --eval-only's mean CE must also equal PyTorch's float64 one. */
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +38,14 @@ static double top1_of(const char *path)
 {
     const char *s = strstr(slurp(path), "top1 ");
     ck_assert_msg(s != NULL, "%s: no top1", path);
+    return atof(s + 5);
+}
+
+/* The mean loss of a line "... loss L ..." in the file. */
+static double loss_of(const char *path)
+{
+    const char *s = strstr(slurp(path), "loss ");
+    ck_assert_msg(s != NULL, "%s: no loss", path);
     return atof(s + 5);
 }
 
@@ -81,15 +92,19 @@ START_TEST(test_student_scores_in_pytorch)
     double reported = csv_val_top1(p);
     snprintf(p, sizeof p, "%s/eval.txt", dir);
     double eval_only = top1_of(p);
+    double eval_loss = loss_of(p);
     snprintf(p, sizeof p, "%s/torch.txt", dir);
-    double torch = top1_of(p);
+    double torch = top1_of(p), torch_loss = loss_of(p);
     fprintf(stderr,
-            "test_zoo_student: %s: kd-train val_top1 %.4f, --eval-only %.4f, PyTorch %.4f\n", arch,
-            reported, eval_only, torch);
+            "test_zoo_student: %s: kd-train val_top1 %.4f, --eval-only %.4f, PyTorch %.4f; "
+            "loss %.6f, PyTorch %.6f\n",
+            arch, reported, eval_only, torch, eval_loss, torch_loss);
     ck_assert_msg(reported > torch - 1e-3 && reported < torch + 1e-3,
                   "%s: kd-train reported %.4f, PyTorch scores %.4f", arch, reported, torch);
     ck_assert_msg(eval_only > torch - 1e-3 && eval_only < torch + 1e-3,
                   "%s: --eval-only %.4f, PyTorch %.4f", arch, eval_only, torch);
+    ck_assert_msg(fabs(eval_loss - torch_loss) <= 1e-4 * torch_loss,
+                  "%s: --eval-only loss %.6f, PyTorch float64 %.6f", arch, eval_loss, torch_loss);
     kdc_test_system("rm -rf %s", dir);
     free(dir);
 }
