@@ -1,6 +1,7 @@
 /* cache_h5.c - HDF5 helpers for the cache: attributes, filtered chunked
  * datasets, row I/O, error messages. */
 #include "formats/cache_h5.h"
+#include "formats/cache_rawcheck.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -580,6 +581,20 @@ hid_t cache_h5_open_checked(hid_t file, const char *path, H5T_class_t cls, size_
         kdc_fail(err, KDC_EFORMAT, "dataset %s is missing", path);
         return -1;
     }
+    /* The dataset's object header, raw, before libhdf5 decodes it: its link
+     * gives the address without reading the header itself. */
+    H5L_info_t li;
+    char fname[4096];
+    ssize_t fl = H5Fget_name(file, fname, sizeof fname);
+    if (H5Lget_info(file, path, &li, H5P_DEFAULT) < 0 || li.type != H5L_TYPE_HARD) {
+        cache_h5_fail(err, KDC_EFORMAT, "dataset %s: not a plain link", path);
+        return -1;
+    }
+    if (fl > 0 && (size_t)fl < sizeof fname &&
+        cache_raw_check_dataset(fname, (uint64_t)li.u.address, err) != KDC_OK) {
+        kdc_error_prefix(err, "dataset %s: ", path);
+        return -1;
+    }
     hid_t d = H5Dopen2(file, path, dapl);
     if (d < 0) {
         cache_h5_fail(err, KDC_EFORMAT, "opening dataset %s", path);
@@ -607,6 +622,23 @@ hid_t cache_h5_open_checked(hid_t file, const char *path, H5T_class_t cls, size_
                 ok = -1;
                 break;
             }
+        /* A chunk wider than its fixed-size dataset is what libhdf5 refuses to
+         * create, and reading one overflows its chunk buffers (tests/fuzz). */
+        hid_t dcpl = ok == 1 ? H5Dget_create_plist(d) : -1;
+        hsize_t cd[H5S_MAX_RANK];
+        if (dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED) {
+            int cr = H5Pget_chunk(dcpl, H5S_MAX_RANK, cd);
+            for (int i = 0; ok == 1 && i < r; i++)
+                if (cr != r || cd[i] < 1 || cd[i] > (got[i] ? got[i] : 1)) {
+                    kdc_fail(err, KDC_EFORMAT,
+                             "dataset %s: chunk dimension %d does not fit the dataset: the "
+                             "file is corrupt",
+                             path, i);
+                    ok = -1;
+                }
+        }
+        if (dcpl >= 0)
+            H5Pclose(dcpl);
     } else {
         kdc_fail(err, KDC_EFORMAT, "dataset %s has the wrong type or rank (%d, want %d)", path, r,
                  rank);

@@ -12,7 +12,13 @@
 #define MAX_BLOCKS 64            /* object header chunks followed */
 #define MAX_BLOCK_BYTES (1 << 20) /* a root object header is a few KiB */
 
-enum { MSG_ATTRIBUTE = 0x000C, MSG_CONTINUATION = 0x0010 };
+enum {
+    MSG_EFL = 0x0007,
+    MSG_LAYOUT = 0x0008,
+    MSG_PIPELINE = 0x000B,
+    MSG_ATTRIBUTE = 0x000C,
+    MSG_CONTINUATION = 0x0010
+};
 enum { DT_FIXED = 0, DT_FLOAT = 1, DT_STRING = 3, DT_VLEN = 9 };
 
 typedef struct raw {
@@ -237,6 +243,89 @@ static kdc_status check_attribute(raw *r, const unsigned char *m, uint64_t msize
     return KDC_OK;
 }
 
+/* A data layout message: for chunked storage every chunk dimension (and the
+ * element size stored after them) at least 1, as libhdf5 1.10.8 divides by
+ * them when it opens the dataset (H5D__chunk_set_info: SIGFPE on a zero). */
+static kdc_status check_layout(const unsigned char *m, uint64_t msize, uint64_t at,
+                               kdc_error *err)
+{
+    if (msize < 2)
+        return bad(err, "layout message too short", at);
+    int ver = m[0];
+    uint64_t ndims, p;
+    /* compact storage (data inside the header) is never written by kdcache, and
+     * libhdf5 1.10.8 copies it by a size it does not check against the
+     * dataspace */
+    if ((ver >= 3 && m[1] == 0) || (ver <= 2 && msize >= 3 && m[2] == 0))
+        return bad(err, "compact dataset storage", at);
+    if (ver == 3 || ver == 4) {
+        if (m[1] != 2) /* contiguous: no chunk sizes */
+            return KDC_OK;
+        if (msize < 3)
+            return bad(err, "layout message too short", at);
+        if (ver == 4) /* flags, then the chunk sizes' byte width: not our writer's */
+            return bad(err, "layout message version", at);
+        ndims = m[2];
+        p = 3 + 8; /* address of the chunk index */
+    } else if (ver == 1 || ver == 2) {
+        if (msize < 8)
+            return bad(err, "layout message too short", at);
+        ndims = m[1];
+        if (m[2] != 2)
+            return KDC_OK;
+        p = 8 + 8;
+    } else {
+        return bad(err, "layout message version", at);
+    }
+    if (ndims < 2 || ndims > 33 || p + 4 * ndims > msize)
+        return bad(err, "chunk dimensions", at);
+    for (uint64_t i = 0; i < ndims; i++)
+        if (le(m + p + 4 * i, 4) == 0)
+            return bad(err, "chunk dimension 0", at);
+    return KDC_OK;
+}
+
+/* A filter pipeline message: every filter's name and client values inside the
+ * message (libhdf5 1.10.8 decodes them by the counts it reads). */
+static kdc_status check_pipeline(const unsigned char *m, uint64_t msize, uint64_t at,
+                                 kdc_error *err)
+{
+    if (msize < 2)
+        return bad(err, "filter pipeline message too short", at);
+    int ver = m[0];
+    uint64_t nf = m[1], p = ver == 1 ? 8 : 2;
+    if ((ver != 1 && ver != 2) || nf > 32 || p > msize)
+        return bad(err, "filter pipeline message", at);
+    for (uint64_t f = 0; f < nf; f++) {
+        if (p + 2 > msize)
+            return bad(err, "filter pipeline message", at);
+        uint64_t id = le(m + p, 2), name_len = 0;
+        p += 2;
+        if (ver == 1 || id >= 256) {
+            if (p + 2 > msize)
+                return bad(err, "filter pipeline message", at);
+            name_len = le(m + p, 2);
+            p += 2;
+        }
+        if (p + 4 > msize)
+            return bad(err, "filter pipeline message", at);
+        uint64_t ncd = le(m + p + 2, 2);
+        p += 4;
+        if (ver == 1)
+            name_len = pad8(name_len);
+        if (ncd > 64 || name_len > 256 || p + name_len > msize)
+            return bad(err, "filter pipeline message", at);
+        if (name_len && !memchr(m + p, 0, name_len))
+            return bad(err, "filter name", at);
+        p += name_len + 4 * ncd;
+        if (ver == 1 && (ncd & 1))
+            p += 4;
+        if (p > msize)
+            return bad(err, "filter pipeline message", at);
+    }
+    return KDC_OK;
+}
+
 /* Messages of one object header chunk [off, off + len); continuation blocks
  * are queued. */
 static kdc_status walk_block(raw *r, const unsigned char *b, uint64_t len, uint64_t off,
@@ -251,6 +340,12 @@ static kdc_status walk_block(raw *r, const unsigned char *b, uint64_t len, uint6
         kdc_status st;
         if (type == MSG_ATTRIBUTE && (st = check_attribute(r, m, size, off + p, err)) != KDC_OK)
             return st;
+        if (type == MSG_LAYOUT && (st = check_layout(m, size, off + p, err)) != KDC_OK)
+            return st;
+        if (type == MSG_PIPELINE && (st = check_pipeline(m, size, off + p, err)) != KDC_OK)
+            return st;
+        if (type == MSG_EFL) /* external files: never written by kdcache */
+            return bad(err, "external file list", off + p);
         if (type == MSG_CONTINUATION) {
             if (size < 16)
                 return bad(err, "continuation message", off + p);
@@ -270,59 +365,85 @@ static kdc_status walk_block(raw *r, const unsigned char *b, uint64_t len, uint6
     return KDC_OK;
 }
 
-kdc_status cache_raw_check_root(const char *path, int *vlen_attrs, int64_t *version,
-                                kdc_error *err)
+/* Opens path and checks its superblock. *ours is 1 when it is of the layout
+ * our writers produce (superblock version 0 at offset 0, 8-byte offsets and
+ * lengths, base address 0; *root gets the root object header), 0 when it is
+ * another layout, which is left to libhdf5. */
+static kdc_status open_raw(const char *path, raw *r, int *ours, uint64_t *root, kdc_error *err)
 {
-    raw r = {-1, 0, 0, -1};
-    r.fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (r.fd < 0)
+    *ours = 0;
+    r->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (r->fd < 0)
         return kdc_fail(err, KDC_EIO, "cannot open %s", path);
     struct stat sb;
-    kdc_status st = fstat(r.fd, &sb) == 0 ? KDC_OK : kdc_fail(err, KDC_EIO, "cannot stat");
-    r.size = (uint64_t)sb.st_size;
+    if (fstat(r->fd, &sb) != 0)
+        return kdc_fail(err, KDC_EIO, "cannot stat %s", path);
+    r->size = (uint64_t)sb.st_size;
     unsigned char sbk[96];
-    if (st == KDC_OK)
-        st = read_at(&r, 0, sizeof sbk, sbk, err);
-    /* Only the layout our writers produce is checked: superblock version 0
-     * at offset 0, 8-byte offsets and lengths, a version 1 root object
-     * header. Other files (h5py's, a future library's) go to libhdf5 as is. */
-    if (st != KDC_OK || memcmp(sbk, "\x89HDF\r\n\x1a\n", 8) || sbk[8] != 0 || sbk[13] != 8 ||
-        sbk[14] != 8) {
-        close(r.fd);
-        *vlen_attrs = -1;
-        *version = -1;
-        return st == KDC_OK || st == KDC_EFORMAT ? KDC_OK : st;
-    }
-    uint64_t base = le(sbk + 24, 8), root = le(sbk + 64, 8);
-    unsigned char *buf = NULL;
-    uint64_t q_off[MAX_BLOCKS], q_len[MAX_BLOCKS];
-    int nq = 0;
+    kdc_error e2;
+    if (read_at(r, 0, sizeof sbk, sbk, &e2) != KDC_OK ||
+        memcmp(sbk, "\x89HDF\r\n\x1a\n", 8) || sbk[8] != 0 || sbk[13] != 8 || sbk[14] != 8)
+        return KDC_OK;
+    if (le(sbk + 24, 8) != 0)
+        return bad(err, "superblock base address", 24);
+    *root = le(sbk + 64, 8);
+    *ours = 1;
+    return KDC_OK;
+}
+
+/* Every message of the version 1 object header at addr and of its
+ * continuation blocks. */
+static kdc_status walk_object(raw *r, uint64_t addr, const char *what, kdc_error *err)
+{
     unsigned char oh[16];
-    if (base != 0)
-        st = bad(err, "superblock base address", 24);
-    if (st == KDC_OK)
-        st = read_at(&r, root, sizeof oh, oh, err);
-    if (st == KDC_OK) {
-        uint64_t hsize = le(oh + 8, 4);
-        if (oh[0] != 1 || hsize > MAX_BLOCK_BYTES || hsize < 8)
-            st = bad(err, "root object header", root);
-        else {
-            q_off[0] = root + 16;
-            q_len[0] = hsize;
-            nq = 1;
-        }
-    }
+    kdc_status st = read_at(r, addr, sizeof oh, oh, err);
+    if (st != KDC_OK)
+        return st;
+    uint64_t hsize = le(oh + 8, 4);
+    if (oh[0] != 1 || hsize > MAX_BLOCK_BYTES || hsize < 8)
+        return bad(err, what, addr);
+    uint64_t q_off[MAX_BLOCKS], q_len[MAX_BLOCKS];
+    q_off[0] = addr + 16;
+    q_len[0] = hsize;
+    int nq = 1;
+    unsigned char *buf = NULL;
     for (int i = 0; st == KDC_OK && i < nq; i++) {
         free(buf);
         buf = malloc(q_len[i]);
         if (!buf)
             st = kdc_fail(err, KDC_ENOMEM, "object header");
-        else if ((st = read_at(&r, q_off[i], q_len[i], buf, err)) == KDC_OK)
-            st = walk_block(&r, buf, q_len[i], q_off[i], q_off, q_len, &nq, err);
+        else if ((st = read_at(r, q_off[i], q_len[i], buf, err)) == KDC_OK)
+            st = walk_block(r, buf, q_len[i], q_off[i], q_off, q_len, &nq, err);
     }
     free(buf);
-    close(r.fd);
-    *vlen_attrs = r.vlen_attrs;
-    *version = r.version;
+    return st;
+}
+
+kdc_status cache_raw_check_root(const char *path, int *vlen_attrs, int64_t *version,
+                                kdc_error *err)
+{
+    raw r = {-1, 0, 0, -1};
+    uint64_t root = 0;
+    int ours = 0;
+    kdc_status st = open_raw(path, &r, &ours, &root, err);
+    if (st == KDC_OK && ours)
+        st = walk_object(&r, root, "root object header", err);
+    if (r.fd >= 0)
+        close(r.fd);
+    *vlen_attrs = ours ? r.vlen_attrs : -1;
+    *version = ours ? r.version : -1;
+    return st;
+}
+
+kdc_status cache_raw_check_dataset(const char *path, uint64_t addr, kdc_error *err)
+{
+    raw r = {-1, 0, 0, -1};
+    uint64_t root = 0;
+    int ours = 0;
+    kdc_status st = open_raw(path, &r, &ours, &root, err);
+    if (st == KDC_OK && ours)
+        st = walk_object(&r, addr, "dataset object header", err);
+    if (r.fd >= 0)
+        close(r.fd);
     return st;
 }
