@@ -574,27 +574,38 @@ kdc_status cache_h5_create_chunked(hid_t file, const char *path, hid_t type, int
     return KDC_OK;
 }
 
+/* The object at path (and every group on the way), raw, before libhdf5
+ * decodes its header: a link gives the address without reading the header. */
+static kdc_status raw_check_path(hid_t file, const char *path, kdc_error *err)
+{
+    char fname[4096], part[512];
+    ssize_t fl = H5Fget_name(file, fname, sizeof fname);
+    if (fl <= 0 || (size_t)fl >= sizeof fname)
+        return KDC_OK; /* a file without a name (in memory): nothing to read raw */
+    for (const char *slash = path; slash;) {
+        slash = strchr(slash + 1, '/');
+        size_t n = slash ? (size_t)(slash - path) : strlen(path);
+        if (n >= sizeof part)
+            return kdc_fail(err, KDC_EFORMAT, "dataset path %s too long", path);
+        memcpy(part, path, n);
+        part[n] = '\0';
+        H5L_info_t li;
+        if (H5Lexists(file, part, H5P_DEFAULT) <= 0)
+            return kdc_fail(err, KDC_EFORMAT, "%s %s is missing", slash ? "group" : "dataset",
+                            part);
+        if (H5Lget_info(file, part, &li, H5P_DEFAULT) < 0 || li.type != H5L_TYPE_HARD)
+            return cache_h5_fail(err, KDC_EFORMAT, "%s: not a plain link", part);
+        if (cache_raw_check_object(fname, (uint64_t)li.u.address, err) != KDC_OK)
+            return kdc_error_prefix(err, "%s: ", part);
+    }
+    return KDC_OK;
+}
+
 hid_t cache_h5_open_checked(hid_t file, const char *path, H5T_class_t cls, size_t type_size,
                             int rank, const hsize_t *dims, hid_t dapl, kdc_error *err)
 {
-    if (!cache_h5_exists(file, path)) {
-        kdc_fail(err, KDC_EFORMAT, "dataset %s is missing", path);
+    if (raw_check_path(file, path, err) != KDC_OK)
         return -1;
-    }
-    /* The dataset's object header, raw, before libhdf5 decodes it: its link
-     * gives the address without reading the header itself. */
-    H5L_info_t li;
-    char fname[4096];
-    ssize_t fl = H5Fget_name(file, fname, sizeof fname);
-    if (H5Lget_info(file, path, &li, H5P_DEFAULT) < 0 || li.type != H5L_TYPE_HARD) {
-        cache_h5_fail(err, KDC_EFORMAT, "dataset %s: not a plain link", path);
-        return -1;
-    }
-    if (fl > 0 && (size_t)fl < sizeof fname &&
-        cache_raw_check_dataset(fname, (uint64_t)li.u.address, err) != KDC_OK) {
-        kdc_error_prefix(err, "dataset %s: ", path);
-        return -1;
-    }
     hid_t d = H5Dopen2(file, path, dapl);
     if (d < 0) {
         cache_h5_fail(err, KDC_EFORMAT, "opening dataset %s", path);

@@ -17,7 +17,8 @@ enum {
     MSG_LAYOUT = 0x0008,
     MSG_PIPELINE = 0x000B,
     MSG_ATTRIBUTE = 0x000C,
-    MSG_CONTINUATION = 0x0010
+    MSG_CONTINUATION = 0x0010,
+    MSG_STAB = 0x0011
 };
 enum { DT_FIXED = 0, DT_FLOAT = 1, DT_STRING = 3, DT_VLEN = 9 };
 
@@ -326,6 +327,36 @@ static kdc_status check_pipeline(const unsigned char *m, uint64_t msize, uint64_
     return KDC_OK;
 }
 
+/* A group's local heap (the link names of a symbol table): libhdf5 1.10.8
+ * copies its data segment by sizes it does not check (a negative memcpy) and
+ * follows its free list without a bound (a hang on a cycle). */
+static kdc_status check_local_heap(const raw *r, uint64_t addr, kdc_error *err)
+{
+    unsigned char h[32];
+    kdc_status st = read_at(r, addr, sizeof h, h, err);
+    if (st != KDC_OK)
+        return st;
+    uint64_t size = le(h + 8, 8), head = le(h + 16, 8), data = le(h + 24, 8);
+    if (memcmp(h, "HEAP", 4) || h[4] != 0 || size < 16 || size > MAX_BLOCK_BYTES ||
+        data > r->size || size > r->size - data)
+        return bad(err, "group local heap", addr);
+    /* libhdf5 ends the list with offset 1 (H5HL_FREE_NULL); the format
+     * specification says the undefined address */
+    const uint64_t undef = ~(uint64_t)0;
+    for (uint64_t steps = 0, off = head; off != undef && off != 1; steps++) {
+        unsigned char b[16];
+        if (steps > size / 16 || off % 8 || off > size - 16)
+            return bad(err, "local heap free list", addr);
+        if ((st = read_at(r, data + off, sizeof b, b, err)) != KDC_OK)
+            return st;
+        uint64_t next = le(b, 8), bsize = le(b + 8, 8);
+        if (bsize < 16 || bsize > size - off || (next != undef && next != 1 && next <= off))
+            return bad(err, "local heap free list", addr);
+        off = next;
+    }
+    return KDC_OK;
+}
+
 /* Messages of one object header chunk [off, off + len); continuation blocks
  * are queued. */
 static kdc_status walk_block(raw *r, const unsigned char *b, uint64_t len, uint64_t off,
@@ -344,6 +375,12 @@ static kdc_status walk_block(raw *r, const unsigned char *b, uint64_t len, uint6
             return st;
         if (type == MSG_PIPELINE && (st = check_pipeline(m, size, off + p, err)) != KDC_OK)
             return st;
+        if (type == MSG_STAB) {
+            if (size < 16)
+                return bad(err, "symbol table message", off + p);
+            if ((st = check_local_heap(r, le(m + 8, 8), err)) != KDC_OK)
+                return st;
+        }
         if (type == MSG_EFL) /* external files: never written by kdcache */
             return bad(err, "external file list", off + p);
         if (type == MSG_CONTINUATION) {
@@ -435,14 +472,14 @@ kdc_status cache_raw_check_root(const char *path, int *vlen_attrs, int64_t *vers
     return st;
 }
 
-kdc_status cache_raw_check_dataset(const char *path, uint64_t addr, kdc_error *err)
+kdc_status cache_raw_check_object(const char *path, uint64_t addr, kdc_error *err)
 {
     raw r = {-1, 0, 0, -1};
     uint64_t root = 0;
     int ours = 0;
     kdc_status st = open_raw(path, &r, &ours, &root, err);
     if (st == KDC_OK && ours)
-        st = walk_object(&r, addr, "dataset object header", err);
+        st = walk_object(&r, addr, "object header", err);
     if (r.fd >= 0)
         close(r.fd);
     return st;

@@ -31,9 +31,11 @@ kdc_status cache_raw_check_root(const char *path, int *vlen_attrs, int64_t *vers
 kdc_status cache_raw_check_vlen_refs(const char *path, uint64_t offset, uint64_t count,
                                      kdc_error *err);
 
-/* The object header of a dataset at addr (from its link, read before the
- * dataset is opened) and its continuation blocks: attribute messages as for
- * the root, and chunk dimensions of at least 1 in its layout message. */
-kdc_status cache_raw_check_dataset(const char *path, uint64_t addr, kdc_error *err);
+/* The object header of a dataset or group at addr (from its link, read before
+ * the object is opened) and its continuation blocks: attribute messages as for
+ * the root; a dataset's layout (chunk dimensions of at least 1, no compact
+ * storage) and filter pipeline; a group's local heap. The root's local heap is
+ * checked by cache_raw_check_root. */
+kdc_status cache_raw_check_object(const char *path, uint64_t addr, kdc_error *err);
 
 #endif
