@@ -104,7 +104,14 @@ static void *worker(void *arg)
             break;
         kdc_error e;
         kdc_error_clear(&e);
-        kdc_status st = cache_reader_read_chunk(s->r, s->order[k], &s->stored, &e);
+        /* One view: only that view's HDF5 chunk of each per-view dataset is
+         * read (format v2), 1/V of the teacher outputs; the batch has one row
+         * per image. All views: the whole chunk, V rows per image. */
+        kdc_status st =
+            s->opt.all_views
+                ? cache_reader_read_chunk(s->r, s->order[k], &s->stored, &e)
+                : cache_reader_read_view(s->r, s->order[k], view_of_chunk(s, s->order[k]),
+                                         &s->stored, &e);
         if (st == KDC_OK)
             cache_chunk_to_batch(s->h, &s->stored, cache_reader_images(s->r)->label,
                                  &s->slots[k % s->nslots]);
@@ -243,21 +250,17 @@ static kdc_status enter_window(cache_stream *s, int64_t w, kdc_error *err)
     if (st != KDC_OK)
         return st;
     const cache_image_table *t = cache_reader_images(s->r);
-    int64_t V = s->h->views_per_image, n = 0;
+    /* rows per image in a slot: V (all views) or 1 (this epoch's view) */
+    int64_t V = s->opt.all_views ? s->h->views_per_image : 1, n = 0;
     for (int64_t k = first; k < end; k++) {
         const cache_batch *b = &s->slots[k % s->nslots];
         uint32_t slot = (uint32_t)(k % s->nslots);
-        const int view = view_of_chunk(s, s->order[k]);
         for (int64_t i = 0; i < b->count / V; i++) {
             int64_t image = b->image[i * V];
             if (t->skipped[image])
                 continue;
-            if (s->opt.all_views) {
-                for (int64_t v = 0; v < V; v++)
-                    s->items[n++] = (item){slot, (uint32_t)(i * V + v)};
-            } else {
-                s->items[n++] = (item){slot, (uint32_t)(i * V + view)};
-            }
+            for (int64_t v = 0; v < V; v++)
+                s->items[n++] = (item){slot, (uint32_t)(i * V + v)};
         }
     }
     if (s->opt.shuffle) {
