@@ -208,6 +208,11 @@ $(BUILD)/fixtures/%/.stamp build/fixtures/%/.stamp: scripts/ref/ref_%.py
 
 fixtures: $(FIXTURES)
 
+# Modules the reference scripts share: a change there remakes their fixtures.
+$(FIXTURES): scripts/ref/refutil.py
+$(filter %/zoo/.stamp %/zoo_teachers/.stamp,$(FIXTURES)): scripts/ref/zoo_defs.py
+$(filter %/dist/.stamp,$(FIXTURES)): scripts/ref/ref_train.py
+
 # Each suite runs with the tools and fixtures it may need; CK_FORK keeps a
 # crashing test from taking the whole suite down.
 # The include rules between layers (tests/layout/check_includes.sh, docs/DEVELOPING.md),
