@@ -19,7 +19,7 @@
 # (its marker is OUT/done/<stage>) and says so; different parameters wipe OUT. Any
 # failing stage stops the script with its name, its log and a non-zero exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root (scripts/experiments/ since #12)
 
 PROFILE=quick
 OUT=""
