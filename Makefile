@@ -220,6 +220,7 @@ $(filter %/dist/.stamp,$(FIXTURES)): scripts/ref/ref_train.py
 check-layout:
 	@tests/layout/selftest.sh
 	@tests/layout/check_includes.sh
+	@tests/layout/check_script_roots.sh
 
 # The fuzz driver (tests/fuzz/README.md): the bounded pass is the suite
 # tests/fuzz/test_fuzz; tests/fuzz/run.sh drives the long run.
