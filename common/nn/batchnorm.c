@@ -91,41 +91,57 @@ static void sum_g_gx(const float *g, const float *x, size_t n, double mean, doub
 #define BN_VECTORISE
 #endif
 
+/* Where one channel's normalised output and statistics go (any may be NULL
+ * but x and y): the train forward and the synchronised apply share it. */
+typedef struct bn_out {
+    const float *x, *gamma, *beta;
+    float *y, *save_mean, *save_invstd, *running_mean, *running_var;
+} bn_out;
+
+/* y = (x - mean) * invstd * gamma + beta over channel ch, the saved mean and
+ * invstd, and the running statistics (unbiased variance over m values). */
+BN_VECTORISE static void normalise_channel(const kdc_bn_desc *d, const bn_out *o, size_t ch,
+                                           double mean, double var, double m)
+{
+    const size_t hw = (size_t)d->hw, cs = (size_t)d->c * hw;
+    double invstd = 1.0 / sqrt(var + (double)d->eps);
+    float g = o->gamma ? o->gamma[ch] : 1.0f, b = o->beta ? o->beta[ch] : 0.0f;
+    float scale = (float)(invstd * g), shift = (float)(b - mean * invstd * g);
+    for (int n = 0; n < d->n; n++) {
+        const float *xp = o->x + n * cs + ch * hw;
+        float *yp = o->y + n * cs + ch * hw;
+        for (size_t i = 0; i < hw; i++)
+            yp[i] = xp[i] * scale + shift;
+    }
+    if (o->save_mean)
+        o->save_mean[ch] = (float)mean;
+    if (o->save_invstd)
+        o->save_invstd[ch] = (float)invstd;
+    double mom = d->momentum;
+    if (o->running_mean)
+        o->running_mean[ch] = (float)((1.0 - mom) * o->running_mean[ch] + mom * mean);
+    if (o->running_var)
+        o->running_var[ch] = (float)((1.0 - mom) * o->running_var[ch] + mom * var * m / (m - 1.0));
+}
+
 BN_VECTORISE static void train_task(void *vctx, size_t begin, size_t end)
 {
     const bn_ctx *c = vctx;
     const kdc_bn_desc *d = c->d;
     const size_t hw = (size_t)d->hw, cs = (size_t)d->c * hw;
     const double m = (double)d->n * hw;
+    const bn_out o = {c->x, c->gamma, c->beta, c->y, c->save_mean, c->save_invstd,
+                      c->running_mean, c->running_var};
     for (size_t ch = begin; ch < end; ch++) {
         /* Two passes (mean, then squared deviations): no cancellation. */
         double s = 0;
         for (int n = 0; n < d->n; n++)
             s += sum_f(c->x + n * cs + ch * hw, hw);
         double mean = s / m, ss = 0;
-        float meanf = (float)mean;
         for (int n = 0; n < d->n; n++)
             ss += sum_sq_dev(c->x + n * cs + ch * hw, hw, mean);
         double var = ss / m;
-        double invstd = 1.0 / sqrt(var + (double)d->eps);
-        float g = c->gamma ? c->gamma[ch] : 1.0f, b = c->beta ? c->beta[ch] : 0.0f;
-        float scale = (float)(invstd * g), shift = (float)(b - mean * invstd * g);
-        for (int n = 0; n < d->n; n++) {
-            const float *xp = c->x + n * cs + ch * hw;
-            float *yp = c->y + n * cs + ch * hw;
-            for (size_t i = 0; i < hw; i++)
-                yp[i] = xp[i] * scale + shift;
-        }
-        if (c->save_mean)
-            c->save_mean[ch] = meanf;
-        if (c->save_invstd)
-            c->save_invstd[ch] = (float)invstd;
-        double mom = d->momentum;
-        if (c->running_mean)
-            c->running_mean[ch] = (float)((1.0 - mom) * c->running_mean[ch] + mom * mean);
-        if (c->running_var)
-            c->running_var[ch] =
-                (float)((1.0 - mom) * c->running_var[ch] + mom * var * m / (m - 1.0));
+        normalise_channel(d, &o, ch, mean, var, m);
     }
 }
 
@@ -321,35 +337,18 @@ kdc_status kdc_batchnorm_stats(const kdc_bn_desc *d, const float *x, double *sum
     return KDC_OK;
 }
 
-BN_VECTORISE static void apply_task(void *vctx, size_t begin, size_t end)
+static void apply_task(void *vctx, size_t begin, size_t end)
 {
     const bn_sync_ctx *c = vctx;
     const kdc_bn_desc *d = c->d;
-    const size_t hw = (size_t)d->hw, cs = (size_t)d->c * hw;
     const double m = c->count;
+    const bn_out o = {c->x, c->gamma, c->beta, c->y, c->save_mean, c->save_invstd,
+                      c->running_mean, c->running_var};
     for (size_t ch = begin; ch < end; ch++) {
         double mean = c->sums_in[ch] / m;
         double var = c->sums_in[d->c + ch] / m - mean * mean;
         var = var > 0 ? var : 0; /* rounding can leave -0.0.. for a constant channel */
-        double invstd = 1.0 / sqrt(var + (double)d->eps);
-        float g = c->gamma ? c->gamma[ch] : 1.0f, b = c->beta ? c->beta[ch] : 0.0f;
-        float scale = (float)(invstd * g), shift = (float)(b - mean * invstd * g);
-        for (int n = 0; n < d->n; n++) {
-            const float *xp = c->x + n * cs + ch * hw;
-            float *yp = c->y + n * cs + ch * hw;
-            for (size_t i = 0; i < hw; i++)
-                yp[i] = xp[i] * scale + shift;
-        }
-        if (c->save_mean)
-            c->save_mean[ch] = (float)mean;
-        if (c->save_invstd)
-            c->save_invstd[ch] = (float)invstd;
-        double mom = d->momentum;
-        if (c->running_mean)
-            c->running_mean[ch] = (float)((1.0 - mom) * c->running_mean[ch] + mom * mean);
-        if (c->running_var)
-            c->running_var[ch] =
-                (float)((1.0 - mom) * c->running_var[ch] + mom * var * m / (m - 1.0));
+        normalise_channel(d, &o, ch, mean, var, m);
     }
 }
 
