@@ -72,6 +72,8 @@ static kdc_status check(const kdc_pool2d_desc *d, kdc_error *err)
     if (chk.h_out != d->h_out || chk.w_out != d->w_out)
         return kdc_fail(err, KDC_EINVAL, "avgpool: descriptor output %dx%d, expected %dx%d",
                         d->h_out, d->w_out, chk.h_out, chk.w_out);
+    if (d->blk)
+        return kdc_fail(err, KDC_EUNSUPPORTED, "avgpool: windowed pooling takes NCHW only");
     return KDC_OK;
 }
 

@@ -15,7 +15,11 @@
  *     calls add_inplace); optional outputs may be NULL and are then skipped;
  *   - ops may run asynchronously on devices: results are visible to the host
  *     after copy_d2h or synchronize;
- *   - the return value is KDC_OK or an error with err filled. */
+ *   - the return value is KDC_OK or an error with err filled.
+ * Exception to NCHW: a backend with act_blk != 0 also takes activations in the
+ * blocked layout of op_desc.h wherever a desc's blk field says so (conv, batch
+ * norm, max pool, the *_blk global pool); the elementwise ops (ReLU, add,
+ * axpy, copies) are the same on either layout. */
 #ifndef KDC_BACKEND_H
 #define KDC_BACKEND_H
 
@@ -32,6 +36,7 @@ struct kdc_backend {
     const char *name; /* "cpu", "cuda:0" */
     kdc_device device;
     void *impl;       /* backend-private state */
+    int act_blk;      /* block size of the blocked activation layout its ops take, 0: NCHW only */
 
     void (*destroy)(kdc_backend *be);
 
@@ -192,6 +197,12 @@ struct kdc_backend {
                                     float *y, kdc_error *err);
     kdc_status (*avgpool2d_backward)(kdc_backend *be, const kdc_pool2d_desc *d,
                                      const float *dy, float *dx, kdc_error *err);
+
+    /* ---- global average pool of a blocked x (blk != 0, op_desc.h): y is n x c ---- */
+    kdc_status (*avgpool_global_forward_blk)(kdc_backend *be, int n, int c, int hw, int blk,
+                                             const float *x, float *y, kdc_error *err);
+    kdc_status (*avgpool_global_backward_blk)(kdc_backend *be, int n, int c, int hw, int blk,
+                                              const float *dy, float *dx, kdc_error *err);
 };
 
 void kdc_backend_destroy(kdc_backend *be);

@@ -31,6 +31,7 @@
 #include "common/nn/linear.h"
 #include "common/nn/pool.h"
 #include "common/base/threadpool.h"
+#include "common/base/cpu_features.h"
 
 typedef struct cpu_impl {
     kdc_pool *pool;
@@ -127,6 +128,26 @@ static kdc_status cpu_synchronize(kdc_backend *be, kdc_error *err)
 
 /* -------------------------------------------------------- convolution */
 
+/* The activation block of oneDNN's f32 convolutions on this CPU (it computes
+ * in nChw16c with AVX-512 and nChw8c with AVX2), so that the model keeps its
+ * activations in that layout and no reorder runs around a convolution.
+ * KDC_LAYOUT=nchw keeps every activation in NCHW (for comparisons). */
+static int act_blk_of_cpu(void)
+{
+    const char *l = getenv("KDC_LAYOUT");
+    if (l && !strcmp(l, "nchw"))
+        return 0;
+    kdc_cpu_features f = kdc_cpu_detect();
+    return f.avx512 ? 16 : f.avx2 ? 8 : 0;
+}
+
+static kdc_status refuse_blocked(const kdc_conv2d_desc *d, kdc_error *err)
+{
+    return kdc_fail(err, KDC_EUNSUPPORTED,
+                    "conv2d: the reference convolution takes NCHW, not blocks of %d",
+                    d->x_blk ? d->x_blk : d->y_blk);
+}
+
 static kdc_status cpu_conv2d_forward(kdc_backend *be, const kdc_conv2d_desc *d, const float *x,
                                      const float *w, const float *bias, float *y,
                                      kdc_error *err)
@@ -140,6 +161,8 @@ static kdc_status cpu_conv2d_forward(kdc_backend *be, const kdc_conv2d_desc *d, 
     }
     if (c->dnnl)
         return kdc_dnnl_conv2d_forward(c->dnnl, d, x, w, bias, y, err);
+    if (d->x_blk || d->y_blk)
+        return refuse_blocked(d, err);
     st = ensure_work(c, kdc_conv2d_workspace_floats(d), err);
     if (st)
         return st;
@@ -160,6 +183,8 @@ static kdc_status cpu_conv2d_backward(kdc_backend *be, const kdc_conv2d_desc *d,
     }
     if (c->dnnl)
         return kdc_dnnl_conv2d_backward(c->dnnl, d, x, w, dy, dx, dw, dbias, err);
+    if (d->x_blk || d->y_blk)
+        return refuse_blocked(d, err);
     st = ensure_work(c, kdc_conv2d_workspace_floats(d), err);
     if (st)
         return st;
@@ -291,6 +316,18 @@ static kdc_status cpu_avgpool_backward(kdc_backend *be, int n, int c, int hw, co
                                        float *dx, kdc_error *err)
 {
     return kdc_avgpool_global_backward(n, c, hw, dy, dx, impl_of(be)->pool, err);
+}
+
+static kdc_status cpu_avgpool_forward_blk(kdc_backend *be, int n, int c, int hw, int blk,
+                                          const float *x, float *y, kdc_error *err)
+{
+    return kdc_avgpool_global_forward_blk(n, c, hw, blk, x, y, impl_of(be)->pool, err);
+}
+
+static kdc_status cpu_avgpool_backward_blk(kdc_backend *be, int n, int c, int hw, int blk,
+                                           const float *dy, float *dx, kdc_error *err)
+{
+    return kdc_avgpool_global_backward_blk(n, c, hw, blk, dy, dx, impl_of(be)->pool, err);
 }
 
 /* ------------------------------------------------------------- linear */
@@ -533,6 +570,9 @@ kdc_status kdc_backend_cpu_create(int threads, kdc_backend **out, kdc_error *err
     be->channel_shuffle = cpu_channel_shuffle;
     be->avgpool2d_forward = cpu_avgpool2d_forward;
     be->avgpool2d_backward = cpu_avgpool2d_backward;
+    be->avgpool_global_forward_blk = cpu_avgpool_forward_blk;
+    be->avgpool_global_backward_blk = cpu_avgpool_backward_blk;
+    be->act_blk = c->dnnl ? act_blk_of_cpu() : 0;
     *out = be;
     return KDC_OK;
 }

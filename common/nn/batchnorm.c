@@ -1,5 +1,6 @@
 /* batchnorm.c - batch norm forward/backward, one channel per task (see batchnorm.h). */
 #include "common/nn/batchnorm.h"
+#include "common/nn/batchnorm_blocked.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -24,7 +25,20 @@ static kdc_status check_desc(const kdc_bn_desc *d, kdc_error *err)
                         d->c, d->hw);
     if (!(d->eps > 0.0f))
         return kdc_fail(err, KDC_EINVAL, "batchnorm: eps must be positive");
+    if (!kdc_blk_valid(d->blk, d->c))
+        return kdc_fail(err, KDC_EINVAL, "batchnorm: layout block %d for %d channels", d->blk,
+                        d->c);
     return KDC_OK;
+}
+
+/* The phases of synchronised statistics take NCHW only. */
+static kdc_status check_desc_nchw(const kdc_bn_desc *d, kdc_error *err)
+{
+    kdc_status st = check_desc(d, err);
+    if (!st && d->blk)
+        return kdc_fail(err, KDC_EUNSUPPORTED,
+                        "batchnorm: synchronised statistics take NCHW, not a blocked layout");
+    return st;
 }
 
 /* Double sums with four interleaved accumulators, combined in a fixed order:
@@ -158,6 +172,9 @@ kdc_status kdc_batchnorm_forward_train(const kdc_bn_desc *d, const float *x, con
         return kdc_fail(err, KDC_EINVAL,
                         "batchnorm: train mode needs more than 1 value per channel (n=%d hw=%d)",
                         d->n, d->hw);
+    if (d->blk)
+        return kdc_batchnorm_forward_train_blk(d, x, gamma, beta, running_mean, running_var,
+                                               save_mean, save_invstd, y, pool, err);
     bn_ctx c = {.d = d, .x = x, .gamma = gamma, .beta = beta, .running_mean = running_mean,
                 .running_var = running_var, .save_mean = save_mean, .save_invstd = save_invstd,
                 .y = y};
@@ -191,6 +208,9 @@ kdc_status kdc_batchnorm_forward_eval(const kdc_bn_desc *d, const float *x, cons
     kdc_status st = check_desc(d, err);
     if (st)
         return st;
+    if (d->blk)
+        return kdc_batchnorm_forward_eval_blk(d, x, gamma, beta, running_mean, running_var, y,
+                                              pool, err);
     if (!running_mean || !running_var)
         return kdc_fail(err, KDC_EINVAL,
                         "batchnorm: eval mode needs running statistics (use train mode for a "
@@ -258,6 +278,9 @@ kdc_status kdc_batchnorm_backward(const kdc_bn_desc *d, const float *x, const fl
         return st;
     if (!save_mean || !save_invstd)
         return kdc_fail(err, KDC_EINVAL, "batchnorm backward: save_mean/save_invstd missing");
+    if (d->blk)
+        return kdc_batchnorm_backward_blk(d, x, dy, gamma, save_mean, save_invstd, dx, dgamma,
+                                          dbeta, pool, err);
     bn_ctx c = {.d = d, .x = x, .dy = dy, .gamma = gamma, .save_mean_in = save_mean,
                 .save_invstd_in = save_invstd, .dx = dx, .dgamma = dgamma, .dbeta = dbeta,
                 .streams = 1};
@@ -276,6 +299,9 @@ kdc_status kdc_batchnorm_backward_dual(const kdc_bn_desc *d, const float *x, con
         return st;
     if (!save_mean || !save_invstd)
         return kdc_fail(err, KDC_EINVAL, "batchnorm backward: save_mean/save_invstd missing");
+    if (d->blk)
+        return kdc_batchnorm_backward_dual_blk(d, x, dy2, gamma, save_mean, save_invstd, dx2,
+                                               dgamma0, dbeta0, dgamma1, dbeta1, pool, err);
     bn_ctx c = {.d = d, .x = x, .dy = dy2, .gamma = gamma, .save_mean_in = save_mean,
                 .save_invstd_in = save_invstd, .dx = dx2, .dgamma = dgamma0, .dbeta = dbeta0,
                 .streams = 2, .stream_off = (size_t)d->n * d->c * d->hw, .dgamma1 = dgamma1,
@@ -329,7 +355,7 @@ static void stats_task(void *vctx, size_t begin, size_t end)
 kdc_status kdc_batchnorm_stats(const kdc_bn_desc *d, const float *x, double *sums, kdc_pool *pool,
                                kdc_error *err)
 {
-    kdc_status st = check_desc(d, err);
+    kdc_status st = check_desc_nchw(d, err);
     if (st)
         return st;
     bn_sync_ctx c = {.d = d, .x = x, .sums_out = sums};
@@ -357,7 +383,7 @@ kdc_status kdc_batchnorm_apply(const kdc_bn_desc *d, const float *x, const float
                                float *running_mean, float *running_var, float *save_mean,
                                float *save_invstd, float *y, kdc_pool *pool, kdc_error *err)
 {
-    kdc_status st = check_desc(d, err);
+    kdc_status st = check_desc_nchw(d, err);
     if (st)
         return st;
     if (!(count >= 2))
@@ -395,7 +421,7 @@ kdc_status kdc_batchnorm_backward_sums(const kdc_bn_desc *d, const float *x, con
                                        double *sums, float *dgamma, float *dbeta, kdc_pool *pool,
                                        kdc_error *err)
 {
-    kdc_status st = check_desc(d, err);
+    kdc_status st = check_desc_nchw(d, err);
     if (st)
         return st;
     if (!save_mean || !save_invstd)
@@ -431,7 +457,7 @@ kdc_status kdc_batchnorm_backward_apply(const kdc_bn_desc *d, const float *x, co
                                         const float *save_invstd, const double *sums,
                                         double count, float *dx, kdc_pool *pool, kdc_error *err)
 {
-    kdc_status st = check_desc(d, err);
+    kdc_status st = check_desc_nchw(d, err);
     if (st)
         return st;
     if (!save_mean || !save_invstd)

@@ -200,15 +200,27 @@ typedef struct mds {
     dnnl_dims_t strides, pad_l, pad_r;
 } mds;
 
+/* The caller's activation layout (op_desc.h). A 1x1 map is the same bytes in
+ * either, and NCHW then lets oneDNN pick its own layout without a reorder. */
+static dnnl_format_tag_t act_tag(int blk, int hw)
+{
+    if (hw == 1 || blk == 0)
+        return dnnl_nchw;
+    return blk == 16 ? dnnl_aBcd16b : dnnl_aBcd8b;
+}
+
 static kdc_status make_mds(const kdc_conv2d_desc *d, mds *m, kdc_error *err)
 {
     dnnl_dims_t xd = {d->n, d->c_in, d->h_in, d->w_in};
     dnnl_dims_t yd = {d->n, d->c_out, d->h_out, d->w_out};
     dnnl_dims_t bd = {d->c_out};
     int g = d->groups;
-    DN(dnnl_memory_desc_init_by_tag(&m->x, 4, xd, dnnl_f32, dnnl_nchw), "md");
+    DN(dnnl_memory_desc_init_by_tag(&m->x, 4, xd, dnnl_f32, act_tag(d->x_blk, d->h_in * d->w_in)),
+       "md");
     DN(dnnl_memory_desc_init_by_tag(&m->xa, 4, xd, dnnl_f32, dnnl_format_tag_any), "md");
-    DN(dnnl_memory_desc_init_by_tag(&m->y, 4, yd, dnnl_f32, dnnl_nchw), "md");
+    DN(dnnl_memory_desc_init_by_tag(&m->y, 4, yd, dnnl_f32,
+                                    act_tag(d->y_blk, d->h_out * d->w_out)),
+       "md");
     DN(dnnl_memory_desc_init_by_tag(&m->ya, 4, yd, dnnl_f32, dnnl_format_tag_any), "md");
     DN(dnnl_memory_desc_init_by_tag(&m->b, 1, bd, dnnl_f32, dnnl_a), "md");
     DN(dnnl_memory_desc_init_by_tag(&m->ba, 1, bd, dnnl_f32, dnnl_format_tag_any), "md");
@@ -332,7 +344,7 @@ static int same_desc(const kdc_conv2d_desc *a, const kdc_conv2d_desc *b)
     return a->n == b->n && a->c_in == b->c_in && a->h_in == b->h_in && a->w_in == b->w_in &&
            a->c_out == b->c_out && a->kh == b->kh && a->kw == b->kw && a->stride == b->stride &&
            a->pad == b->pad && a->groups == b->groups && a->h_out == b->h_out &&
-           a->w_out == b->w_out;
+           a->w_out == b->w_out && a->x_blk == b->x_blk && a->y_blk == b->y_blk;
 }
 
 static kdc_status check_desc(const kdc_conv2d_desc *d, kdc_error *err)

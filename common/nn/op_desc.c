@@ -10,6 +10,9 @@ kdc_status kdc_conv2d_desc_init(kdc_conv2d_desc *d, kdc_error *err)
     if (d->c_in % d->groups || d->c_out % d->groups)
         return kdc_fail(err, KDC_EINVAL, "conv2d: channels %d -> %d not divisible by groups %d",
                         d->c_in, d->c_out, d->groups);
+    if (!kdc_blk_valid(d->x_blk, d->c_in) || !kdc_blk_valid(d->y_blk, d->c_out))
+        return kdc_fail(err, KDC_EINVAL, "conv2d: layout blocks %d / %d for %d -> %d channels",
+                        d->x_blk, d->y_blk, d->c_in, d->c_out);
     int hp = d->h_in + 2 * d->pad - d->kh, wp = d->w_in + 2 * d->pad - d->kw;
     if (hp < 0 || wp < 0)
         return kdc_fail(err, KDC_EINVAL, "conv2d: input %dx%d smaller than kernel %dx%d",
@@ -19,11 +22,18 @@ kdc_status kdc_conv2d_desc_init(kdc_conv2d_desc *d, kdc_error *err)
     return KDC_OK;
 }
 
+int kdc_blk_valid(int blk, int c)
+{
+    return blk == 0 || ((blk == 8 || blk == 16) && c > 0 && c % blk == 0);
+}
+
 kdc_status kdc_pool2d_desc_init(kdc_pool2d_desc *d, kdc_error *err)
 {
     if (d->n <= 0 || d->c <= 0 || d->h_in <= 0 || d->w_in <= 0 || d->k <= 0 ||
         d->stride <= 0 || d->pad < 0 || 2 * d->pad > d->k)
         return kdc_fail(err, KDC_EINVAL, "pool2d: bad descriptor");
+    if (!kdc_blk_valid(d->blk, d->c))
+        return kdc_fail(err, KDC_EINVAL, "pool2d: layout block %d for %d channels", d->blk, d->c);
     int hp = d->h_in + 2 * d->pad - d->k, wp = d->w_in + 2 * d->pad - d->k;
     if (hp < 0 || wp < 0)
         return kdc_fail(err, KDC_EINVAL, "pool2d: input %dx%d smaller than window %d",

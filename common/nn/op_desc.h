@@ -7,6 +7,16 @@
 
 #include "common/base/error.h"
 
+/* Activation layouts. Every desc below says in `*blk` fields which one its
+ * activations (and their gradients) use: 0 is NCHW; a block size B (8 or 16)
+ * is oneDNN's blocked nChw{B}c (format tag aBcd{B}b), the layout its
+ * convolutions compute in on AVX2 (B = 8) and AVX-512 (B = 16):
+ *   element (n, c, p) of an N x C x HW tensor is at ((n * C/B + c/B) * HW + p) * B + c % B,
+ * with C a multiple of B. Keeping activations blocked between convolutions
+ * saves the reorders into and out of it around every convolution. With
+ * HW = 1 both layouts are the same bytes. Only backends whose act_blk
+ * (backend.h) is non-zero accept a non-zero block. */
+
 /* Convolution with square kernels and symmetric stride / zero padding,
  * dilation 1, as every torchvision / mdistiller model here uses. */
 typedef struct kdc_conv2d_desc {
@@ -14,6 +24,7 @@ typedef struct kdc_conv2d_desc {
     int c_out, kh, kw;
     int stride, pad, groups;
     int h_out, w_out; /* derived by kdc_conv2d_desc_init */
+    int x_blk, y_blk; /* layouts of x / dx and of y / dy (0: NCHW) */
 } kdc_conv2d_desc;
 
 /* Fills h_out / w_out and validates (channels divisible by groups, positive
@@ -28,13 +39,18 @@ typedef struct kdc_bn_desc {
     int n, c, hw;
     float eps;
     float momentum;
+    int blk; /* layout of x, y, dy, dx (0: NCHW) */
 } kdc_bn_desc;
 
 typedef struct kdc_pool2d_desc {
     int n, c, h_in, w_in;
     int k, stride, pad;
     int h_out, w_out; /* derived by kdc_pool2d_desc_init (floor mode, as PyTorch) */
+    int blk; /* layout of x, y, dy, dx (0: NCHW; max pooling only) */
 } kdc_pool2d_desc;
+
+/* Is blk a layout for c channels (0, or 8 / 16 dividing c)? */
+int kdc_blk_valid(int blk, int c);
 
 kdc_status kdc_pool2d_desc_init(kdc_pool2d_desc *d, kdc_error *err);
 

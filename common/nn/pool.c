@@ -1,5 +1,6 @@
 /* pool.c - max pooling (forward, backward via recomputed argmax) and global average pooling. */
 #include "common/nn/pool.h"
+#include "common/nn/pool_blocked.h"
 
 #include <math.h>
 #include <string.h>
@@ -134,6 +135,9 @@ static kdc_status check_pool(const kdc_pool2d_desc *d, kdc_error *err)
         d->stride <= 0)
         return kdc_fail(err, KDC_EINVAL,
                         "maxpool2d: descriptor not initialised (call kdc_pool2d_desc_init)");
+    if (!kdc_blk_valid(d->blk, d->c))
+        return kdc_fail(err, KDC_EINVAL, "maxpool2d: layout block %d for %d channels", d->blk,
+                        d->c);
     return KDC_OK;
 }
 
@@ -143,6 +147,8 @@ kdc_status kdc_maxpool2d_forward(const kdc_pool2d_desc *d, const float *x, float
     kdc_status st = check_pool(d, err);
     if (st)
         return st;
+    if (d->blk)
+        return kdc_maxpool2d_forward_blk(d, x, y, pool, err);
     pool_ctx c = {.d = d, .x = x, .y = y};
     kdc_pool_parallel_for(pool, (size_t)d->n * d->c, 1, max_fwd_task, &c);
     return KDC_OK;
@@ -154,6 +160,8 @@ kdc_status kdc_maxpool2d_backward(const kdc_pool2d_desc *d, const float *x, cons
     kdc_status st = check_pool(d, err);
     if (st)
         return st;
+    if (d->blk)
+        return kdc_maxpool2d_backward_blk(d, x, dy, dx, pool, err);
     pool_ctx c = {.d = d, .x = x, .dy = dy, .dx = dx, .streams = 1};
     kdc_pool_parallel_for(pool, (size_t)d->n * d->c, 1, max_bwd_task, &c);
     return KDC_OK;
@@ -166,6 +174,8 @@ kdc_status kdc_maxpool2d_backward_dual(const kdc_pool2d_desc *d, const float *x,
     kdc_status st = check_pool(d, err);
     if (st)
         return st;
+    if (d->blk)
+        return kdc_maxpool2d_backward_dual_blk(d, x, dy2, dx2, pool, err);
     size_t planes = (size_t)d->n * d->c;
     pool_ctx c = {.d = d, .x = x, .dy = dy2, .dx = dx2, .streams = 2,
                   .stream_in = planes * d->h_in * d->w_in,
@@ -216,5 +226,79 @@ kdc_status kdc_avgpool_global_backward(int n, int c, int hw, const float *dy, fl
     pool_ctx ctx = {.dy = dy, .dx = dx, .hw = (size_t)hw};
     size_t grain = hw >= 4096 ? 1 : 4096 / (size_t)hw;
     kdc_pool_parallel_for(pool, (size_t)n * c, grain, avg_bwd_task, &ctx);
+    return KDC_OK;
+}
+
+/* ---- global average pool of a blocked x: tasks are (n, channel block) ---- */
+
+typedef struct blk_ctx {
+    const float *in;
+    float *out;
+    size_t hw, blk;
+} blk_ctx;
+
+POOL_VECTORISE static void avg_fwd_blk_task(void *vctx, size_t begin, size_t end)
+{
+    const blk_ctx *c = vctx;
+    const size_t B = c->blk;
+    for (size_t t = begin; t < end; t++) {
+        const float *xp = c->in + t * c->hw * B;
+        double s[16] = {0};
+        /* per lane the same additions, in the same order, as avg_fwd_task */
+        for (size_t i = 0; i < c->hw; i++)
+            for (size_t l = 0; l < B; l++)
+                s[l] += xp[i * B + l];
+        for (size_t l = 0; l < B; l++)
+            c->out[t * B + l] = (float)(s[l] / (double)c->hw);
+    }
+}
+
+POOL_VECTORISE static void avg_bwd_blk_task(void *vctx, size_t begin, size_t end)
+{
+    const blk_ctx *c = vctx;
+    const size_t B = c->blk;
+    float inv = 1.0f / (float)c->hw;
+    for (size_t t = begin; t < end; t++) {
+        float g[16];
+        for (size_t l = 0; l < B; l++)
+            g[l] = c->in[t * B + l] * inv;
+        float *dxp = c->out + t * c->hw * B;
+        for (size_t i = 0; i < c->hw; i++)
+            for (size_t l = 0; l < B; l++)
+                dxp[i * B + l] = g[l];
+    }
+}
+
+static kdc_status check_blk_gap(int n, int c, int hw, int blk, kdc_error *err)
+{
+    if (n <= 0 || c <= 0 || hw <= 0)
+        return kdc_fail(err, KDC_EINVAL, "avgpool: non-positive size n=%d c=%d hw=%d", n, c, hw);
+    if (blk == 0 || !kdc_blk_valid(blk, c))
+        return kdc_fail(err, KDC_EINVAL, "avgpool: layout block %d for %d channels", blk, c);
+    return KDC_OK;
+}
+
+kdc_status kdc_avgpool_global_forward_blk(int n, int c, int hw, int blk, const float *x,
+                                          float *y, kdc_pool *pool, kdc_error *err)
+{
+    kdc_status st = check_blk_gap(n, c, hw, blk, err);
+    if (st)
+        return st;
+    /* (n, cb) blocks are consecutive in x and their outputs consecutive in y */
+    blk_ctx ctx = {.in = x, .out = y, .hw = (size_t)hw, .blk = (size_t)blk};
+    size_t per = (size_t)hw * blk, grain = per >= 4096 ? 1 : 4096 / per;
+    kdc_pool_parallel_for(pool, (size_t)n * (c / blk), grain, avg_fwd_blk_task, &ctx);
+    return KDC_OK;
+}
+
+kdc_status kdc_avgpool_global_backward_blk(int n, int c, int hw, int blk, const float *dy,
+                                           float *dx, kdc_pool *pool, kdc_error *err)
+{
+    kdc_status st = check_blk_gap(n, c, hw, blk, err);
+    if (st)
+        return st;
+    blk_ctx ctx = {.in = dy, .out = dx, .hw = (size_t)hw, .blk = (size_t)blk};
+    size_t per = (size_t)hw * blk, grain = per >= 4096 ? 1 : 4096 / per;
+    kdc_pool_parallel_for(pool, (size_t)n * (c / blk), grain, avg_bwd_blk_task, &ctx);
     return KDC_OK;
 }

@@ -4,7 +4,8 @@
  * the first maximum of its window in row-major scan order (strictly greater
  * replaces; a NaN replaces), as PyTorch's CPU kernel does, so ties resolve the same
  * way. The argmax is recomputed from x instead of stored. Threaded over (n, c)
- * planes. Not here: average pooling with a window (no model needs it). */
+ * planes. A desc with blk != 0 means x, y, dy and dx are in the blocked layout
+ * (op_desc.h); the results are the same floats as in NCHW. Not here: average pooling with a window (no model needs it). */
 #ifndef KDC_POOL_H
 #define KDC_POOL_H
 
@@ -26,5 +27,11 @@ kdc_status kdc_avgpool_global_forward(int n, int c, int hw, const float *x, floa
                                       kdc_pool *pool, kdc_error *err);
 kdc_status kdc_avgpool_global_backward(int n, int c, int hw, const float *dy, float *dx,
                                        kdc_pool *pool, kdc_error *err);
+/* The same with x / dx in the blocked layout of block blk (op_desc.h); y / dy
+ * stay n x c. The same floats as the NCHW functions. */
+kdc_status kdc_avgpool_global_forward_blk(int n, int c, int hw, int blk, const float *x,
+                                          float *y, kdc_pool *pool, kdc_error *err);
+kdc_status kdc_avgpool_global_backward_blk(int n, int c, int hw, int blk, const float *dy,
+                                           float *dx, kdc_pool *pool, kdc_error *err);
 
 #endif
