@@ -158,3 +158,21 @@ void kdc_test_mpi_ranks_env(void)
     snprintf(v, sizeof v, "%s%sdetect_leaks=0", old ? old : "", old && *old ? ":" : "");
     setenv("ASAN_OPTIONS", v, 1);
 }
+
+void kdc_test_to_blocked(const float *x, int n, int c, int hw, int blk, float *out)
+{
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++)
+            for (int p = 0; p < hw; p++)
+                out[(((size_t)i * (c / blk) + ch / blk) * hw + p) * blk + ch % blk] =
+                    x[((size_t)i * c + ch) * hw + p];
+}
+
+void kdc_test_from_blocked(const float *x, int n, int c, int hw, int blk, float *out)
+{
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++)
+            for (int p = 0; p < hw; p++)
+                out[((size_t)i * c + ch) * hw + p] =
+                    x[(((size_t)i * (c / blk) + ch / blk) * hw + p) * blk + ch % blk];
+}

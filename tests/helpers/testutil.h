@@ -42,6 +42,11 @@ double kdc_test_rel_err_f64(const float *got, const double *ref, size_t n);
 /* splitmix64-based uniform floats in [lo, hi): reproducible test inputs. */
 void kdc_test_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi);
 
+/* NCHW (n x c x hw) <-> the blocked layout of block blk (common/nn/op_desc.h),
+ * written independently of the library's code; c must be a multiple of blk. */
+void kdc_test_to_blocked(const float *x, int n, int c, int hw, int blk, float *out);
+void kdc_test_from_blocked(const float *x, int n, int c, int hw, int blk, float *out);
+
 /* Runs a shell command, returns its exit status (-1 if it could not run). */
 int kdc_test_system(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
