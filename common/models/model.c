@@ -68,6 +68,7 @@ typedef struct node {
     size_t folded_off; /* conv with fold: offset of w' then b' in the folded arena */
     int skip_infer; /* BN folded into its conv */
     int infer_slot;
+    int blk;        /* planned layout of the output (op_desc.h), 0: NCHW */
 } node;
 
 /* A set of device buffers whose capacity (in floats) grows on demand. */
@@ -105,6 +106,8 @@ struct kdc_model {
     float *scratch;
     size_t scratch_cap;
 
+    int layout_on;     /* the pass being run uses the planned layouts (node.blk) */
+    int trained_layout; /* layout_on of the last train forward, which backward reuses */
     int trained_n, trained_h, trained_w; /* shape of the last train forward, 0: none */
     const float *train_input;            /* its input, which conv backward reads */
 
@@ -608,6 +611,59 @@ static kdc_status plan_infer(kdc_model *m, kdc_error *err)
     return bufset_init(&m->infer_slots, nslots, err);
 }
 
+/* Activation layouts: which outputs stay in the backend's blocked layout
+ * (op_desc.h), so that no reorder runs around a convolution. Convolutions take
+ * either layout in and give either out; the global pool takes either in;
+ * BN, ReLU, ReLU6, sigmoid, add and max pool keep their input's layout; every
+ * other op (linear, channel scale / concatenation / slice / shuffle, windowed
+ * average pool) reads and writes NCHW. A node is blocked when its op may be,
+ * its channels divide into blocks, and no constraint above says otherwise:
+ * start from every candidate blocked and turn nodes to NCHW until the
+ * constraints hold (each turn is final, so this ends). */
+static int keeps_layout(op_kind op)
+{
+    return op == OP_BN || op == OP_RELU || op == OP_RELU6 || op == OP_SIGMOID || op == OP_ADD ||
+           op == OP_MAXPOOL;
+}
+
+static void plan_layouts(kdc_model *m)
+{
+    int B = m->be->act_blk;
+    for (int i = 0; i < m->n_nodes; i++) {
+        node *nd = &m->nodes[i];
+        nd->blk = B && (nd->op == OP_CONV || keeps_layout(nd->op)) && nd->c % B == 0 ? B : 0;
+    }
+    for (int changed = 1; changed;) {
+        changed = 0;
+        for (int i = 0; i < m->n_nodes; i++) {
+            node *nd = &m->nodes[i];
+            for (int k = 0; k < 2; k++) {
+                int a = nd->in[k];
+                if (a == -3)
+                    continue;
+                int in_blk = a >= 0 ? m->nodes[a].blk : 0;
+                if (keeps_layout(nd->op) && nd->blk != in_blk) {
+                    if (nd->blk)
+                        nd->blk = 0;
+                    else
+                        m->nodes[a].blk = 0;
+                    changed = 1;
+                } else if (!keeps_layout(nd->op) && nd->op != OP_CONV && nd->op != OP_GAP &&
+                           in_blk) {
+                    m->nodes[a].blk = 0;
+                    changed = 1;
+                }
+            }
+        }
+    }
+}
+
+/* The layout of node i's output in the pass being run (the input is NCHW). */
+static int act_blk(const kdc_model *m, int i)
+{
+    return i >= 0 && m->layout_on ? m->nodes[i].blk : 0;
+}
+
 /* -------------------------------------------------------- shape-dependent dims */
 
 /* Fills every node's output size and op descriptors for input n x 3 x h x w. */
@@ -626,7 +682,8 @@ static kdc_status plan_dims(kdc_model *m, int n, int h, int w, kdc_error *err)
         case OP_CONV: {
             kdc_conv2d_desc d = {.n = n, .c_in = nd->c_in, .h_in = ih, .w_in = iw,
                                  .c_out = nd->c, .kh = nd->k, .kw = nd->k,
-                                 .stride = nd->stride, .pad = nd->pad, .groups = nd->groups};
+                                 .stride = nd->stride, .pad = nd->pad, .groups = nd->groups,
+                                 .x_blk = act_blk(m, nd->in[0]), .y_blk = act_blk(m, i)};
             if (kdc_conv2d_desc_init(&d, err))
                 return kdc_error_prefix(err, "%s: input %dx%d is too small at %s: ", m->arch, h,
                                         w, nd->name);
@@ -638,7 +695,7 @@ static kdc_status plan_dims(kdc_model *m, int n, int h, int w, kdc_error *err)
         case OP_MAXPOOL:
         case OP_AVGPOOL: {
             kdc_pool2d_desc d = {.n = n, .c = nd->c, .h_in = ih, .w_in = iw, .k = nd->k,
-                                 .stride = nd->stride, .pad = nd->pad};
+                                 .stride = nd->stride, .pad = nd->pad, .blk = act_blk(m, i)};
             if (kdc_pool2d_desc_init(&d, err))
                 return kdc_error_prefix(err, "%s: input %dx%d is too small at a pool: ",
                                         m->arch, h, w);
@@ -855,6 +912,7 @@ kdc_status kdc_model_finish(kdc_model *m, uint64_t seed, kdc_error *err)
     if (!(st = layout_params(m, err)) && !(st = init_params(m, seed, err)) &&
         !(st = plan_train_buffers(m, err)) && !(st = plan_grad_slots(m, err)))
         st = plan_infer(m, err);
+    plan_layouts(m);
     return st;
 }
 
@@ -891,6 +949,14 @@ int kdc_model_num_classes(const kdc_model *m) { return m->num_classes; }
 int kdc_model_feature_dim(const kdc_model *m) { return m->nodes[m->features_node].c; }
 size_t kdc_model_param_count(const kdc_model *m) { return m->weights_numel; }
 kdc_backend *kdc_model_backend(const kdc_model *m) { return m->be; }
+
+int kdc_model_blocked_nodes(const kdc_model *m)
+{
+    int k = 0;
+    for (int i = 0; i < m->n_nodes; i++)
+        k += m->nodes[i].blk != 0;
+    return k;
+}
 kdc_param_table *kdc_model_params(kdc_model *m) { return &m->params; }
 
 float *kdc_model_flat_weights(kdc_model *m, size_t *numel)
@@ -943,6 +1009,25 @@ static kdc_status forward_plain(kdc_model *m, const node *nd, int n, const float
     default:
         return kdc_fail(err, KDC_EINVAL, "node kind %d has no plain forward", (int)nd->op);
     }
+}
+
+/* The global average pool, from its input's layout. */
+static kdc_status gap_forward(kdc_model *m, const node *nd, int n, const float *in, float *y,
+                              kdc_error *err)
+{
+    kdc_backend *be = m->be;
+    int hw = m->nodes[nd->in[0]].h * m->nodes[nd->in[0]].w, blk = act_blk(m, nd->in[0]);
+    return blk ? be->avgpool_global_forward_blk(be, n, nd->c, hw, blk, in, y, err)
+               : be->avgpool_global_forward(be, n, nd->c, hw, in, y, err);
+}
+
+static kdc_status gap_backward(kdc_model *m, const node *nd, int n, const float *dy, float *dx,
+                               kdc_error *err)
+{
+    kdc_backend *be = m->be;
+    int hw = m->nodes[nd->in[0]].h * m->nodes[nd->in[0]].w, blk = act_blk(m, nd->in[0]);
+    return blk ? be->avgpool_global_backward_blk(be, n, nd->c, hw, blk, dy, dx, err)
+               : be->avgpool_global_backward(be, n, nd->c, hw, dy, dx, err);
 }
 
 static const float *train_act(const kdc_model *m, const float *x, int i)
@@ -1025,6 +1110,8 @@ kdc_status kdc_model_forward(kdc_model *m, const float *x, int n, int h, int w, 
                              const float **logits, const float **features, kdc_error *err)
 {
     kdc_backend *be = m->be;
+    /* synchronised statistics run in NCHW (batchnorm.h's phases) */
+    m->layout_on = !(train && m->bn_sum);
     kdc_status st = plan_dims(m, n, h, w, err);
     if (st)
         return st;
@@ -1050,7 +1137,7 @@ kdc_status kdc_model_forward(kdc_model *m, const float *x, int n, int h, int w, 
             break;
         case OP_BN: {
             kdc_bn_desc d = {.n = n, .c = nd->c, .hw = nd->h * nd->w, .eps = BN_EPS,
-                             .momentum = BN_MOMENTUM};
+                             .momentum = BN_MOMENTUM, .blk = act_blk(m, i)};
             if (train && m->bn_sum) {
                 st = bn_forward_summed(m, nd, &d, in, y, err);
             } else if (train) {
@@ -1070,11 +1157,9 @@ kdc_status kdc_model_forward(kdc_model *m, const float *x, int n, int h, int w, 
         case OP_MAXPOOL:
             st = be->maxpool2d_forward(be, &nd->pd, in, y, err);
             break;
-        case OP_GAP: {
-            const node *src = &m->nodes[nd->in[0]];
-            st = be->avgpool_global_forward(be, n, nd->c, src->h * src->w, in, y, err);
+        case OP_GAP:
+            st = gap_forward(m, nd, n, in, y, err);
             break;
-        }
         case OP_LINEAR:
             st = be->linear_forward(be, n, nd->c_in, nd->c, in, pw(m, nd->p_w), pw(m, nd->p_b), y,
                                     err);
@@ -1107,6 +1192,7 @@ kdc_status kdc_model_forward(kdc_model *m, const float *x, int n, int h, int w, 
         /* training changes the running statistics (and an optimiser step on the
          * weights usually follows): the next inference call refolds */
         m->folded_valid = 0;
+        m->trained_layout = m->layout_on;
         m->train_input = x;
         m->trained_n = n;
         m->trained_h = h;
@@ -1285,6 +1371,7 @@ static kdc_status backward_streams(kdc_model *m, int S, const float *dlogits,
 {
     kdc_backend *be = m->be;
     int n = m->trained_n;
+    m->layout_on = m->trained_layout;
     kdc_status st = plan_dims(m, n, m->trained_h, m->trained_w, err);
     if (st)
         return st;
@@ -1353,7 +1440,7 @@ static kdc_status backward_streams(kdc_model *m, int S, const float *dlogits,
             break;
         case OP_BN: {
             kdc_bn_desc d = {.n = n, .c = nd->c, .hw = nd->h * nd->w, .eps = BN_EPS,
-                             .momentum = BN_MOMENTUM};
+                             .momentum = BN_MOMENTUM, .blk = act_blk(m, i)};
             const float *sm = m->save_stats + m->save_off[nd->bn_index];
             float *gws[2] = {gw0, gw1}, *gbs[2] = {gb0, gb1};
             if (m->bn_sum) {
@@ -1379,12 +1466,9 @@ static kdc_status backward_streams(kdc_model *m, int S, const float *dlogits,
                         : be->maxpool2d_backward_dual(be, &nd->pd, in, y, dy, dx_or_scratch, err);
             break;
         }
-        case OP_GAP: { /* the same op on a batch of S * n */
-            const node *src = &m->nodes[nd->in[0]];
-            st = be->avgpool_global_backward(be, S * n, nd->c, src->h * src->w, dy,
-                                             dx_or_scratch, err);
+        case OP_GAP: /* the same op on a batch of S * n */
+            st = gap_backward(m, nd, S * n, dy, dx_or_scratch, err);
             break;
-        }
         case OP_LINEAR:
             st = S == 1 ? be->linear_backward(be, n, nd->c_in, nd->c, in, pw(m, nd->p_w), dy,
                                               t.dst, gw0, gb0, err)
@@ -1530,6 +1614,7 @@ kdc_status kdc_model_infer(kdc_model *m, const float *x, int n, int h, int w,
     kdc_status st;
     if (!m->folded_valid && (st = kdc_model_refold(m, err)))
         return st;
+    m->layout_on = 1;
     if ((st = plan_dims(m, n, h, w, err)))
         return st;
     /* plan_dims overwrote the dims backward would use; backward replans */
@@ -1560,7 +1645,7 @@ kdc_status kdc_model_infer(kdc_model *m, const float *x, int n, int h, int w,
             break;
         case OP_BN: {
             kdc_bn_desc d = {.n = n, .c = nd->c, .hw = nd->h * nd->w, .eps = BN_EPS,
-                             .momentum = BN_MOMENTUM};
+                             .momentum = BN_MOMENTUM, .blk = act_blk(m, i)};
             st = be->batchnorm_forward_eval(be, &d, in, pw(m, nd->p_w), pw(m, nd->p_b),
                                             pw(m, nd->p_rm), pw(m, nd->p_rv), y, err);
             break;
@@ -1571,11 +1656,9 @@ kdc_status kdc_model_infer(kdc_model *m, const float *x, int n, int h, int w,
         case OP_MAXPOOL:
             st = be->maxpool2d_forward(be, &nd->pd, in, y, err);
             break;
-        case OP_GAP: {
-            const node *src = &m->nodes[nd->in[0]];
-            st = be->avgpool_global_forward(be, n, nd->c, src->h * src->w, in, y, err);
+        case OP_GAP:
+            st = gap_forward(m, nd, n, in, y, err);
             break;
-        }
         case OP_LINEAR:
             st = be->linear_forward(be, n, nd->c_in, nd->c, in, pw(m, nd->p_w), pw(m, nd->p_b), y,
                                     err);

@@ -63,6 +63,10 @@ int kdc_model_feature_dim(const kdc_model *m);
 /* Number of trainable scalars (PyTorch's sum(p.numel() for p in parameters())). */
 size_t kdc_model_param_count(const kdc_model *m);
 kdc_backend *kdc_model_backend(const kdc_model *m);
+/* How many node outputs stay in the backend's blocked activation layout
+ * (op_desc.h; 0 on a backend without one): the rest are NCHW. Every result is
+ * the same floats in either layout. */
+int kdc_model_blocked_nodes(const kdc_model *m);
 
 /* Parameters and buffers under their state_dict names, in state_dict order.
  * The tensors live on the model's device; callers may overwrite their
