@@ -177,10 +177,22 @@ KERNEL void bwd_block(const blk_ctx *c, size_t t, const int B)
 }
 
 /* The B = 8 and B = 16 instances of the kernels. */
-POOL_VECTORISE static void fwd_block8(const blk_ctx *c, size_t t) { fwd_block(c, t, 8); }
-POOL_VECTORISE static void fwd_block16(const blk_ctx *c, size_t t) { fwd_block(c, t, 16); }
-POOL_VECTORISE static void bwd_block8(const blk_ctx *c, size_t t) { bwd_block(c, t, 8); }
-POOL_VECTORISE static void bwd_block16(const blk_ctx *c, size_t t) { bwd_block(c, t, 16); }
+POOL_VECTORISE static void fwd_block8(const blk_ctx *c, size_t t)
+{
+    fwd_block(c, t, 8);
+}
+POOL_VECTORISE static void fwd_block16(const blk_ctx *c, size_t t)
+{
+    fwd_block(c, t, 16);
+}
+POOL_VECTORISE static void bwd_block8(const blk_ctx *c, size_t t)
+{
+    bwd_block(c, t, 8);
+}
+POOL_VECTORISE static void bwd_block16(const blk_ctx *c, size_t t)
+{
+    bwd_block(c, t, 16);
+}
 
 static void fwd_task(void *vctx, size_t begin, size_t end)
 {
@@ -215,7 +227,10 @@ static kdc_status check_blk(const kdc_pool2d_desc *d, kdc_error *err)
     return KDC_OK;
 }
 
-static size_t blocks(const kdc_pool2d_desc *d) { return (size_t)d->n * (size_t)(d->c / d->blk); }
+static size_t blocks(const kdc_pool2d_desc *d)
+{
+    return (size_t)d->n * (size_t)(d->c / d->blk);
+}
 
 kdc_status kdc_maxpool2d_forward_blk(const kdc_pool2d_desc *d, const float *x, float *y,
                                      kdc_pool *pool, kdc_error *err)
@@ -248,7 +263,11 @@ kdc_status kdc_maxpool2d_backward_dual_blk(const kdc_pool2d_desc *d, const float
         return st;
     /* the streams are whole blocked tensors, so their offsets are NCHW's */
     size_t planes = (size_t)d->n * d->c;
-    blk_ctx c = {.d = d, .x = x, .dy = dy2, .dx = dx2, .streams = 2,
+    blk_ctx c = {.d = d,
+                 .x = x,
+                 .dy = dy2,
+                 .dx = dx2,
+                 .streams = 2,
                  .stream_in = planes * d->h_in * d->w_in,
                  .stream_out = planes * d->h_out * d->w_out};
     kdc_pool_parallel_for(pool, blocks(d), 1, bwd_task, &c);

@@ -71,18 +71,15 @@ static void fill(float *x, size_t n, int kind, uint64_t seed)
     for (size_t i = 0; i < n; i++) {
         float u = x[i];
         switch (kind) {
-        case FILL_UNIFORM:
-            x[i] = 2.0f * u - 1.0f;
-            break;
+        case FILL_UNIFORM: x[i] = 2.0f * u - 1.0f; break;
         case FILL_TIES: /* four levels: most 3x3 windows hold a tied maximum */
             x[i] = (float)(int)(u * 4.0f) * 0.5f - 0.75f;
             break;
-        case FILL_ZEROS:
-            x[i] = u < 0.4f ? -0.0f : u < 0.8f ? 0.0f : -1.0f;
-            break;
+        case FILL_ZEROS: x[i] = u < 0.4f ? -0.0f : u < 0.8f ? 0.0f : -1.0f; break;
         default: /* NaNs of distinct payloads and signs, -inf, signed zeros, ties */
             if (u < 0.08f)
-                x[i] = bits_to_float((u < 0.04f ? 0xffc00000u : 0x7fc00000u) | (uint32_t)(i & 0xfff));
+                x[i] =
+                    bits_to_float((u < 0.04f ? 0xffc00000u : 0x7fc00000u) | (uint32_t)(i & 0xfff));
             else if (u < 0.45f)
                 x[i] = -INFINITY;
             else if (u < 0.55f)
@@ -100,8 +97,14 @@ typedef struct pool_case {
 static kdc_pool2d_desc make_desc(const pool_case *pc, int blk)
 {
     kdc_error err;
-    kdc_pool2d_desc d = {.n = pc->n, .c = pc->c, .h_in = pc->h, .w_in = pc->w, .k = pc->k,
-                         .stride = pc->stride, .pad = pc->pad, .blk = blk};
+    kdc_pool2d_desc d = {.n = pc->n,
+                         .c = pc->c,
+                         .h_in = pc->h,
+                         .w_in = pc->w,
+                         .k = pc->k,
+                         .stride = pc->stride,
+                         .pad = pc->pad,
+                         .blk = blk};
     ck_assert_msg(kdc_pool2d_desc_init(&d, &err) == KDC_OK, "%s", err.msg);
     return d;
 }
@@ -188,16 +191,14 @@ static void run_max_cases(const pool_case *cases, size_t count)
 START_TEST(test_maxpool_blocked_layers)
 {
     static const pool_case cases[] = {
-        {2, 32, 16, 16, 3, 2, 1}, /* resnet's stem pool */
-        {3, 48, 7, 9, 3, 2, 1},   /* the stem pool on an odd map */
-        {1, 16, 8, 8, 2, 2, 0},
-        {2, 16, 7, 7, 2, 2, 0},   /* floor mode drops the last row and column */
-        {1, 32, 9, 11, 3, 1, 1},  /* overlapping windows: three additions per dx float */
-        {3, 16, 5, 13, 3, 1, 0},
-        {1, 48, 15, 15, 3, 2, 1},
-        {2, 32, 11, 10, 5, 3, 2},
-        {1, 16, 3, 5, 1, 1, 0},
-        {2, 16, 1, 1, 1, 1, 0},   /* one pixel: both layouts are the same bytes */
+        {2, 32, 16, 16, 3, 2, 1},                         /* resnet's stem pool */
+        {3, 48, 7, 9, 3, 2, 1},                           /* the stem pool on an odd map */
+        {1, 16, 8, 8, 2, 2, 0},   {2, 16, 7, 7, 2, 2, 0}, /* floor mode drops the last row and
+                                                             column */
+        {1, 32, 9, 11, 3, 1, 1}, /* overlapping windows: three additions per dx float */
+        {3, 16, 5, 13, 3, 1, 0},  {1, 48, 15, 15, 3, 2, 1}, {2, 32, 11, 10, 5, 3, 2},
+        {1, 16, 3, 5, 1, 1, 0},   {2, 16, 1, 1, 1, 1, 0}, /* one pixel: both layouts are the same
+                                                             bytes */
     };
     run_max_cases(cases, sizeof cases / sizeof cases[0]);
 }
@@ -272,8 +273,8 @@ END_TEST
 START_TEST(test_avgpool_global_blocked)
 {
     kdc_error err;
-    static const int cases[][3] = {{1, 16, 1}, {2, 32, 49}, {3, 48, 63}, {2, 16, 256},
-                                   {1, 32, 3136}, {3, 16, 5}};
+    static const int cases[][3] = {{1, 16, 1},   {2, 32, 49},   {3, 48, 63},
+                                   {2, 16, 256}, {1, 32, 3136}, {3, 16, 5}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         for (int blk = 8; blk <= 16; blk += 8) {
             int n = cases[i][0], c = cases[i][1], hw = cases[i][2];
