@@ -39,7 +39,7 @@ static long window_argmax(const kdc_pool2d_desc *d, const float *xp, int ho, int
     return best;
 }
 
-#define ROW_MAX 2048
+#define ROW_MAX KDC_POOL_ROW_MAX
 
 /* (v > m || v != v) ? v : m below is window_argmax's rule: a NaN wins. The
  * elementwise pass needs GCC's "cheap" vectoriser model at -O2 (activation.c).
@@ -47,15 +47,7 @@ static long window_argmax(const kdc_pool2d_desc *d, const float *xp, int ho, int
  * (clipped) input rows (a contiguous, vectorisable pass), then each output's
  * max over its clipped columns. Same value as window_argmax: the maximum, NaN
  * if the window holds one (only the sign of a zero maximum can differ, where a
- * window ties -0 and +0). */
-#if defined(__GNUC__) && !defined(__clang__)
-#define POOL_VECTORISE __attribute__((optimize("vect-cost-model=cheap")))
-#define POOL_IVDEP _Pragma("GCC ivdep")
-#else
-#define POOL_VECTORISE
-#define POOL_IVDEP
-#endif
-
+ * window ties -0 and +0). POOL_VECTORISE is in pool_blocked.h. */
 POOL_VECTORISE static void max_fwd_plane(const kdc_pool2d_desc *d, const float *xp, float *yp)
 {
     float col[ROW_MAX];

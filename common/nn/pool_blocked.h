@@ -12,6 +12,21 @@
 #include "common/nn/op_desc.h"
 #include "common/base/threadpool.h"
 
+/* Widest input row that the forward's separable method takes (pool.c keeps a
+ * row of column maxima on the stack); wider rows scan each window as
+ * window_argmax does. Both layouts switch at this width, because the two
+ * methods can give differently signed zero maxima (pool.c, max_fwd_plane). */
+#define KDC_POOL_ROW_MAX 2048
+
+/* The lane loops vectorise at -O2 only under GCC's "cheap" cost model (activation.c). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define POOL_VECTORISE __attribute__((optimize("vect-cost-model=cheap")))
+#define POOL_IVDEP _Pragma("GCC ivdep")
+#else
+#define POOL_VECTORISE
+#define POOL_IVDEP
+#endif
+
 kdc_status kdc_maxpool2d_forward_blk(const kdc_pool2d_desc *d, const float *x, float *y,
                                      kdc_pool *pool, kdc_error *err);
 kdc_status kdc_maxpool2d_backward_blk(const kdc_pool2d_desc *d, const float *x, const float *dy,
