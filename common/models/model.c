@@ -66,7 +66,8 @@ typedef struct node {
     int grad_slot;  /* index into gradient slots; -1 for the logits node */
     int fold;       /* conv: folded with the BN that reads it (infer) */
     size_t folded_off; /* conv with fold: offset of w' then b' in the folded arena */
-    int skip_infer; /* BN folded into its conv */
+    int skip_infer; /* BN folded into its conv, or ReLU fused into it */
+    int relu_infer; /* conv: its ReLU runs inside it (infer) */
     int infer_slot;
     int blk;        /* planned layout of the output (op_desc.h), 0: NCHW */
 } node;
@@ -556,6 +557,17 @@ static kdc_status plan_infer(kdc_model *m, kdc_error *err)
         }
     }
     m->folded_numel = folded;
+    /* a ReLU that alone reads a convolution (or its folded BN) runs inside it */
+    for (int i = 0; i < n && m->be->conv_relu; i++) {
+        node *nd = &m->nodes[i];
+        int a = nd->in[0], cv = infer_source(m, a);
+        if (nd->op == OP_RELU && cv >= 0 && m->nodes[cv].op == OP_CONV &&
+            m->nodes[a].n_readers == 1 && m->nodes[cv].n_readers == 1 &&
+            a != m->features_node && cv != m->features_node) {
+            m->nodes[cv].relu_infer = 1;
+            nd->skip_infer = 1;
+        }
+    }
 
     size_t cnt = n > 0 ? (size_t)n : 1;
     int *readers = calloc(cnt, sizeof *readers);
@@ -1571,7 +1583,7 @@ kdc_status kdc_model_refold(kdc_model *m, kdc_error *err)
         goto done;
     for (int i = 0; i < m->n_nodes; i++) {
         node *bn = &m->nodes[i];
-        if (!bn->skip_infer)
+        if (!bn->skip_infer || bn->op != OP_BN)
             continue;
         node *cv = &m->nodes[bn->in[0]];
         size_t per_out = (size_t)(cv->c_in / cv->groups) * (size_t)cv->k * (size_t)cv->k;
@@ -1634,15 +1646,18 @@ kdc_status kdc_model_infer(kdc_model *m, const float *x, int n, int h, int w,
         const float *in = infer_act(m, x, nd->in[0]);
         float *y = bs->ptr[nd->infer_slot];
         switch (nd->op) {
-        case OP_CONV:
+        case OP_CONV: {
+            kdc_conv2d_desc d = nd->cd;
+            d.relu = nd->relu_infer;
             if (nd->fold) {
                 const float *fw = m->folded + nd->folded_off;
                 size_t wn = kdc_tensor_numel(&m->params.items[nd->p_w].value);
-                st = be->conv2d_forward(be, &nd->cd, in, fw, fw + wn, y, err);
+                st = be->conv2d_forward(be, &d, in, fw, fw + wn, y, err);
             } else {
-                st = be->conv2d_forward(be, &nd->cd, in, pw(m, nd->p_w), pw(m, nd->p_b), y, err);
+                st = be->conv2d_forward(be, &d, in, pw(m, nd->p_w), pw(m, nd->p_b), y, err);
             }
             break;
+        }
         case OP_BN: {
             kdc_bn_desc d = {.n = n, .c = nd->c, .hw = nd->h * nd->w, .eps = BN_EPS,
                              .momentum = BN_MOMENTUM, .blk = act_blk(m, i)};

@@ -37,6 +37,7 @@ struct kdc_backend {
     kdc_device device;
     void *impl;       /* backend-private state */
     int act_blk;      /* block size of the blocked activation layout its ops take, 0: NCHW only */
+    int conv_relu;    /* conv2d_forward honours desc.relu (op_desc.h); 0: it must be 0 */
 
     void (*destroy)(kdc_backend *be);
 

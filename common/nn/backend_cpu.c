@@ -154,19 +154,22 @@ static kdc_status cpu_conv2d_forward(kdc_backend *be, const kdc_conv2d_desc *d, 
 {
     cpu_impl *c = impl_of(be);
     kdc_status st;
-    if (c->dnnl && kdc_conv2d_point_applies(d)) {
-        if ((st = ensure_work(c, kdc_conv2d_point_workspace_floats(d), err)))
+    if (c->dnnl && !kdc_conv2d_point_applies(d))
+        return kdc_dnnl_conv2d_forward(c->dnnl, d, x, w, bias, y, err); /* ReLU as a post-op */
+    if (c->dnnl) {
+        if ((st = ensure_work(c, kdc_conv2d_point_workspace_floats(d), err)) ||
+            (st = kdc_conv2d_point_forward(d, x, w, bias, y, c->work, c->work_floats, err)))
             return st;
-        return kdc_conv2d_point_forward(d, x, w, bias, y, c->work, c->work_floats, err);
+    } else {
+        if (d->x_blk || d->y_blk)
+            return refuse_blocked(d, err);
+        if ((st = ensure_work(c, kdc_conv2d_workspace_floats(d), err)) ||
+            (st = kdc_conv2d_forward(d, x, w, bias, y, c->work, c->work_floats, c->pool, err)))
+            return st;
     }
-    if (c->dnnl)
-        return kdc_dnnl_conv2d_forward(c->dnnl, d, x, w, bias, y, err);
-    if (d->x_blk || d->y_blk)
-        return refuse_blocked(d, err);
-    st = ensure_work(c, kdc_conv2d_workspace_floats(d), err);
-    if (st)
-        return st;
-    return kdc_conv2d_forward(d, x, w, bias, y, c->work, c->work_floats, c->pool, err);
+    if (d->relu)
+        kdc_relu_forward((size_t)d->n * d->c_out * d->h_out * d->w_out, y, y, c->pool);
+    return KDC_OK;
 }
 
 static kdc_status cpu_conv2d_backward(kdc_backend *be, const kdc_conv2d_desc *d,
@@ -573,6 +576,7 @@ kdc_status kdc_backend_cpu_create(int threads, kdc_backend **out, kdc_error *err
     be->avgpool_global_forward_blk = cpu_avgpool_forward_blk;
     be->avgpool_global_backward_blk = cpu_avgpool_backward_blk;
     be->act_blk = c->dnnl ? act_blk_of_cpu() : 0;
+    be->conv_relu = 1;
     *out = be;
     return KDC_OK;
 }

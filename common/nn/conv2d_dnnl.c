@@ -41,7 +41,7 @@ typedef struct prim {
 
 typedef struct entry {
     kdc_conv2d_desc d;
-    prim fwd[2];   /* [bias] */
+    prim fwd[2][2]; /* [bias][relu] */
     prim bwd_data;
     prim bwd_w[2]; /* [dbias] */
     unsigned long last_use;
@@ -109,7 +109,8 @@ static void prim_free(prim *p)
 static void entry_free(entry *e)
 {
     for (int b = 0; b < 2; b++) {
-        prim_free(&e->fwd[b]);
+        prim_free(&e->fwd[b][0]);
+        prim_free(&e->fwd[b][1]);
         prim_free(&e->bwd_w[b]);
     }
     prim_free(&e->bwd_data);
@@ -242,17 +243,34 @@ static kdc_status make_mds(const kdc_conv2d_desc *d, mds *m, kdc_error *err)
 }
 
 static kdc_status create_pd(kdc_dnnl *ctx, prim *p, const dnnl_convolution_desc_t *cd,
-                            const_dnnl_primitive_desc_t hint, const char *what, kdc_error *err)
+                            const_dnnl_primitive_desc_t hint, const_dnnl_primitive_attr_t attr,
+                            const char *what, kdc_error *err)
 {
     omp_set_num_threads(ctx->threads); /* kernels partition work for this count */
-    DN(dnnl_primitive_desc_create(&p->pd, cd, NULL, ctx->engine, hint), what);
+    DN(dnnl_primitive_desc_create(&p->pd, cd, attr, ctx->engine, hint), what);
     DN(dnnl_primitive_create(&p->p, p->pd), what);
     return KDC_OK;
 }
 
-static kdc_status make_fwd(kdc_dnnl *ctx, entry *e, int bias, kdc_error *err)
+/* The attribute of a forward with the ReLU as a post-op (the kernel applies
+ * it to each output block while it is still in registers: no second pass). */
+static kdc_status relu_attr(dnnl_primitive_attr_t *attr, kdc_error *err)
 {
-    prim *p = &e->fwd[bias];
+    dnnl_post_ops_t po;
+    DN(dnnl_post_ops_create(&po), "post_ops_create");
+    dnnl_status_t s = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
+    if (s == dnnl_success)
+        s = dnnl_primitive_attr_create(attr);
+    if (s == dnnl_success && (s = dnnl_primitive_attr_set_post_ops(*attr, po)) != dnnl_success)
+        dnnl_primitive_attr_destroy(*attr);
+    dnnl_post_ops_destroy(po);
+    DN(s, "ReLU post-op");
+    return KDC_OK;
+}
+
+static kdc_status make_fwd(kdc_dnnl *ctx, entry *e, int bias, int relu, kdc_error *err)
+{
+    prim *p = &e->fwd[bias][relu];
     if (p->pd)
         return KDC_OK;
     mds m;
@@ -264,7 +282,13 @@ static kdc_status make_fwd(kdc_dnnl *ctx, entry *e, int bias, kdc_error *err)
                                           &m.xa, &m.wa, bias ? &m.ba : NULL, &m.ya, m.strides,
                                           m.pad_l, m.pad_r),
        "forward descriptor");
-    if ((st = create_pd(ctx, p, &cd, NULL, "forward primitive", err)) ||
+    dnnl_primitive_attr_t attr = NULL;
+    if (relu && (st = relu_attr(&attr, err)))
+        return st;
+    st = create_pd(ctx, p, &cd, NULL, attr, "forward primitive", err);
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    if (st ||
         (st = prim_add_arg(ctx, p, DNNL_ARG_SRC, 0, &m.x, err)) ||
         (st = prim_add_arg(ctx, p, DNNL_ARG_WEIGHTS, 0, &m.w, err)) ||
         (bias && (st = prim_add_arg(ctx, p, DNNL_ARG_BIAS, 0, &m.b, err))) ||
@@ -278,9 +302,9 @@ static kdc_status make_fwd(kdc_dnnl *ctx, entry *e, int bias, kdc_error *err)
 /* Backward primitives need a forward one as a hint (it fixes the algorithm). */
 static const_dnnl_primitive_desc_t hint_of(kdc_dnnl *ctx, entry *e, kdc_error *err)
 {
-    if (!e->fwd[0].pd && !e->fwd[1].pd && make_fwd(ctx, e, 0, err))
+    if (!e->fwd[0][0].pd && !e->fwd[1][0].pd && make_fwd(ctx, e, 0, 0, err))
         return NULL;
-    return e->fwd[0].pd ? e->fwd[0].pd : e->fwd[1].pd;
+    return e->fwd[0][0].pd ? e->fwd[0][0].pd : e->fwd[1][0].pd;
 }
 
 static kdc_status make_bwd_data(kdc_dnnl *ctx, entry *e, kdc_error *err)
@@ -299,7 +323,7 @@ static kdc_status make_bwd_data(kdc_dnnl *ctx, entry *e, kdc_error *err)
     DN(dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &m.xa, &m.wa, &m.ya,
                                                 m.strides, m.pad_l, m.pad_r),
        "backward-data descriptor");
-    if ((st = create_pd(ctx, p, &cd, hint, "backward-data primitive", err)) ||
+    if ((st = create_pd(ctx, p, &cd, hint, NULL, "backward-data primitive", err)) ||
         (st = prim_add_arg(ctx, p, DNNL_ARG_DIFF_DST, 0, &m.y, err)) ||
         (st = prim_add_arg(ctx, p, DNNL_ARG_WEIGHTS, 0, &m.w, err)) ||
         (st = prim_add_arg(ctx, p, DNNL_ARG_DIFF_SRC, 1, &m.x, err))) {
@@ -326,7 +350,7 @@ static kdc_status make_bwd_w(kdc_dnnl *ctx, entry *e, int bias, kdc_error *err)
                                                    bias ? &m.ba : NULL, &m.ya, m.strides, m.pad_l,
                                                    m.pad_r),
        "backward-weights descriptor");
-    if ((st = create_pd(ctx, p, &cd, hint, "backward-weights primitive", err)) ||
+    if ((st = create_pd(ctx, p, &cd, hint, NULL, "backward-weights primitive", err)) ||
         (st = prim_add_arg(ctx, p, DNNL_ARG_SRC, 0, &m.x, err)) ||
         (st = prim_add_arg(ctx, p, DNNL_ARG_DIFF_DST, 0, &m.y, err)) ||
         (st = prim_add_arg(ctx, p, DNNL_ARG_DIFF_WEIGHTS, 1, &m.w, err)) ||
@@ -430,11 +454,12 @@ kdc_status kdc_dnnl_conv2d_forward(kdc_dnnl *ctx, const kdc_conv2d_desc *d, cons
         return st;
     entry *e = lookup(ctx, d);
     int b = bias != NULL;
-    if ((st = make_fwd(ctx, e, b, err)))
+    int r = d->relu != 0;
+    if ((st = make_fwd(ctx, e, b, r, err)))
         return st;
     void *ptr[4] = {(void *)x, (void *)w, b ? (void *)bias : y, y};
     omp_set_num_threads(ctx->threads);
-    return prim_run(ctx, &e->fwd[b], ptr, err);
+    return prim_run(ctx, &e->fwd[b][r], ptr, err);
 }
 
 kdc_status kdc_dnnl_conv2d_backward(kdc_dnnl *ctx, const kdc_conv2d_desc *d, const float *x,

@@ -47,6 +47,12 @@
     X(dnnl_convolution_forward_desc_init)                                                     \
     X(dnnl_convolution_backward_data_desc_init)                                               \
     X(dnnl_convolution_backward_weights_desc_init)                                            \
+    X(dnnl_primitive_attr_create)                                                             \
+    X(dnnl_primitive_attr_destroy)                                                            \
+    X(dnnl_primitive_attr_set_post_ops)                                                       \
+    X(dnnl_post_ops_create)                                                                   \
+    X(dnnl_post_ops_destroy)                                                                  \
+    X(dnnl_post_ops_append_eltwise)                                                           \
     X(omp_set_num_threads)
 
 #define KDC_DNNL_MEMBER(f) __typeof__(&f) f;
@@ -88,6 +94,12 @@ kdc_status kdc_dnnl_load(kdc_error *err);
     kdc_dnnl_api.dnnl_convolution_backward_data_desc_init
 #define dnnl_convolution_backward_weights_desc_init                                           \
     kdc_dnnl_api.dnnl_convolution_backward_weights_desc_init
+#define dnnl_primitive_attr_create kdc_dnnl_api.dnnl_primitive_attr_create
+#define dnnl_primitive_attr_destroy kdc_dnnl_api.dnnl_primitive_attr_destroy
+#define dnnl_primitive_attr_set_post_ops kdc_dnnl_api.dnnl_primitive_attr_set_post_ops
+#define dnnl_post_ops_create kdc_dnnl_api.dnnl_post_ops_create
+#define dnnl_post_ops_destroy kdc_dnnl_api.dnnl_post_ops_destroy
+#define dnnl_post_ops_append_eltwise kdc_dnnl_api.dnnl_post_ops_append_eltwise
 #define omp_set_num_threads kdc_dnnl_api.omp_set_num_threads
 #endif
 

@@ -25,6 +25,7 @@ typedef struct kdc_conv2d_desc {
     int stride, pad, groups;
     int h_out, w_out; /* derived by kdc_conv2d_desc_init */
     int x_blk, y_blk; /* layouts of x / dx and of y / dy (0: NCHW) */
+    int relu;         /* forward only: y = max(conv + bias, 0), the ReLU fused (inference) */
 } kdc_conv2d_desc;
 
 /* Fills h_out / w_out and validates (channels divisible by groups, positive

@@ -4,7 +4,8 @@
  * stream with the input gradient, and DOT's two streams), BN running
  * statistics and folded-inference outputs of the same model in NCHW, for one
  * architecture of each family of ops. Both
- * block sizes are run (16 is AVX-512's, 8 AVX2's), whatever this CPU uses. */
+ * block sizes are run (16 is AVX-512's, 8 AVX2's), whatever this CPU uses.
+ * Also the convolution with its ReLU fused (inference) against the two ops. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,12 +152,63 @@ START_TEST(test_blocked_equals_nchw)
 }
 END_TEST
 
+/* desc.relu (the inference fusion) equals the convolution, then a ReLU, on the
+ * oneDNN path (post-op), the 1x1-map GEMM path and the reference path. */
+START_TEST(test_conv_relu_fused)
+{
+    static const kdc_conv2d_desc SHAPES[] = {
+        {.n = 2, .c_in = 16, .h_in = 9, .w_in = 9, .c_out = 32, .kh = 3, .kw = 3, .stride = 1,
+         .pad = 1, .groups = 1, .x_blk = 16, .y_blk = 16},
+        {.n = 2, .c_in = 3, .h_in = 12, .w_in = 12, .c_out = 16, .kh = 7, .kw = 7, .stride = 2,
+         .pad = 3, .groups = 1},
+        {.n = 3, .c_in = 32, .h_in = 6, .w_in = 6, .c_out = 32, .kh = 3, .kw = 3, .stride = 1,
+         .pad = 1, .groups = 32, .x_blk = 8, .y_blk = 8},
+        {.n = 2, .c_in = 32, .h_in = 1, .w_in = 1, .c_out = 16, .kh = 3, .kw = 3, .stride = 1,
+         .pad = 1, .groups = 1},
+    };
+    const char *conv = _i ? "ref" : "dnnl";
+    kdc_error e;
+    kdc_backend *be;
+    setenv("KDC_CONV", conv, 1);
+    ck_assert_msg(kdc_backend_cpu_create(2, &be, &e) == KDC_OK, "%s", e.msg);
+    unsetenv("KDC_CONV");
+    ck_assert(be->conv_relu);
+    for (size_t k = 0; k < sizeof SHAPES / sizeof SHAPES[0]; k++) {
+        kdc_conv2d_desc d = SHAPES[k];
+        if (!be->act_blk)
+            d.x_blk = d.y_blk = 0;
+        ck_assert_msg(kdc_conv2d_desc_init(&d, &e) == KDC_OK, "%s", e.msg);
+        size_t nx = (size_t)d.n * d.c_in * d.h_in * d.w_in;
+        size_t nw = (size_t)d.c_out * (d.c_in / d.groups) * d.kh * d.kw;
+        size_t ny = (size_t)d.n * d.c_out * d.h_out * d.w_out;
+        float *x = malloc(nx * sizeof *x), *w = malloc(nw * sizeof *w), *b = malloc(64 * 4);
+        float *y = malloc(ny * sizeof *y), *yr = malloc(ny * sizeof *yr);
+        kdc_test_fill_uniform(x, nx, 10 + k, -1.0f, 1.0f);
+        kdc_test_fill_uniform(w, nw, 20 + k, -0.5f, 0.5f);
+        kdc_test_fill_uniform(b, 64, 30 + k, -0.3f, 0.3f);
+        ck_assert_msg(be->conv2d_forward(be, &d, x, w, b, y, &e) == KDC_OK, "%s", e.msg);
+        size_t neg = 0;
+        for (size_t i = 0; i < ny; i++) {
+            neg += y[i] < 0;
+            y[i] = y[i] > 0 ? y[i] : 0.0f;
+        }
+        d.relu = 1;
+        ck_assert_msg(be->conv2d_forward(be, &d, x, w, b, yr, &e) == KDC_OK, "%s", e.msg);
+        ck_assert_msg(neg > 0, "shape %zu: no negative output to clip", k);
+        same(conv, (int)k, "conv + fused ReLU", yr, y, ny);
+        free(x), free(w), free(b), free(y), free(yr);
+    }
+    kdc_backend_destroy(be);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("layout");
     TCase *tc = tcase_create("blocked");
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_blocked_equals_nchw, 0, N_ARCHS);
+    tcase_add_loop_test(tc, test_conv_relu_fused, 0, 2);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
