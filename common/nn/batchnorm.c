@@ -208,13 +208,13 @@ kdc_status kdc_batchnorm_forward_eval(const kdc_bn_desc *d, const float *x, cons
     kdc_status st = check_desc(d, err);
     if (st)
         return st;
-    if (d->blk)
-        return kdc_batchnorm_forward_eval_blk(d, x, gamma, beta, running_mean, running_var, y,
-                                              pool, err);
     if (!running_mean || !running_var)
         return kdc_fail(err, KDC_EINVAL,
                         "batchnorm: eval mode needs running statistics (use train mode for a "
                         "layer that does not track them)");
+    if (d->blk)
+        return kdc_batchnorm_forward_eval_blk(d, x, gamma, beta, running_mean, running_var, y,
+                                              pool, err);
     bn_ctx c = {.d = d, .x = x, .gamma = gamma, .beta = beta, .rmean_in = running_mean,
                 .rvar_in = running_var, .y = y};
     size_t hw = (size_t)d->hw;
