@@ -164,15 +164,20 @@ BLK_VECTORISE static void train_task(void *vctx, size_t begin, size_t end)
     }
 }
 
-kdc_status kdc_batchnorm_forward_train_blk(const kdc_bn_desc *d, const float *x,
-                                           const float *gamma, const float *beta,
-                                           float *running_mean, float *running_var,
-                                           float *save_mean, float *save_invstd, float *y,
-                                           kdc_pool *pool, kdc_error *err)
+kdc_status kdc_batchnorm_forward_train_blk(const kdc_bn_desc *d, const float *x, const float *gamma,
+                                           const float *beta, float *running_mean,
+                                           float *running_var, float *save_mean, float *save_invstd,
+                                           float *y, kdc_pool *pool, kdc_error *err)
 {
     (void)err;
-    blk_ctx c = {.d = d, .x = x, .gamma = gamma, .beta = beta, .running_mean = running_mean,
-                 .running_var = running_var, .save_mean = save_mean, .save_invstd = save_invstd,
+    blk_ctx c = {.d = d,
+                 .x = x,
+                 .gamma = gamma,
+                 .beta = beta,
+                 .running_mean = running_mean,
+                 .running_var = running_var,
+                 .save_mean = save_mean,
+                 .save_invstd = save_invstd,
                  .y = y};
     kdc_pool_parallel_for(pool, (size_t)(d->c / d->blk), 1, train_task, &c);
     return KDC_OK;
@@ -215,8 +220,13 @@ kdc_status kdc_batchnorm_forward_eval_blk(const kdc_bn_desc *d, const float *x, 
                                           kdc_error *err)
 {
     (void)err;
-    blk_ctx c = {.d = d, .x = x, .gamma = gamma, .beta = beta, .rmean_in = running_mean,
-                 .rvar_in = running_var, .y = y};
+    blk_ctx c = {.d = d,
+                 .x = x,
+                 .gamma = gamma,
+                 .beta = beta,
+                 .rmean_in = running_mean,
+                 .rvar_in = running_var,
+                 .y = y};
     size_t planes = (size_t)d->n * (size_t)(d->c / d->blk), plane = (size_t)d->hw * d->blk;
     kdc_pool_parallel_for(pool, planes, plane >= 4096 ? 1 : 4096 / plane, eval_task, &c);
     return KDC_OK;
@@ -225,10 +235,10 @@ kdc_status kdc_batchnorm_forward_eval_blk(const kdc_bn_desc *d, const float *x, 
 /* sg[s][l] += sum(g_s), sgx[s][l] += sum(g_s * (x - mean[l])) over lane l of
  * one plane, for the S streams g0 (and g1): batchnorm.c's sum_g_gx, x read
  * once for both. */
-BLK_VECTORISE static BLK_INLINE void sum_g_gx_blk(const float *x, const float *g0,
-                                                  const float *g1, size_t hw, const int B,
-                                                  const int S, const double *mean,
-                                                  double (*sg)[BMAX], double (*sgx)[BMAX])
+BLK_VECTORISE static BLK_INLINE void sum_g_gx_blk(const float *x, const float *g0, const float *g1,
+                                                  size_t hw, const int B, const int S,
+                                                  const double *mean, double (*sg)[BMAX],
+                                                  double (*sgx)[BMAX])
 {
     double a0[2][BMAX], a1[2][BMAX], b0[2][BMAX], b1[2][BMAX];
     for (int s = 0; s < S; s++)
@@ -349,9 +359,16 @@ kdc_status kdc_batchnorm_backward_blk(const kdc_bn_desc *d, const float *x, cons
                                       float *dbeta, kdc_pool *pool, kdc_error *err)
 {
     (void)err;
-    blk_ctx c = {.d = d, .x = x, .dy = dy, .gamma = gamma, .save_mean_in = save_mean,
-                 .save_invstd_in = save_invstd, .dx = dx, .streams = 1,
-                 .dgamma = {dgamma, NULL}, .dbeta = {dbeta, NULL}};
+    blk_ctx c = {.d = d,
+                 .x = x,
+                 .dy = dy,
+                 .gamma = gamma,
+                 .save_mean_in = save_mean,
+                 .save_invstd_in = save_invstd,
+                 .dx = dx,
+                 .streams = 1,
+                 .dgamma = {dgamma, NULL},
+                 .dbeta = {dbeta, NULL}};
     kdc_pool_parallel_for(pool, (size_t)(d->c / d->blk), 1, backward_task, &c);
     return KDC_OK;
 }
@@ -363,9 +380,16 @@ kdc_status kdc_batchnorm_backward_dual_blk(const kdc_bn_desc *d, const float *x,
                                            kdc_pool *pool, kdc_error *err)
 {
     (void)err;
-    blk_ctx c = {.d = d, .x = x, .dy = dy2, .gamma = gamma, .save_mean_in = save_mean,
-                 .save_invstd_in = save_invstd, .dx = dx2, .streams = 2,
-                 .dgamma = {dgamma0, dgamma1}, .dbeta = {dbeta0, dbeta1}};
+    blk_ctx c = {.d = d,
+                 .x = x,
+                 .dy = dy2,
+                 .gamma = gamma,
+                 .save_mean_in = save_mean,
+                 .save_invstd_in = save_invstd,
+                 .dx = dx2,
+                 .streams = 2,
+                 .dgamma = {dgamma0, dgamma1},
+                 .dbeta = {dbeta0, dbeta1}};
     kdc_pool_parallel_for(pool, (size_t)(d->c / d->blk), 1, backward_task, &c);
     return KDC_OK;
 }

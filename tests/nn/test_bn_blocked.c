@@ -65,7 +65,7 @@ typedef struct inputs {
     shape s;
     int blk, spiky; /* spiky: spike(), else spread() */
     size_t total;
-    float *x, *xb;   /* NCHW, blocked */
+    float *x, *xb;     /* NCHW, blocked */
     float *dy2, *dyb2; /* 2 streams each */
     float *gamma, *beta, *rm, *rv;
 } inputs;
@@ -92,14 +92,16 @@ static void spike(float *v, shape s, uint64_t seed)
     for (int n = 0; n < s.n; n++)
         for (int c = 0; c < s.c; c++) {
             float *p = v + ((size_t)n * s.c + c) * s.hw;
-            uint64_t r = seed * 0x9e3779b97f4a7c15ull + (uint64_t)(n * s.c + c) * 0xbf58476d1ce4e5b9ull;
+            uint64_t r =
+                seed * 0x9e3779b97f4a7c15ull + (uint64_t)(n * s.c + c) * 0xbf58476d1ce4e5b9ull;
             r ^= r >> 31;
             if (s.hw == 1) {
                 if (n < 2 && s.n > 2) /* not the whole channel */
                     p[0] = n ? -h : h;
                 continue;
             }
-            int a = (int)(r % (uint64_t)s.hw), b = (a + 1 + (int)((r >> 20) % (uint64_t)(s.hw - 1))) % s.hw;
+            int a = (int)(r % (uint64_t)s.hw),
+                b = (a + 1 + (int)((r >> 20) % (uint64_t)(s.hw - 1))) % s.hw;
             p[a] = h, p[b] = -h;
         }
 }
@@ -146,8 +148,8 @@ static void free_inputs(inputs *in)
 
 static kdc_bn_desc desc(const inputs *in, int blk)
 {
-    kdc_bn_desc d = {.n = in->s.n, .c = in->s.c, .hw = in->s.hw, .eps = EPS, .momentum = MOM,
-                     .blk = blk};
+    kdc_bn_desc d = {
+        .n = in->s.n, .c = in->s.c, .hw = in->s.hw, .eps = EPS, .momentum = MOM, .blk = blk};
     return d;
 }
 
@@ -304,12 +306,10 @@ static void check_backward(const inputs *in, const float *mean, const float *inv
     } else {
         r0 = kdc_batchnorm_backward_dual(&d0, in->x, in->dy2, g, mean, invstd, dx0p,
                                          wp[0] ? pg0[0] : NULL, wp[0] ? pb0[0] : NULL,
-                                         wp[1] ? pg0[1] : NULL, wp[1] ? pb0[1] : NULL, pool,
-                                         &err);
+                                         wp[1] ? pg0[1] : NULL, wp[1] ? pb0[1] : NULL, pool, &err);
         r1 = kdc_batchnorm_backward_dual(&d1, in->xb, in->dyb2, g, mean, invstd, dxbp,
                                          wp[0] ? pg1[0] : NULL, wp[0] ? pb1[0] : NULL,
-                                         wp[1] ? pg1[1] : NULL, wp[1] ? pb1[1] : NULL, pool,
-                                         &err);
+                                         wp[1] ? pg1[1] : NULL, wp[1] ? pb1[1] : NULL, pool, &err);
     }
     ck_assert_int_eq(r0, KDC_OK);
     ck_assert_msg(r1 == KDC_OK, "%s", err.msg);
@@ -380,15 +380,15 @@ START_TEST(test_dual_stream1_is_single)
     kdc_bn_desc d = desc(&in, 16);
     size_t t = in.total, c = (size_t)in.s.c;
     float *dx2 = garbage(2 * t, G_BLK), *dx = garbage(t, G_NCHW);
-    float *g2[2] = {garbage(c, G_BLK), garbage(c, G_BLK)}, *b2[2] = {garbage(c, G_BLK),
-                                                                     garbage(c, G_BLK)};
+    float *g2[2] = {garbage(c, G_BLK), garbage(c, G_BLK)},
+          *b2[2] = {garbage(c, G_BLK), garbage(c, G_BLK)};
     float *g1 = garbage(c, G_NCHW), *b1 = garbage(c, G_NCHW);
     kdc_error err;
     ck_assert_int_eq(kdc_batchnorm_backward_dual(&d, in.xb, in.dyb2, in.gamma, mean, invstd, dx2,
                                                  g2[0], b2[0], g2[1], b2[1], pool, &err),
                      KDC_OK);
-    ck_assert_int_eq(kdc_batchnorm_backward(&d, in.xb, in.dyb2 + t, in.gamma, mean, invstd, dx,
-                                            g1, b1, pool, &err),
+    ck_assert_int_eq(kdc_batchnorm_backward(&d, in.xb, in.dyb2 + t, in.gamma, mean, invstd, dx, g1,
+                                            b1, pool, &err),
                      KDC_OK);
     assert_same("dual stream 1 dx", &in, dx, dx2 + t, t);
     assert_same("dual stream 1 dgamma", &in, g1, g2[1], c);
@@ -414,9 +414,9 @@ START_TEST(test_refused)
                      KDC_EINVAL);
     ck_assert_int_eq(kdc_batchnorm_backward(&d, x, x, NULL, m, v, y, NULL, NULL, pool, &err),
                      KDC_EINVAL);
-    ck_assert_int_eq(kdc_batchnorm_backward_dual(&d, x, x, NULL, m, v, y, NULL, NULL, NULL, NULL,
-                                                 pool, &err),
-                     KDC_EINVAL);
+    ck_assert_int_eq(
+        kdc_batchnorm_backward_dual(&d, x, x, NULL, m, v, y, NULL, NULL, NULL, NULL, pool, &err),
+        KDC_EINVAL);
     d.blk = 4; /* not a block size */
     d.c = 8;
     ck_assert_int_eq(
@@ -431,12 +431,11 @@ START_TEST(test_refused)
                      KDC_EINVAL);
     /* the synchronised phases take NCHW only */
     ck_assert_int_eq(kdc_batchnorm_stats(&d, x, sums, pool, &err), KDC_EUNSUPPORTED);
-    ck_assert_int_eq(kdc_batchnorm_apply(&d, x, NULL, NULL, sums, 2.0, NULL, NULL, m, s, y, pool,
-                                         &err),
-                     KDC_EUNSUPPORTED);
     ck_assert_int_eq(
-        kdc_batchnorm_backward_sums(&d, x, x, m, s, sums, NULL, NULL, pool, &err),
+        kdc_batchnorm_apply(&d, x, NULL, NULL, sums, 2.0, NULL, NULL, m, s, y, pool, &err),
         KDC_EUNSUPPORTED);
+    ck_assert_int_eq(kdc_batchnorm_backward_sums(&d, x, x, m, s, sums, NULL, NULL, pool, &err),
+                     KDC_EUNSUPPORTED);
     ck_assert_int_eq(kdc_batchnorm_backward_apply(&d, x, x, NULL, m, s, sums, 2.0, y, pool, &err),
                      KDC_EUNSUPPORTED);
     d.blk = 0;
