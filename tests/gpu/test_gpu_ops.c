@@ -162,7 +162,7 @@ static const conv_case conv_cases[] = {
 static void conv_case_run(const conv_case *cc, kdc_precision prec, double tol_fwd)
 {
     kdc_conv2d_desc d = {cc->n, cc->c_in, cc->h, cc->w, cc->c_out, cc->k, cc->k,
-                         cc->stride, cc->pad, cc->groups, 0, 0};
+                         cc->stride, cc->pad, cc->groups, 0, 0, 0, 0, 0};
     CK(kdc_conv2d_desc_init(&d, &g_err));
     size_t nx = (size_t)d.n * d.c_in * d.h_in * d.w_in;
     size_t nw = (size_t)d.c_out * (d.c_in / d.groups) * d.kh * d.kw;
@@ -212,7 +212,7 @@ END_TEST
 
 START_TEST(test_conv2d_bad_desc)
 {
-    kdc_conv2d_desc d = {1, 3, 8, 8, 4, 3, 3, 1, 1, 1, 0, 0};
+    kdc_conv2d_desc d = {1, 3, 8, 8, 4, 3, 3, 1, 1, 1, 0, 0, 0, 0, 0};
     CK(kdc_conv2d_desc_init(&d, &g_err));
     d.h_out += 1; /* inconsistent with the sizes */
     ck_assert_int_eq(g_gpu->conv2d_forward(g_gpu, &d, NULL, NULL, NULL, NULL, &g_err),
@@ -224,7 +224,7 @@ END_TEST
 
 static void bn_case(int n, int c, int hw, int affine, int track)
 {
-    kdc_bn_desc d = {n, c, hw, 1e-5f, 0.1f};
+    kdc_bn_desc d = {n, c, hw, 1e-5f, 0.1f, 0};
     size_t nx = (size_t)n * c * hw;
     uint64_t s = (uint64_t)c * 77 + hw;
     /* a channel offset so that the mean matters */
@@ -347,7 +347,7 @@ END_TEST
 
 START_TEST(test_maxpool)
 {
-    kdc_pool2d_desc d = {2, 8, 17, 16, 3, 2, 1, 0, 0};
+    kdc_pool2d_desc d = {2, 8, 17, 16, 3, 2, 1, 0, 0, 0};
     CK(kdc_pool2d_desc_init(&d, &g_err));
     size_t nx = (size_t)d.n * d.c * d.h_in * d.w_in, ny = (size_t)d.n * d.c * d.h_out * d.w_out;
     /* distinct values (a shuffled ramp) so that no window has a tie */
