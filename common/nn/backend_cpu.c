@@ -131,7 +131,8 @@ static kdc_status cpu_synchronize(kdc_backend *be, kdc_error *err)
 /* The activation block of oneDNN's f32 convolutions on this CPU (it computes
  * in nChw16c with AVX-512 and nChw8c with AVX2), so that the model keeps its
  * activations in that layout and no reorder runs around a convolution.
- * KDC_LAYOUT=nchw keeps every activation in NCHW (for comparisons). */
+ * KDC_LAYOUT=nchw keeps every activation in NCHW (for comparisons); blocked,
+ * the default, uses the block of this CPU. */
 static int act_blk_of_cpu(void)
 {
     const char *l = getenv("KDC_LAYOUT");
@@ -517,6 +518,12 @@ kdc_status kdc_backend_cpu_create(int threads, kdc_backend **out, kdc_error *err
     if (conv && *conv && strcmp(conv, "ref") && strcmp(conv, "dnnl")) {
         cpu_destroy(be);
         return kdc_fail(err, KDC_EINVAL, "cpu backend: KDC_CONV=%s (expected ref or dnnl)", conv);
+    }
+    const char *layout = getenv("KDC_LAYOUT");
+    if (layout && *layout && strcmp(layout, "nchw") && strcmp(layout, "blocked")) {
+        cpu_destroy(be);
+        return kdc_fail(err, KDC_EINVAL, "cpu backend: KDC_LAYOUT=%s (expected nchw or blocked)",
+                        layout);
     }
     if (!conv || strcmp(conv, "ref")) {
         st = kdc_dnnl_create(threads, &c->dnnl, err);

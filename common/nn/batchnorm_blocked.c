@@ -353,12 +353,12 @@ BLK_VECTORISE static void backward_task(void *vctx, size_t begin, size_t end)
     }
 }
 
-kdc_status kdc_batchnorm_backward_blk(const kdc_bn_desc *d, const float *x, const float *dy,
-                                      const float *gamma, const float *save_mean,
-                                      const float *save_invstd, float *dx, float *dgamma,
-                                      float *dbeta, kdc_pool *pool, kdc_error *err)
+/* One or two gradient streams: the single backward is the dual's stream 0. */
+static void run_backward(const kdc_bn_desc *d, const float *x, const float *dy,
+                         const float *gamma, const float *save_mean, const float *save_invstd,
+                         float *dx, int streams, float *dgamma0, float *dbeta0, float *dgamma1,
+                         float *dbeta1, kdc_pool *pool)
 {
-    (void)err;
     blk_ctx c = {.d = d,
                  .x = x,
                  .dy = dy,
@@ -366,10 +366,19 @@ kdc_status kdc_batchnorm_backward_blk(const kdc_bn_desc *d, const float *x, cons
                  .save_mean_in = save_mean,
                  .save_invstd_in = save_invstd,
                  .dx = dx,
-                 .streams = 1,
-                 .dgamma = {dgamma, NULL},
-                 .dbeta = {dbeta, NULL}};
+                 .streams = streams,
+                 .dgamma = {dgamma0, dgamma1},
+                 .dbeta = {dbeta0, dbeta1}};
     kdc_pool_parallel_for(pool, (size_t)(d->c / d->blk), 1, backward_task, &c);
+}
+
+kdc_status kdc_batchnorm_backward_blk(const kdc_bn_desc *d, const float *x, const float *dy,
+                                      const float *gamma, const float *save_mean,
+                                      const float *save_invstd, float *dx, float *dgamma,
+                                      float *dbeta, kdc_pool *pool, kdc_error *err)
+{
+    (void)err;
+    run_backward(d, x, dy, gamma, save_mean, save_invstd, dx, 1, dgamma, dbeta, NULL, NULL, pool);
     return KDC_OK;
 }
 
@@ -380,16 +389,7 @@ kdc_status kdc_batchnorm_backward_dual_blk(const kdc_bn_desc *d, const float *x,
                                            kdc_pool *pool, kdc_error *err)
 {
     (void)err;
-    blk_ctx c = {.d = d,
-                 .x = x,
-                 .dy = dy2,
-                 .gamma = gamma,
-                 .save_mean_in = save_mean,
-                 .save_invstd_in = save_invstd,
-                 .dx = dx2,
-                 .streams = 2,
-                 .dgamma = {dgamma0, dgamma1},
-                 .dbeta = {dbeta0, dbeta1}};
-    kdc_pool_parallel_for(pool, (size_t)(d->c / d->blk), 1, backward_task, &c);
+    run_backward(d, x, dy2, gamma, save_mean, save_invstd, dx2, 2, dgamma0, dbeta0, dgamma1,
+                 dbeta1, pool);
     return KDC_OK;
 }

@@ -202,6 +202,34 @@ START_TEST(test_conv_relu_fused)
 }
 END_TEST
 
+/* KDC_LAYOUT: nchw turns the blocks off, blocked keeps this CPU's, anything
+ * else is refused at backend creation with the accepted values named. */
+START_TEST(test_layout_env)
+{
+    kdc_error e;
+    kdc_backend *be = NULL;
+    setenv("KDC_LAYOUT", "nchw", 1);
+    ck_assert_msg(kdc_backend_cpu_create(1, &be, &e) == KDC_OK, "%s", e.msg);
+    ck_assert_int_eq(be->act_blk, 0);
+    kdc_backend_destroy(be);
+    setenv("KDC_LAYOUT", "blocked", 1);
+    ck_assert_msg(kdc_backend_cpu_create(1, &be, &e) == KDC_OK, "%s", e.msg);
+    int blocked = be->act_blk;
+    kdc_backend_destroy(be);
+    unsetenv("KDC_LAYOUT");
+    ck_assert_msg(kdc_backend_cpu_create(1, &be, &e) == KDC_OK, "%s", e.msg);
+    ck_assert_int_eq(be->act_blk, blocked); /* blocked is the default */
+    kdc_backend_destroy(be);
+    be = NULL;
+    setenv("KDC_LAYOUT", "nhwc", 1);
+    ck_assert_int_eq(kdc_backend_cpu_create(1, &be, &e), KDC_EINVAL);
+    unsetenv("KDC_LAYOUT");
+    ck_assert_ptr_null(be);
+    ck_assert_msg(strstr(e.msg, "KDC_LAYOUT=nhwc") && strstr(e.msg, "nchw or blocked"), "%s",
+                  e.msg);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("layout");
@@ -209,6 +237,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_blocked_equals_nchw, 0, N_ARCHS);
     tcase_add_loop_test(tc, test_conv_relu_fused, 0, 2);
+    tcase_add_test(tc, test_layout_env);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
